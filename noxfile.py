@@ -1,0 +1,92 @@
+"""Orchestration only: each session installs what it needs and calls a package CLI.
+
+    nox -s reproduce                         # every table at the `small` scale -> results/REPORT.md
+    nox -s reproduce -- --scale tiny --tables 'ccst.*'
+    nox -s tests                             # the test suite (default session)
+
+Data: ANNREPRO_DATA if set, else ../shared/data beside the checkout if it exists, else the
+small stand-ins are fetched (checksum-verified) into the user cache on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"  # installs are re-checked each run; pip skips what is satisfied
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).parent
+PAPERS = ("catalyzer", "ccst", "kdindex")
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+
+
+def _env() -> dict:
+    env = {}
+    if "ANNREPRO_DATA" not in os.environ:
+        shared = ROOT.parent / "shared" / "data"
+        if shared.is_dir():
+            env["ANNREPRO_DATA"] = str(shared)
+        else:  # fresh machine: fetch the stand-ins on first use
+            env["ANNREPRO_AUTO_FETCH"] = "1"
+    return env
+
+
+def _install(session, *papers, extra=()):
+    # torch first and pinned: the CPU wheel from PIP_FIND_LINKS, never the CUDA build.
+    session.install("torch==2.13.0", *CONSTRAINTS)
+    pkgs = ["-e", str(ROOT / "shared[fetch]")]
+    for p in papers:
+        pkgs += ["-e", str(ROOT / "packages" / p)]
+    session.install(*pkgs, *extra, *CONSTRAINTS)
+
+
+@nox.session
+def tests(session):
+    """Unit tests, bad-input tests, and every table end to end at `tiny` against snapshots."""
+    _install(session, *PAPERS, extra=("pytest",))
+    session.run("pytest", *session.posargs, env=_env())
+
+
+@nox.session
+def reproduce(session):
+    """Every registered table (default scale `small`), then results/REPORT.md."""
+    _install(session, *PAPERS)
+    session.run("annrepro", "reproduce", *session.posargs, env=_env())
+
+
+def _paper_session(paper):
+    def run(session):
+        _install(session, paper)  # only annrepro and this paper: proves it installs alone
+        session.run(paper, "reproduce", *session.posargs, env=_env())
+
+    run.__doc__ = f"The {paper} tables only, in a venv with only annrepro and {paper}."
+    return run
+
+
+for _p in PAPERS:
+    nox.session(name=f"reproduce-{_p}")(_paper_session(_p))
+
+
+@nox.session
+def report(session):
+    """Rewrite results/REPORT.md from the results on disk (no computation)."""
+    _install(session)
+    session.run("annrepro", "report", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff", *CONSTRAINTS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session):
+    """Benchmarks: IO and ground-truth throughput against bare numpy / faiss, memory bounds."""
+    _install(session)
+    session.run("python", "benchmarks/bench_shared.py", *session.posargs, env=_env())

@@ -1,0 +1,206 @@
+"""Exact k-nearest-neighbour ground truth for L2 and inner product, through faiss.
+
+`knn_exact` walks the base in chunks of `base_chunk` rows (each copied from a possibly
+memory-mapped array into a contiguous float32 buffer) and the queries in chunks of `query_chunk`
+rows, merging partial results in a faiss `ResultHeap`: peak memory is bounded by the chunk sizes,
+not by the base size, so bases larger than RAM work when memory-mapped.
+
+`cached_knn` stores results on disk under a key of the data's content, k and metric.
+`check_groundtruth` compares a shipped ground truth with a recomputation: equal up to the order
+of exactly tied distances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .vecio import atomic_write_bytes
+
+__all__ = [
+    "GroundTruthError",
+    "knn_exact",
+    "cached_knn",
+    "check_groundtruth",
+    "array_fingerprint",
+    "cache_dir",
+]
+
+log = logging.getLogger(__name__)
+
+METRICS = ("l2", "ip")
+
+
+class GroundTruthError(ValueError):
+    """Inputs to ground truth are inconsistent, or a shipped ground truth is wrong."""
+
+
+def _faiss_metric(metric: str):
+    import faiss
+
+    if metric not in METRICS:
+        raise GroundTruthError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def _check_inputs(xq, xb, k):
+    if xq.ndim != 2 or xb.ndim != 2:
+        raise GroundTruthError(f"queries and base must be 2-d; got {xq.shape} and {xb.shape}")
+    if xq.shape[1] != xb.shape[1]:
+        raise GroundTruthError(
+            f"query dimension {xq.shape[1]} differs from base dimension {xb.shape[1]}"
+        )
+    if not 1 <= k <= xb.shape[0]:
+        raise GroundTruthError(f"k={k} must be between 1 and the base size {xb.shape[0]}")
+
+
+def _finite(x, what, offset=0):
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.all():
+        r = int(np.flatnonzero(~ok)[0]) + offset
+        raise GroundTruthError(f"{what} row {r} contains NaN or inf")
+
+
+def knn_exact(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    k: int,
+    metric: str = "l2",
+    base_chunk: int = 1 << 18,
+    query_chunk: int = 1 << 14,
+    progress: bool = False,
+):
+    """Exact top-k of each query over the base.
+
+    xq: (nq, d), xb: (nb, d), any real dtype (uint8 is converted chunk by chunk), xb may be a
+    memory map. Returns `(D, I)`: D float32 (nq, k) squared L2 distances (ascending) or inner
+    products (descending), I int64 (nq, k).
+    """
+    import faiss
+
+    fm = _faiss_metric(metric)
+    _check_inputs(xq, xb, k)
+    nq, nb = xq.shape[0], xb.shape[0]
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=nb * ((nq + query_chunk - 1) // query_chunk), desc="ground truth",
+                   unit="vec", unit_scale=True)
+    for q0 in range(0, nq, query_chunk):
+        q = np.ascontiguousarray(xq[q0 : q0 + query_chunk], dtype=np.float32)
+        _finite(q, "query", q0)
+        heap = faiss.ResultHeap(len(q), k, keep_max=(metric == "ip"))
+        for b0 in range(0, nb, base_chunk):
+            b = np.ascontiguousarray(xb[b0 : b0 + base_chunk], dtype=np.float32)
+            _finite(b, "base", b0)
+            kk = min(k, len(b))
+            Dc, Ic = faiss.knn(q, b, kk, metric=fm)
+            if kk < k:  # pad so the heap sees k columns
+                Dc = np.pad(Dc, ((0, 0), (0, k - kk)), constant_values=np.inf if metric == "l2"
+                            else -np.inf)
+                Ic = np.pad(Ic, ((0, 0), (0, k - kk)), constant_values=-1)
+            Ic = np.where(Ic >= 0, Ic + b0, -1)
+            heap.add_result(Dc, Ic)
+            if bar is not None:
+                bar.update(len(b))
+        heap.finalize()
+        D[q0 : q0 + len(q)] = heap.D
+        I[q0 : q0 + len(q)] = heap.I
+    if bar is not None:
+        bar.close()
+    return D, I
+
+
+def array_fingerprint(*arrays) -> str:
+    """sha256 over the shapes, dtypes and bytes of arrays (for small in-memory data)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype.str}".encode())
+        for i in range(0, a.shape[0], 1 << 16):
+            h.update(a[i : i + (1 << 16)].tobytes())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """ANNREPRO_CACHE, else ~/.cache/annrepro."""
+    env = os.environ.get("ANNREPRO_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "annrepro"
+
+
+def cached_knn(xq, xb, k: int, metric: str = "l2", key: str | None = None, **kw):
+    """`knn_exact` with an on-disk cache keyed by (data content or `key`, k, metric).
+
+    `key` identifies the data (e.g. a data set's file checksums and split); without it the
+    arrays are hashed. A smaller k is served from a cached larger one.
+    """
+    data_key = key or array_fingerprint(xq, xb)
+    folder = cache_dir() / "groundtruth"
+    tag = hashlib.sha256(f"{data_key}|{metric}".encode()).hexdigest()[:24]
+    if folder.exists():
+        for f in sorted(folder.glob(f"gt-{tag}-k*.npz")):
+            kk = int(f.stem.rsplit("-k", 1)[1])
+            if kk >= k:
+                try:
+                    with np.load(f) as z:
+                        D, I = z["D"], z["I"]
+                    if D.shape == (len(xq), kk) and I.shape == (len(xq), kk):
+                        return D[:, :k].copy(), I[:, :k].copy()
+                except (OSError, ValueError, KeyError):
+                    log.warning("ignoring unreadable ground-truth cache %s", f)
+    D, I = knn_exact(xq, xb, k, metric, **kw)
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, D=D, I=I)
+    atomic_write_bytes(folder / f"gt-{tag}-k{k}.npz", buf.getvalue())
+    return D, I
+
+
+def check_groundtruth(gt, xq, xb, metric: str = "l2", name: str = "ground truth", rtol=1e-4):
+    """Check a shipped ground truth `gt: int (nq, k)` against a brute-force recomputation.
+
+    Passes when, for every query, the ids are in range and the distances of the shipped ids
+    equal the exact top-k distances (so rows may differ only in the order or choice among exactly
+    tied distances). Raises GroundTruthError naming the first bad query otherwise.
+    """
+    gt = np.asarray(gt)
+    if gt.ndim != 2 or gt.shape[0] != xq.shape[0]:
+        raise GroundTruthError(
+            f"{name}: shape {gt.shape} does not match {xq.shape[0]} queries"
+        )
+    nb = xb.shape[0]
+    if gt.min() < 0 or gt.max() >= nb:
+        bad = int(np.flatnonzero((gt < 0).any(axis=1) | (gt >= nb).any(axis=1))[0])
+        raise GroundTruthError(
+            f"{name}: query {bad} lists ids outside [0, {nb}) of the base: ground truth from "
+            "another data set or base size"
+        )
+    k = gt.shape[1]
+    D, _ = knn_exact(xq, xb, k, metric)
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    vecs = np.asarray(xb[np.sort(np.unique(gt))], dtype=np.float32)
+    remap = {v: i for i, v in enumerate(np.sort(np.unique(gt)))}
+    idx = np.vectorize(remap.__getitem__)(gt)
+    if metric == "l2":
+        Dg = ((q[:, None, :] - vecs[idx]) ** 2).sum(-1)
+        Dg.sort(axis=1)
+    else:
+        Dg = np.einsum("qd,qkd->qk", q, vecs[idx])
+        Dg = -np.sort(-Dg, axis=1)
+    scale = np.maximum(np.abs(D).max(axis=1, keepdims=True), 1e-12)
+    bad = np.abs(Dg - D) > rtol * scale
+    if bad.any():
+        r = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise GroundTruthError(
+            f"{name}: query {r} does not list its exact top-{k} (distance "
+            f"{Dg[r][bad[r]][0]:.6g} where the exact one is {D[r][bad[r]][0]:.6g}): wrong "
+            "ground truth, another metric, or another base"
+        )

@@ -1,0 +1,284 @@
+"""Table specs (`paper_tables/<paper>/<table>.toml`) and published numbers (`<table>.csv`).
+
+See paper_tables/README.md for the schema. Loading validates both files together: every column
+of the CSV is declared in the spec, every claim names rows and columns that exist, every scale
+names registered data sets for every paper data set, and published values parse as numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..paths import tables_root
+
+__all__ = ["SpecError", "TableSpec", "Column", "Claim", "Cell", "load_spec", "find_specs"]
+
+SCALES = ("tiny", "small", "full")
+COMPARES = ("abs", "rel", "info", "ratio")
+CSV_FIELDS = ["dataset", "row", "column", "published", "std", "source", "note"]
+
+# canonical measured unit -> published unit: factor applied to the measured value
+UNIT_FACTORS = {
+    "%": 100.0,
+    "h": 1 / 3600,
+    "ms": 1000.0,
+    "min": 1 / 60,
+    "GB": 1 / 1e9,
+    "GiB": 1 / 2**30,
+    "MB": 1 / 1e6,
+}
+TIMING_UNITS = ("s", "h", "ms", "min", "q/s", "vec/s")
+
+
+class SpecError(ValueError):
+    """A table spec or its published CSV is malformed or inconsistent."""
+
+
+@dataclass
+class Column:
+    name: str
+    unit: str = ""
+    compare: str = "abs"
+    tol: float = 0.0
+    higher_is_better: bool = True
+    baseline_row: str | None = None
+    description: str = ""
+
+    @property
+    def is_timing(self) -> bool:
+        """Timings and throughputs vary run to run: never snapshotted."""
+        return self.unit in TIMING_UNITS
+
+    @property
+    def factor(self) -> float:
+        """Multiply a measured (canonical) value by this to get the published unit."""
+        return UNIT_FACTORS.get(self.unit, 1.0)
+
+
+@dataclass
+class Claim:
+    id: str
+    text: str
+    dataset: str
+    column: str
+    better: str
+    worse: str
+    margin: float = 0.0
+    ratio: float | None = None
+    scales: tuple = SCALES
+
+
+@dataclass
+class Cell:
+    dataset: str
+    row: str
+    column: str
+    published: float | None
+    published_text: str
+    std: float | None
+    source: str
+    note: str
+
+
+@dataclass
+class TableSpec:
+    id: str
+    paper: str
+    title: str
+    source: str
+    path: Path
+    columns: dict[str, Column]
+    scales: dict[str, dict]
+    params: dict
+    claims: list[Claim]
+    cells: list[Cell]
+    notes: str = ""
+    raw: dict = field(default_factory=dict, repr=False)
+
+    def datasets(self, scale: str) -> dict[str, str]:
+        """Paper data set name -> registry name at this scale."""
+        return dict(self.scales.get(scale, {}).get("datasets", {}))
+
+    def params_for(self, scale: str) -> dict:
+        p = dict(self.params)
+        p.update(self.scales.get(scale, {}).get("params", {}))
+        return p
+
+    def published(self) -> dict[tuple, Cell]:
+        return {(c.dataset, c.row, c.column): c for c in self.cells}
+
+    def rows(self, dataset: str | None = None) -> list[str]:
+        seen = []
+        for c in self.cells:
+            if (dataset is None or c.dataset == dataset) and c.row not in seen:
+                seen.append(c.row)
+        return seen
+
+
+def _num(text: str, where: str) -> float | None:
+    text = text.strip()
+    if text == "":
+        return None
+    try:
+        v = float(text.replace(",", ""))
+    except ValueError:
+        raise SpecError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise SpecError(f"{where}: {text!r} is not finite")
+    return v
+
+
+def _read_csv(path: Path) -> list[Cell]:
+    if not path.is_file():
+        raise SpecError(f"{path}: published CSV not found")
+    with open(path, newline="", encoding="utf-8") as f:
+        rd = csv.DictReader(f)
+        if rd.fieldnames is None or [h.strip() for h in rd.fieldnames] != CSV_FIELDS:
+            raise SpecError(f"{path}: header must be {','.join(CSV_FIELDS)}; got {rd.fieldnames}")
+        cells, seen = [], set()
+        for i, r in enumerate(rd, start=2):
+            where = f"{path}:{i}"
+            if None in r or any(v is None for v in r.values()):
+                raise SpecError(f"{where}: expected {len(CSV_FIELDS)} fields")
+            key = (r["dataset"], r["row"], r["column"])
+            if not all(key):
+                raise SpecError(f"{where}: dataset, row and column must not be empty")
+            if key in seen:
+                raise SpecError(f"{where}: duplicate cell {key}")
+            seen.add(key)
+            cells.append(
+                Cell(
+                    dataset=r["dataset"],
+                    row=r["row"],
+                    column=r["column"],
+                    published=_num(r["published"], where),
+                    published_text=r["published"].strip(),
+                    std=_num(r["std"], where),
+                    source=r["source"],
+                    note=r["note"],
+                )
+            )
+    return cells
+
+
+def load_spec(path) -> TableSpec:
+    """Load and validate one table spec with its published CSV."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: invalid TOML: {e}") from None
+    t = raw.get("table")
+    if not isinstance(t, dict) or "id" not in t:
+        raise SpecError(f"{path}: missing [table] with an id")
+    tid = t["id"]
+    if tid != f"{path.parent.name}.{path.stem}":
+        raise SpecError(f"{path}: table id {tid!r} must be {path.parent.name}.{path.stem!s}")
+    paper = t.get("paper", tid.split(".")[0])
+    if not tid.startswith(paper + "."):
+        raise SpecError(f"{path}: table id {tid!r} must start with the paper name {paper!r}")
+
+    columns = {}
+    for name, c in raw.get("columns", {}).items():
+        compare = c.get("compare", "abs")
+        if compare not in COMPARES:
+            raise SpecError(f"{path}: column {name!r}: compare {compare!r} not in {COMPARES}")
+        if compare == "ratio" and not c.get("baseline_row"):
+            raise SpecError(f"{path}: column {name!r}: compare = 'ratio' needs baseline_row")
+        columns[name] = Column(
+            name=name,
+            unit=c.get("unit", ""),
+            compare=compare,
+            tol=float(c.get("tol", 0.0)),
+            higher_is_better=bool(c.get("higher_is_better", True)),
+            baseline_row=c.get("baseline_row"),
+            description=c.get("description", ""),
+        )
+
+    cells = _read_csv(path.parent / t.get("published", path.with_suffix(".csv").name))
+    for c in cells:
+        if c.column not in columns:
+            raise SpecError(
+                f"{path}: the published CSV has column {c.column!r} (row {c.row!r}) that the "
+                f"spec does not declare under [columns]"
+            )
+
+    scales = raw.get("scales", {})
+    for s in scales:
+        if s not in SCALES:
+            raise SpecError(f"{path}: unknown scale {s!r}; expected {SCALES}")
+
+    keys = {(c.dataset, c.row) for c in cells}
+    claims = []
+    for i, c in enumerate(raw.get("claims", [])):
+        try:
+            cl = Claim(
+                id=c.get("id", f"claim{i + 1}"),
+                text=c["text"],
+                dataset=c["dataset"],
+                column=c["column"],
+                better=c["better"],
+                worse=c["worse"],
+                margin=float(c.get("margin", 0.0)),
+                ratio=c.get("ratio"),
+                scales=tuple(c.get("scales", SCALES)),
+            )
+        except KeyError as e:
+            raise SpecError(f"{path}: claim {i + 1} lacks {e.args[0]!r}") from None
+        if cl.column not in columns:
+            raise SpecError(f"{path}: claim {cl.id!r} names undeclared column {cl.column!r}")
+        for r in (cl.better, cl.worse):
+            if (cl.dataset, r) not in keys:
+                raise SpecError(
+                    f"{path}: claim {cl.id!r} names row {r!r} on {cl.dataset!r}, which the "
+                    "published CSV lacks"
+                )
+        claims.append(cl)
+
+    for rows in raw.get("rows", {}).items():  # optional explicit row list per data set
+        ds, names = rows
+        for r in names:
+            if (ds, r) not in keys:
+                raise SpecError(
+                    f"{path}: the spec declares row {r!r} on {ds!r}, but the published CSV "
+                    "lacks it"
+                )
+
+    return TableSpec(
+        id=tid,
+        paper=paper,
+        title=t.get("title", ""),
+        source=t.get("source", ""),
+        path=path,
+        columns=columns,
+        scales=scales,
+        params=raw.get("params", {}),
+        claims=claims,
+        cells=cells,
+        notes=t.get("notes", ""),
+        raw=raw,
+    )
+
+
+def find_specs(pattern: str = "*", root: Path | None = None) -> list[TableSpec]:
+    """Specs whose id matches the glob `pattern` (comma-separated globs allowed)."""
+    root = root or tables_root()
+    paths = sorted(root.glob("*/*.toml"))
+    pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+    out = []
+    for p in paths:
+        tid = f"{p.parent.name}.{p.stem}"
+        if any(fnmatch.fnmatchcase(tid, pat) for pat in pats):
+            out.append(load_spec(p))
+    if not out:
+        known = ", ".join(f"{p.parent.name}.{p.stem}" for p in paths)
+        raise SpecError(f"no table matches {pattern!r}; known tables: {known or '(none)'}")
+    return out

@@ -1,0 +1,321 @@
+"""Vector file IO: texmex (`.fvecs`, `.ivecs`, `.bvecs`), big-ann-benchmarks (`.fbin`, `.u8bin`,
+`.ibin`) and `.npy`.
+
+Every reader validates the file before it returns a single number: non-empty, size an exact
+multiple of the record size (texmex) or equal to the header's n*d (big-ann), the same dimension
+in every texmex row header, and plausible dimensions. A bad file raises `VectorFileError` naming
+the file, the byte offset or row, and what was expected.
+
+Formats:
+- texmex: per row an int32 `d`, then `d` values (float32 for fvecs, uint8 for bvecs, int32 for
+  ivecs).
+- big-ann: a header of two uint32 (`n`, `d`), then `n*d` values (float32 / uint8 / int32).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "VectorFileError",
+    "FORMATS",
+    "read_vectors",
+    "mmap_vectors",
+    "vectors_shape",
+    "write_vectors",
+    "read_fvecs",
+    "read_ivecs",
+    "read_bvecs",
+    "mmap_fvecs",
+    "mmap_ivecs",
+    "mmap_bvecs",
+    "write_fvecs",
+    "write_ivecs",
+    "write_bvecs",
+    "read_fbin",
+    "read_u8bin",
+    "read_ibin",
+    "write_fbin",
+    "write_u8bin",
+    "write_ibin",
+    "atomic_write_bytes",
+]
+
+# Largest dimension we accept in a header: a guard against reading garbage (a float's bytes
+# read as an int32 header give huge or negative values).
+MAX_DIM = 1 << 20
+
+
+class VectorFileError(ValueError):
+    """A vector file is missing, truncated, mis-typed or inconsistent."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# extension -> (layout, dtype)
+FORMATS = {
+    ".fvecs": ("texmex", np.dtype("<f4")),
+    ".ivecs": ("texmex", np.dtype("<i4")),
+    ".bvecs": ("texmex", np.dtype("u1")),
+    ".fbin": ("bin", np.dtype("<f4")),
+    ".u8bin": ("bin", np.dtype("u1")),
+    ".i8bin": ("bin", np.dtype("i1")),
+    ".ibin": ("bin", np.dtype("<i4")),
+    ".npy": ("npy", None),
+}
+
+
+def _format(path: Path):
+    ext = path.suffix.lower()
+    if ext not in FORMATS:
+        raise VectorFileError(
+            path, f"unknown extension {ext!r}; expected one of {', '.join(sorted(FORMATS))}"
+        )
+    return FORMATS[ext]
+
+
+def _check_file(path: Path) -> int:
+    if not path.exists():
+        raise VectorFileError(path, "no such file")
+    if not path.is_file():
+        raise VectorFileError(path, "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise VectorFileError(path, "empty file (0 bytes)")
+    return size
+
+
+def _texmex_layout(path: Path, dtype: np.dtype, size: int):
+    """Return (n, d) of a texmex file after checking its size and every row header."""
+    if size < 4:
+        raise VectorFileError(path, f"{size} bytes is shorter than one int32 dimension header")
+    d = int(np.fromfile(path, dtype="<i4", count=1)[0])
+    if d <= 0 or d > MAX_DIM:
+        raise VectorFileError(
+            path,
+            f"row 0 (byte 0) declares dimension {d}; expected 1..{MAX_DIM}: "
+            f"is this really a {path.suffix} file?",
+        )
+    rec = 4 + d * dtype.itemsize
+    if size % rec:
+        n_full = size // rec
+        raise VectorFileError(
+            path,
+            f"file size {size} is not a multiple of the record size {rec} bytes "
+            f"(int32 header + {d} x {dtype.name}): truncated after row {n_full - 1} "
+            f"(byte {n_full * rec}) or written with another dtype",
+        )
+    n = size // rec
+    # Every row must repeat the dimension: check all headers through a strided view.
+    words = np.memmap(path, dtype="<i4", mode="r", shape=(size // 4,))
+    heads = words[:: rec // 4] if rec % 4 == 0 else None
+    if heads is None:  # bvecs with d % 4 != 0: records are not int32-aligned
+        raw = np.memmap(path, dtype="u1", mode="r", shape=(n, rec))
+        heads = np.ascontiguousarray(raw[:, :4]).view("<i4").ravel()
+    bad = np.flatnonzero(np.asarray(heads[:n]) != d)
+    if bad.size:
+        r = int(bad[0])
+        raise VectorFileError(
+            path,
+            f"row {r} (byte {r * rec}) declares dimension {int(heads[r])}, "
+            f"but row 0 declares {d}: rows of different dimension or a corrupted file",
+        )
+    return n, d
+
+
+def _bin_layout(path: Path, dtype: np.dtype, size: int):
+    if size < 8:
+        raise VectorFileError(path, f"{size} bytes is shorter than the 8-byte (n, d) header")
+    n, d = (int(v) for v in np.fromfile(path, dtype="<u4", count=2))
+    if n == 0 or d == 0:
+        raise VectorFileError(path, f"header declares n={n}, d={d}: no vectors")
+    if d > MAX_DIM:
+        raise VectorFileError(path, f"header declares dimension {d} > {MAX_DIM}: corrupted?")
+    expected = 8 + n * d * dtype.itemsize
+    if size != expected:
+        raise VectorFileError(
+            path,
+            f"header declares n={n}, d={d} ({dtype.name}) = {expected} bytes, "
+            f"but the file has {size} bytes ("
+            + ("truncated" if size < expected else "trailing bytes")
+            + ")",
+        )
+    return n, d
+
+
+def vectors_shape(path) -> tuple[int, int]:
+    """(n, d) of a vector file, validated, without reading its values."""
+    path = Path(path)
+    layout, dtype = _format(path)
+    size = _check_file(path)
+    if layout == "texmex":
+        return _texmex_layout(path, dtype, size)
+    if layout == "bin":
+        return _bin_layout(path, dtype, size)
+    arr = _load_npy(path, mmap=True)
+    return arr.shape
+
+
+def _load_npy(path: Path, mmap: bool):
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise VectorFileError(path, f"not a valid .npy file: {e}") from None
+    if arr.ndim != 2:
+        raise VectorFileError(path, f"expected a 2-d array (n, d), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise VectorFileError(path, f"empty array of shape {arr.shape}")
+    return arr
+
+
+def mmap_vectors(path, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Memory-map rows [start, stop) of a vector file: nothing is read until used.
+
+    Returns a read-only (n, d) view (for texmex files a strided view that skips the row
+    headers; copy with `np.ascontiguousarray` before handing it to faiss).
+    """
+    path = Path(path)
+    layout, dtype = _format(path)
+    n, d = vectors_shape(path)
+    start, stop = _row_range(path, n, start, stop)
+    if layout == "texmex":
+        rec_items = d + 4 // dtype.itemsize
+        raw = np.memmap(path, dtype=dtype, mode="r", shape=(n, rec_items))
+        return raw[start:stop, 4 // dtype.itemsize :]
+    if layout == "bin":
+        arr = np.memmap(path, dtype=dtype, mode="r", offset=8, shape=(n, d))
+        return arr[start:stop]
+    return _load_npy(path, mmap=True)[start:stop]
+
+
+def _row_range(path, n, start, stop):
+    stop = n if stop is None else stop
+    if not (0 <= start <= stop <= n):
+        raise VectorFileError(path, f"row range [{start}, {stop}) outside the file's {n} rows")
+    if start == stop:
+        raise VectorFileError(path, f"row range [{start}, {stop}) is empty")
+    return start, stop
+
+
+def read_vectors(
+    path, start: int = 0, stop: int | None = None, check_finite: bool = True
+) -> np.ndarray:
+    """Read rows [start, stop) of any supported vector file into memory (C-contiguous).
+
+    Dispatches on the extension. Float data is checked for NaN/inf (the first bad row is named).
+    Reads only the requested rows.
+    """
+    path = Path(path)
+    arr = np.ascontiguousarray(mmap_vectors(path, start, stop))
+    if check_finite and arr.dtype.kind == "f":
+        check_finite_rows(arr, path, offset=start)
+    return arr
+
+
+def check_finite_rows(x: np.ndarray, what, offset: int = 0) -> None:
+    """Raise VectorFileError naming the first row with NaN or inf."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        r = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise VectorFileError(what, f"row {r + offset} contains NaN or inf")
+
+
+def _texmex_bytes(x: np.ndarray, dtype: np.dtype) -> bytes:
+    n, d = x.shape
+    rec = np.empty((n, 4 + d * dtype.itemsize), dtype="u1")
+    rec[:, :4] = np.frombuffer(np.int32(d).tobytes(), dtype="u1")
+    rec[:, 4:] = np.ascontiguousarray(x, dtype=dtype).view("u1").reshape(n, -1)
+    return rec.tobytes()
+
+
+def write_vectors(path, x: np.ndarray) -> None:
+    """Write x: (n, d) atomically (temporary file + rename) in the format of path's extension."""
+    path = Path(path)
+    layout, dtype = _format(path)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise VectorFileError(path, f"refusing to write an array of shape {x.shape}")
+    if layout == "npy":
+        with _atomic(path) as tmp:
+            np.save(tmp, x)
+        return
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        integral = x.dtype.kind in "iub" or np.array_equal(x, np.round(x))
+        if not integral or x.min() < info.min or x.max() > info.max:
+            raise VectorFileError(path, f"values do not fit {dtype.name}")
+    if layout == "texmex":
+        data = _texmex_bytes(x, dtype)
+    else:
+        header = np.array(x.shape, dtype="<u4").tobytes()
+        data = header + np.ascontiguousarray(x, dtype=dtype).tobytes()
+    atomic_write_bytes(path, data)
+
+
+class _atomic:
+    """Context manager yielding a temporary path beside `path`, renamed onto it on success."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=self.path.suffix
+        )
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write bytes to path atomically: readers see the old file or the whole new one."""
+    with _atomic(Path(path)) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# Named helpers, verb first (STYLE.md). Each checks the extension it is named for.
+def _named(ext: str, fn):
+    def f(path, *args, **kw):
+        if Path(path).suffix.lower() != ext:
+            raise VectorFileError(path, f"expected a {ext} file")
+        return fn(path, *args, **kw)
+
+    f.__name__ = f"{fn.__name__}_{ext[1:]}"
+    f.__doc__ = f"{fn.__name__} for {ext} files (see `{fn.__name__}`)."
+    return f
+
+
+read_fvecs = _named(".fvecs", read_vectors)
+read_ivecs = _named(".ivecs", read_vectors)
+read_bvecs = _named(".bvecs", read_vectors)
+read_fbin = _named(".fbin", read_vectors)
+read_u8bin = _named(".u8bin", read_vectors)
+read_ibin = _named(".ibin", read_vectors)
+mmap_fvecs = _named(".fvecs", mmap_vectors)
+mmap_ivecs = _named(".ivecs", mmap_vectors)
+mmap_bvecs = _named(".bvecs", mmap_vectors)
+write_fvecs = _named(".fvecs", write_vectors)
+write_ivecs = _named(".ivecs", write_vectors)
+write_bvecs = _named(".bvecs", write_vectors)
+write_fbin = _named(".fbin", write_vectors)
+write_u8bin = _named(".u8bin", write_vectors)
+write_ibin = _named(".ibin", write_vectors)

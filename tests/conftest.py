@@ -1,0 +1,42 @@
+"""Test configuration: threads capped to 1, results and caches in temporary folders."""
+
+import os
+from pathlib import Path
+
+# Cap threads before numpy / faiss / torch start their pools (PITFALLS.md: 2 cores).
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+os.environ["ANNREPRO_THREADS"] = "1"
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+if "ANNREPRO_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["ANNREPRO_DATA"] = str(SHARED_DATA)
+os.environ.setdefault("ANNREPRO_TABLES", str(REPO / "paper_tables"))
+
+
+def pytest_configure(config):
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own cache and results folders (never the user's)."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("ANNREPRO_CACHE", str(base / "cache"))
+    monkeypatch.setenv("ANNREPRO_RESULTS", str(base / "results"))
+
+
+def have_data(*rels):
+    root = os.environ.get("ANNREPRO_DATA")
+    return bool(root) and all((Path(root) / r).exists() for r in rels)

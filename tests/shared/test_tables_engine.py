@@ -1,0 +1,188 @@
+"""The tables engine on a toy paper: spec validation, runner, comparison, claims, report."""
+
+import json
+import textwrap
+
+import pytest
+
+from annrepro.tables import compare_run, find_specs, load_spec, register, run_table, write_report
+from annrepro.tables.spec import SpecError
+
+CSV = """dataset,row,column,published,std,source,note
+Toy,A,1-recall@1,90.0,,Table 9,
+Toy,B,1-recall@1,80.0,,Table 9,
+Toy,A,build_s,100,,Table 9,
+Toy,B,build_s,50,,Table 9,
+Toy,C,1-recall@1,,,Table 9,printed n/a
+"""
+
+SPEC = """
+[table]
+id = "toy.table9"
+paper = "toy"
+title = "a toy"
+source = "Table 9"
+
+[columns."1-recall@1"]
+unit = "%"
+compare = "abs"
+tol = 1.0
+
+[columns.build_s]
+unit = "s"
+compare = "ratio"
+baseline_row = "A"
+tol = 0.1
+higher_is_better = false
+
+[scales.tiny]
+datasets = { Toy = "synth-sift-2K" }
+params = { k = 3 }
+
+[[claims]]
+id = "a-beats-b"
+text = "A beats B on 1-recall@1"
+dataset = "Toy"
+column = "1-recall@1"
+better = "A"
+worse = "B"
+margin = 5.0
+
+[[claims]]
+id = "b-faster"
+text = "B builds 2x faster than A"
+dataset = "Toy"
+column = "build_s"
+better = "B"
+worse = "A"
+ratio = 2.0
+"""
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    root = tmp_path / "paper_tables"
+    (root / "toy").mkdir(parents=True)
+    import shutil
+
+    from annrepro.paths import tables_root
+
+    shutil.copy(tables_root() / "datasets.toml", root / "datasets.toml")
+    (root / "toy" / "table9.csv").write_text(CSV)
+    (root / "toy" / "table9.toml").write_text(SPEC)
+    monkeypatch.setenv("ANNREPRO_TABLES", str(root))
+    monkeypatch.setenv("ANNREPRO_RESULTS", str(tmp_path / "results"))
+    return root
+
+
+def test_run_compare_claims_report(toy, tmp_path):
+    calls = {}
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ds = ctx.dataset("Toy")
+        calls["k"] = ctx.params["k"]
+        ctx.note("toy note")
+        assert ds.xb.shape == (2000, 32)
+        return [
+            {"dataset": "Toy", "row": "A", "1-recall@1": 0.905, "build_s": 10.0},
+            {"dataset": "Toy", "row": "B", "1-recall@1": 0.70, "build_s": 6.0},
+            {"dataset": "Toy", "row": "D", "1-recall@1": 0.5, "1-recall@1:std": 0.01},
+        ]
+
+    (spec,) = find_specs("toy.*")
+    run = run_table(spec, "tiny")
+    assert run.error is None and calls["k"] == 3
+    comp = compare_run(spec, run)
+    st = {(c.row, c.column): c.status for c in comp.cells}
+    assert st[("A", "1-recall@1")] == "within tol"  # 90.5 vs 90.0, tol 1
+    assert st[("B", "1-recall@1")] == "off"  # 70 vs 80
+    assert st[("B", "build_s")] == "off"  # ratio 0.6 vs 0.5, tol 10 %
+    assert st[("C", "1-recall@1")] == "not measured"  # n/a in the paper, not produced
+    assert st[("D", "1-recall@1")] == "extra"
+    verdicts = {c.claim.id: (c.ours, c.paper) for c in comp.claims}
+    assert verdicts["a-beats-b"] == ("holds", "holds")  # 90.5 - 70 > 5 ; 90 - 80 > 5
+    assert verdicts["b-faster"] == ("fails", "holds")  # 10/6 < 2 ; 100/50 >= 2
+    line = comp.summary_line()
+    assert "toy.table9 [tiny]" in line and "claims 1/2 hold" in line
+    prov = json.loads((tmp_path / "results" / "tiny" / "toy.table9.json").read_text())
+    assert prov["scale"] == "tiny" and prov["datasets"]["Toy"]["name"] == "synth-sift-2K"
+    assert prov["notes"] == ["toy note"] and prov["threads"] >= 1
+    report = write_report().read_text()
+    assert "| Toy | B | 1-recall@1 | 80.0 | 70.00" in report
+    assert "not in the paper" in report
+
+
+def test_not_measured_and_failing_producer(toy, tmp_path):
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ctx.dataset("Toy")
+        raise ValueError("boom")
+
+    (spec,) = find_specs("toy.table9")
+    run = run_table(spec, "tiny")
+    assert run.error == "ValueError: boom"
+    assert not (tmp_path / "results" / "tiny" / "toy.table9.csv").exists()
+    comp = compare_run(spec, run)
+    assert {c.status for c in comp.cells if c.published is not None} == {"not measured"}
+    assert {c.ours for c in comp.claims} == {"not measured"}
+
+
+def test_producer_returning_undeclared_column(toy):
+    @register("toy.table9")
+    def produce(spec, ctx):
+        return [{"dataset": "Toy", "row": "A", "recall@10": 0.5}]
+
+    (spec,) = find_specs("toy.table9")
+    run = run_table(spec, "tiny", write=False)
+    assert "column 'recall@10' that the spec does not declare" in run.error
+
+
+def test_unknown_pattern(toy):
+    with pytest.raises(SpecError, match="no table matches 'nope.*'.*toy.table9"):
+        find_specs("nope.*")
+
+
+def test_claim_on_row_missing_from_csv(toy):
+    spec = toy / "toy" / "table9.toml"
+    spec.write_text(SPEC.replace('worse = "B"\nmargin', 'worse = "Z"\nmargin'))
+    with pytest.raises(SpecError, match="row 'Z' on 'Toy', which the published CSV lacks"):
+        load_spec(spec)
+
+
+def test_declared_row_missing_from_csv(toy):
+    spec = toy / "toy" / "table9.toml"
+    spec.write_text(SPEC + '\n[rows]\nToy = ["A", "Q"]\n')
+    with pytest.raises(SpecError, match="declares row 'Q' on 'Toy'"):
+        load_spec(spec)
+
+
+def test_csv_column_not_declared(toy):
+    (toy / "toy" / "table9.csv").write_text(CSV + "Toy,A,qps,5,,Table 9,\n")
+    with pytest.raises(SpecError, match="column 'qps'"):
+        load_spec(toy / "toy" / "table9.toml")
+
+
+def test_csv_bad_number(toy):
+    (toy / "toy" / "table9.csv").write_text(CSV.replace("90.0", "9O.0"))
+    with pytest.raises(SpecError, match=r"table9.csv:2: '9O.0' is not a number"):
+        load_spec(toy / "toy" / "table9.toml")
+
+
+def test_missing_dataset_is_a_clear_table_error(toy, monkeypatch, tmp_path):
+    spec_path = toy / "toy" / "table9.toml"
+    spec_path.write_text(SPEC.replace("[scales.tiny]", textwrap.dedent("""
+        [scales.full]
+        datasets = { Toy = "sift-1M" }
+
+        [scales.tiny]""")))
+    monkeypatch.setenv("ANNREPRO_DATA", str(tmp_path / "empty"))
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ctx.dataset("Toy")
+        return []
+
+    run = run_table(load_spec(spec_path), "full")
+    assert "data set 'sift-1M' is not available" in run.error
+    assert "sift.tar.gz" in run.error
