@@ -40,3 +40,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def have_data(*rels):
     root = os.environ.get("ANNREPRO_DATA")
     return bool(root) and all((Path(root) / r).exists() for r in rels)
+
+
+def pytest_runtest_setup(item):
+    """`@pytest.mark.requires_data("siftsmall/siftsmall_base.fvecs", ...)`: skip with a reason
+    when those files are not under ANNREPRO_DATA."""
+    for mark in item.iter_markers("requires_data"):
+        if not have_data(*mark.args):
+            pytest.skip(f"requires_data: {', '.join(mark.args)} not under ANNREPRO_DATA "
+                        "(set ANNREPRO_DATA=../shared/data)")

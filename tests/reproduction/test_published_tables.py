@@ -1,0 +1,32 @@
+"""Every published table loads, is internally consistent, and its claims are checkable."""
+
+import pytest
+
+from annrepro.datasets import registry
+from annrepro.tables import find_specs
+from annrepro.tables.compare import claim_verdict
+
+SPECS = find_specs("*")
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_spec_is_consistent(spec):
+    reg = registry()["datasets"]
+    for scale, sc in spec.scales.items():
+        for paper_name, name in sc.get("datasets", {}).items():
+            assert name in reg, f"{spec.id} [{scale}] maps {paper_name} to unknown data set {name}"
+            assert reg[name].get("scale") == scale, (
+                f"{spec.id} [{scale}] uses {name}, a {reg[name].get('scale')}-scale data set"
+            )
+    for c in spec.cells:
+        assert c.published is not None or c.note, (
+            f"{spec.id}: {c.dataset}/{c.row}/{c.column} has no number and no note saying why"
+        )
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.claims], ids=lambda s: s.id)
+def test_claims_are_checkable_on_published_numbers(spec):
+    paper = {(c.dataset, c.row, c.column): c.published for c in spec.cells if c.published is not None}
+    for cl in spec.claims:
+        verdict, _ = claim_verdict(cl, paper, spec.columns[cl.column].higher_is_better)
+        assert verdict != "not measured", f"{spec.id}: claim {cl.id} names cells without numbers"
