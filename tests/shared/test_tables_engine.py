@@ -186,3 +186,13 @@ def test_missing_dataset_is_a_clear_table_error(toy, monkeypatch, tmp_path):
     run = run_table(load_spec(spec_path), "full")
     assert "data set 'sift-1M' is not available" in run.error
     assert "sift.tar.gz" in run.error
+
+
+def test_table_without_producer_is_pending_not_failed(toy, tmp_path):
+    (toy / "toy" / "table8.csv").write_text(CSV)
+    (toy / "toy" / "table8.toml").write_text(SPEC.replace("toy.table9", "toy.table8"))
+    run = run_table(load_spec(toy / "toy" / "table8.toml"), "tiny")
+    assert run.error is None and run.measured == {}
+    assert "no producer registered for toy.table8" in run.provenance["pending"]
+    comp = compare_run(run.spec, run)
+    assert "no producer yet" in comp.summary_line()

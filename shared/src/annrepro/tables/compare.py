@@ -71,6 +71,8 @@ class Comparison:
             parts.append(f"claims {held}/{judged} hold"
                          + (f" ({len(self.claims) - judged} not measured)"
                             if judged < len(self.claims) else ""))
+        if self.run.provenance.get("pending"):
+            parts.append("no producer yet")
         if self.run.error:
             parts.append(f"ERROR: {self.run.error}")
         return " · ".join(parts)

@@ -78,6 +78,8 @@ def _table_md(comp: Comparison) -> list[str]:
         L.append(f"- spec: {spec.notes.strip()}")
     if run.error:
         L += ["", f"**ERROR**: {run.error}"]
+    if prov.get("pending"):
+        L += ["", f"*Not produced*: {prov['pending']}."]
     L += ["", "| data set | row | column | published | ours | Δ (ours − paper) | status |",
           "|---|---|---|---|---|---|---|"]
     for c in comp.cells:
