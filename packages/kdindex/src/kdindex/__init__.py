@@ -1,0 +1,30 @@
+"""KDindex reproduction: Knowledge Distillation for High Dimensional Search Index (Lu et al.,
+NeurIPS 2023).
+
+Public API:
+- `CodebookQuantizer`, `train_quantizer`, `quantizer_memory_bytes`: PQ / OPQ / AQ with B
+  codebooks of W codewords (Sec. 2.2), trained with faiss, held as arrays;
+- `PostingListIndex`: search through the codewords' posting lists (Sec. 2.2, 3.4, App. D);
+- `HNSWTeacher`: the hnswlib teacher that labels training queries with their top-K (Sec. 3.1,
+  Table 7).
+
+Table producers live in `kdindex.tables` (entry point `annrepro.tables`).
+"""
+
+from .posting import PostingListIndex, posting_list_sizes
+from .quantizers import KINDS, CodebookQuantizer, pad_dim, quantizer_memory_bytes, train_quantizer
+from .teacher import HNSWTeacher, hnsw_memory_bytes_estimate
+
+__all__ = [
+    "KINDS",
+    "CodebookQuantizer",
+    "HNSWTeacher",
+    "PostingListIndex",
+    "hnsw_memory_bytes_estimate",
+    "pad_dim",
+    "posting_list_sizes",
+    "quantizer_memory_bytes",
+    "train_quantizer",
+]
+
+__version__ = "0.1.0"

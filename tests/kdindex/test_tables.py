@@ -1,0 +1,139 @@
+"""KDindex table specs, published numbers and producers (fast smoke tests)."""
+
+from types import SimpleNamespace
+
+import annrepro.cli
+import numpy as np
+import pytest
+from annrepro.groundtruth import knn_exact
+from annrepro.tables import find_specs, producers
+from annrepro.tables.compare import claim_verdict
+from kdindex import tables
+from kdindex.cli import main
+
+TABLES = [f"kdindex.table{n}" for n in range(2, 9)]
+PRODUCED = [f"kdindex.table{n}" for n in (2, 3, 5, 6, 7)]  # 4 and 8: KDindex rows only
+
+
+def test_every_table_has_a_spec_and_the_baseline_tables_a_producer():
+    specs = {s.id: s for s in find_specs("kdindex.*")}
+    assert sorted(specs) == TABLES
+    registered = producers("kdindex")
+    assert sorted(t for t in registered if t.startswith("kdindex.")) == PRODUCED
+    for s in specs.values():
+        assert set(s.scales) == {"tiny", "small", "full"}
+
+
+def _paper_verdicts(table):
+    spec = find_specs(table)[0]
+    paper = {k: c.published for k, c in spec.published().items() if c.published is not None}
+    out = {}
+    for cl in spec.claims:
+        out[cl.id] = claim_verdict(cl, paper, spec.columns[cl.column].higher_is_better)[0]
+    return out
+
+
+def test_published_claims():
+    # Table 2: KDindex (X) beats X, and KDindex (AQ) beats every baseline, on every cell
+    assert set(_paper_verdicts("kdindex.table2").values()) == {"holds"}
+    assert set(_paper_verdicts("kdindex.table4").values()) == {"holds"}
+    assert set(_paper_verdicts("kdindex.table8").values()) == {"holds"}
+    # Table 3: 10x smaller everywhere but on SIFT1M (printed 7x)
+    t3 = _paper_verdicts("kdindex.table3")
+    assert [k for k, v in t3.items() if v == "fails"] == ["kdindex-10x-lighter-sift"]
+    # Table 5: one ablation step does not help (AQ, MRR@10: 38.52 -> 36.52)
+    t5 = _paper_verdicts("kdindex.table5")
+    assert [k for k, v in t5.items() if v == "fails"] == ["aq-init-helps-mrr"]
+
+
+def test_published_transcription_spot_checks():
+    pub = find_specs("kdindex.table2")[0].published()
+    c = pub[("GIST1M", "KDindex (AQ)", "ndcg@10")]
+    assert (c.published_text, c.std) == ("63.17", 0.62)
+    c = pub[("MSMARCO-Passage", "PQ", "recall@10")]
+    assert (c.published_text, c.std) == ("1.80", 0.08)
+    t6 = find_specs("kdindex.table6")[0].published()
+    assert t6[("MSMARCO-Passage", "statistics", "nb")].published == 8841823
+    t7 = find_specs("kdindex.table7")[0].published()
+    assert t7[("GIST1M", "HNSW", "build_s")].published == 145.4  # printed "2m25.4s"
+
+
+class _Data:
+    """A minimal stand-in for annrepro's Dataset."""
+
+    def __init__(self, metric="l2", nb=400, nq=20, d=8, seed=0):
+        rng = np.random.default_rng(seed)
+        self.name, self.metric = f"fake-{metric}", metric
+        self.xb = rng.standard_normal((nb, d)).astype(np.float32)
+        self.xq = rng.standard_normal((nq, d)).astype(np.float32)
+        self.xt = self.xb
+        self.nb, self.nq, self.nt, self.d, self.has_learn = nb, nq, nb, d, False
+
+    def gt(self, k):
+        return knn_exact(self.xq, self.xb, k, self.metric)[1]
+
+
+PARAMS = {
+    "B": 2,
+    "W": 16,
+    "k": 10,
+    "n_seeds": 2,
+    "nprobe": 4,
+    "n_train": 300,
+    "opq_niter": 2,
+    "aq_beam": 1,
+    "aq_refine": False,
+}
+
+
+def _ctx(params):
+    notes = []
+    return SimpleNamespace(
+        params=params,
+        seed=0,
+        scale="tiny",
+        threads=1,
+        notes=notes,
+        progress=lambda it, **kw: it,
+        note=notes.append,
+    )
+
+
+def test_baseline_rows_mean_std_and_cache():
+    tables._BASELINE_CACHE.clear()
+    ctx = _ctx(PARAMS)
+    ds = _Data("ip")
+    rows = tables.baseline_rows(ctx, "MSMARCO-Doc", ds, kinds=("PQ",))
+    assert [r["row"] for r in rows] == ["PQ"]
+    r = rows[0]
+    assert set(r) == {"dataset", "row", "recall@10", "recall@10:std", "mrr@10", "mrr@10:std"}
+    assert 0 < r["recall@10"] <= 1 and r["recall@10:std"] >= 0
+    assert len(tables._BASELINE_CACHE) == 2  # one entry per seed
+    again = tables.baseline_rows(ctx, "MSMARCO-Passage", ds, kinds=("PQ",))
+    assert again[0]["recall@10"] == r["recall@10"] and len(tables._BASELINE_CACHE) == 2
+    tables._BASELINE_CACHE.clear()
+
+
+def test_evaluate_baseline_fractions():
+    res = tables.evaluate_baseline("OPQ", _Data("l2"), seed=3, p=PARAMS)
+    for key in ("recall@10", "ndcg@10", "mrr@10", "scanned"):
+        assert 0 <= res[key] <= 1
+
+
+def test_teacher_params_per_dataset():
+    p = {"M": 32, "efConstruction": {"GIST1M": 40}, "efSearch": {"GIST1M": 512}}
+    assert tables._teacher_params(p, "GIST1M") == (32, 40, 512)
+    with pytest.raises(KeyError):
+        tables._teacher_params(p, "SIFT1M")
+
+
+def test_cli_forwards_to_annrepro(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(annrepro.cli, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["reproduce", "--scale", "tiny"]) == 0
+    assert seen == [["reproduce", "--tables", "kdindex.*", "--scale", "tiny"]]
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    assert "kdindex reproduce" in capsys.readouterr().out
+    assert main(["train"]) == 2
+    assert "unknown command" in capsys.readouterr().err
