@@ -49,14 +49,15 @@ def bench_io(tmp: Path, n=400_000, d=128):
     t_raw = _best(raw)
     t_ours = _best(lambda: read_vectors(p))
     t_nocheck = _best(lambda: read_vectors(p, check_finite=False))
-    print(f"[io] {n}x{d} fvecs ({mb:.0f} MB): np.fromfile {mb / t_raw:.0f} MB/s, read_vectors "
-          f"{mb / t_ours:.0f} MB/s ({t_ours / t_raw:.2f}x the raw time; validation + NaN check), "
-          f"without NaN check {mb / t_nocheck:.0f} MB/s ({t_nocheck / t_raw:.2f}x)")
+    print(
+        f"[io] {n}x{d} fvecs ({mb:.0f} MB): np.fromfile {mb / t_raw:.0f} MB/s, read_vectors "
+        f"{mb / t_ours:.0f} MB/s ({t_ours / t_raw:.2f}x the raw time; validation + NaN check), "
+        f"without NaN check {mb / t_nocheck:.0f} MB/s ({t_nocheck / t_raw:.2f}x)"
+    )
 
 
 def bench_gt(threads: int, nq=2000, nb=200_000, d=128, k=100):
     import faiss
-
     from annrepro.groundtruth import knn_exact
 
     faiss.omp_set_num_threads(threads)
@@ -66,9 +67,11 @@ def bench_gt(threads: int, nq=2000, nb=200_000, d=128, k=100):
     t_bare = _best(lambda: faiss.knn(xq, xb, k), repeats=2)
     t_ours = _best(lambda: knn_exact(xq, xb, k), repeats=2)
     t_chunk = _best(lambda: knn_exact(xq, xb, k, base_chunk=50_000), repeats=2)
-    print(f"[gt] {nq}x{nb}x{d}, k={k}, {threads} threads: faiss.knn {t_bare:.2f} s, knn_exact "
-          f"{t_ours:.2f} s ({t_ours / t_bare:.2f}x), knn_exact with 4 base chunks "
-          f"{t_chunk:.2f} s ({t_chunk / t_bare:.2f}x)")
+    print(
+        f"[gt] {nq}x{nb}x{d}, k={k}, {threads} threads: faiss.knn {t_bare:.2f} s, knn_exact "
+        f"{t_ours:.2f} s ({t_ours / t_bare:.2f}x), knn_exact with 4 base chunks "
+        f"{t_chunk:.2f} s ({t_chunk / t_bare:.2f}x)"
+    )
 
 
 _CHILD = """
@@ -102,14 +105,20 @@ def bench_gt_memory(tmp: Path, gib: float, chunk=1 << 18, d=128):
         rng = np.random.default_rng(0)
         for i in range(0, n, 1 << 21):
             f.write(rng.integers(0, 255, (min(1 << 21, n - i), d), dtype=np.uint8).tobytes())
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(p), str(chunk)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(p), str(chunk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     secs, peak, anon = (float(v) for v in out.stdout.split()[-3:])
-    print(f"[gt-mem] memory-mapped uint8 base {n:,}x{d} ({gib:.2f} GiB on disk, "
-          f"{4 * gib:.1f} GiB as float32), 100 queries, base_chunk={chunk:,} "
-          f"(float32 buffer {chunk * d * 4 / 2**30:.3f} GiB): peak heap (RssAnon) {anon:.2f} GiB, "
-          f"peak RSS {peak:.2f} GiB (RSS counts the mapped file pages the kernel may drop), "
-          f"{secs:.1f} s")
+    print(
+        f"[gt-mem] memory-mapped uint8 base {n:,}x{d} ({gib:.2f} GiB on disk, "
+        f"{4 * gib:.1f} GiB as float32), 100 queries, base_chunk={chunk:,} "
+        f"(float32 buffer {chunk * d * 4 / 2**30:.3f} GiB): peak heap (RssAnon) {anon:.2f} GiB, "
+        f"peak RSS {peak:.2f} GiB (RSS counts the mapped file pages the kernel may drop), "
+        f"{secs:.1f} s"
+    )
 
 
 def report_wall_times():
@@ -121,20 +130,29 @@ def report_wall_times():
             total = sum(r.get("wall_s", 0) for r in recs)
             print(f"[reproduce] scale {scale_dir.name}: {len(recs)} tables, {total:.0f} s total")
             for r in recs:
-                print(f"    {r['table']:22s} {r.get('wall_s', 0):8.1f} s  {r.get('threads')} thr"
-                      + ("  ERROR" if r.get("error") else ""))
+                print(
+                    f"    {r['table']:22s} {r.get('wall_s', 0):8.1f} s  {r.get('threads')} thr"
+                    + ("  ERROR" if r.get("error") else "")
+                )
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--big-gib", type=float, default=0.75,
-                    help="size on disk of the memory-mapped uint8 base (x4 as float32)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--big-gib",
+        type=float,
+        default=0.75,
+        help="size on disk of the memory-mapped uint8 base (x4 as float32)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-memory", action="store_true")
     a = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, max RSS so far "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    print(
+        f"python {sys.version.split()[0]}, max RSS so far "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         bench_io(Path(tmp))
         bench_gt(a.threads)

@@ -47,5 +47,7 @@ def pytest_runtest_setup(item):
     when those files are not under ANNREPRO_DATA."""
     for mark in item.iter_markers("requires_data"):
         if not have_data(*mark.args):
-            pytest.skip(f"requires_data: {', '.join(mark.args)} not under ANNREPRO_DATA "
-                        "(set ANNREPRO_DATA=../shared/data)")
+            pytest.skip(
+                f"requires_data: {', '.join(mark.args)} not under ANNREPRO_DATA "
+                "(set ANNREPRO_DATA=../shared/data)"
+            )

@@ -1,7 +1,6 @@
 """Every published table loads, is internally consistent, and its claims are checkable."""
 
 import pytest
-
 from annrepro.datasets import registry
 from annrepro.tables import find_specs
 from annrepro.tables.compare import claim_verdict
@@ -26,7 +25,9 @@ def test_spec_is_consistent(spec):
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.claims], ids=lambda s: s.id)
 def test_claims_are_checkable_on_published_numbers(spec):
-    paper = {(c.dataset, c.row, c.column): c.published for c in spec.cells if c.published is not None}
+    paper = {
+        (c.dataset, c.row, c.column): c.published for c in spec.cells if c.published is not None
+    }
     for cl in spec.claims:
         verdict, _ = claim_verdict(cl, paper, spec.columns[cl.column].higher_is_better)
         assert verdict != "not measured", f"{spec.id}: claim {cl.id} names cells without numbers"

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from annrepro.tables import compare_run, find_specs, producers, run_table
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -70,10 +69,14 @@ def test_table_tiny_matches_snapshot(spec, tmp_path):
             pytest.fail(f"no snapshot for {spec.id}: run with ANNREPRO_UPDATE_SNAPSHOTS=1")
         snap.write_text(text)
         return
-    want = {(r["dataset"], r["row"], r["column"]): float(r["measured"])
-            for r in csv.DictReader(io.StringIO(snap.read_text()))}
-    got = {(r["dataset"], r["row"], r["column"]): float(r["measured"])
-           for r in csv.DictReader(io.StringIO(text))}
+    want = {
+        (r["dataset"], r["row"], r["column"]): float(r["measured"])
+        for r in csv.DictReader(io.StringIO(snap.read_text()))
+    }
+    got = {
+        (r["dataset"], r["row"], r["column"]): float(r["measured"])
+        for r in csv.DictReader(io.StringIO(text))
+    }
     assert sorted(got) == sorted(want), "cells differ from the snapshot"
     bad = {k: (got[k], want[k]) for k in want if not math.isclose(got[k], want[k], abs_tol=ABS_TOL)}
     assert not bad, f"{spec.id}: values moved from the snapshot (got, want): {bad}"

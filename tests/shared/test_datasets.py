@@ -6,7 +6,6 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from annrepro import datasets as dsmod
 from annrepro.datasets import DatasetError, get_dataset
 from annrepro.fetch import fetch_dataset
@@ -27,7 +26,9 @@ def reg(tmp_path, monkeypatch):
     write_vectors(data / "toy" / "base.fvecs", xb)
     write_vectors(data / "toy" / "query.fvecs", xq)
     d2 = (xq[:, None] - xb[None]) ** 2
-    write_vectors(data / "toy" / "gt.ivecs", np.argsort(d2.sum(-1), axis=1)[:, :10].astype(np.int32))
+    write_vectors(
+        data / "toy" / "gt.ivecs", np.argsort(d2.sum(-1), axis=1)[:, :10].astype(np.int32)
+    )
     files = {}
     for rel in ("toy/base.fvecs", "toy/query.fvecs", "toy/gt.ivecs"):
         b = (data / rel).read_bytes()
@@ -49,17 +50,17 @@ sha256 = "{_sha(buf.getvalue())}"
 prefix = "pkg/"
 
 [files."toy/base.fvecs"]
-sha256 = "{files['toy/base.fvecs']['sha256']}"
-bytes = {files['toy/base.fvecs']['bytes']}
+sha256 = "{files["toy/base.fvecs"]["sha256"]}"
+bytes = {files["toy/base.fvecs"]["bytes"]}
 [files."toy/query.fvecs"]
-sha256 = "{files['toy/query.fvecs']['sha256']}"
-bytes = {files['toy/query.fvecs']['bytes']}
+sha256 = "{files["toy/query.fvecs"]["sha256"]}"
+bytes = {files["toy/query.fvecs"]["bytes"]}
 [files."toy/gt.ivecs"]
-sha256 = "{files['toy/gt.ivecs']['sha256']}"
-bytes = {files['toy/gt.ivecs']['bytes']}
+sha256 = "{files["toy/gt.ivecs"]["sha256"]}"
+bytes = {files["toy/gt.ivecs"]["bytes"]}
 [files."remote/base.fvecs"]
-sha256 = "{files['toy/base.fvecs']['sha256']}"
-bytes = {files['toy/base.fvecs']['bytes']}
+sha256 = "{files["toy/base.fvecs"]["sha256"]}"
+bytes = {files["toy/base.fvecs"]["bytes"]}
 source = "arch"
 member = "remote_base.fvecs"
 
@@ -130,19 +131,19 @@ def test_corrupted_file_fails_checksum(reg):
     raw[-1] ^= 0xFF
     p.write_bytes(bytes(raw))
     with pytest.raises(DatasetError, match="query.fvecs: sha256 .* does not match"):
-        get_dataset("toy").xq
+        _ = get_dataset("toy").xq
 
 
 def test_truncated_file_fails_size(reg):
     p = reg["data"] / "toy" / "query.fvecs"
     p.write_bytes(p.read_bytes()[:-4])
     with pytest.raises(DatasetError, match="bytes, the registry says"):
-        get_dataset("toy").xq
+        _ = get_dataset("toy").xq
 
 
 def test_missing_dataset_says_how_to_get_it(reg):
     with pytest.raises(DatasetError, match="'remote' is not available.*annrepro data fetch remote"):
-        get_dataset("remote").xb
+        _ = get_dataset("remote").xb
 
 
 def test_unknown_dataset(reg):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from annrepro.groundtruth import GroundTruthError, cached_knn, check_groundtruth, knn_exact
 
 

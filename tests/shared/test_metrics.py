@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from annrepro.metrics import binomial_ci, mrr_at, n_recall_at, ndcg_at, one_recall_at, recall_at
 
 GT = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])

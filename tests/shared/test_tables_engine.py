@@ -4,7 +4,6 @@ import json
 import textwrap
 
 import pytest
-
 from annrepro.tables import compare_run, find_specs, load_spec, register, run_table, write_report
 from annrepro.tables.spec import SpecError
 
@@ -171,11 +170,16 @@ def test_csv_bad_number(toy):
 
 def test_missing_dataset_is_a_clear_table_error(toy, monkeypatch, tmp_path):
     spec_path = toy / "toy" / "table9.toml"
-    spec_path.write_text(SPEC.replace("[scales.tiny]", textwrap.dedent("""
+    spec_path.write_text(
+        SPEC.replace(
+            "[scales.tiny]",
+            textwrap.dedent("""
         [scales.full]
         datasets = { Toy = "sift-1M" }
 
-        [scales.tiny]""")))
+        [scales.tiny]"""),
+        )
+    )
     monkeypatch.setenv("ANNREPRO_DATA", str(tmp_path / "empty"))
 
     @register("toy.table9")

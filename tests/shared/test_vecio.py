@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from annrepro.vecio import (
     VectorFileError,
     mmap_vectors,

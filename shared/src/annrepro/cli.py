@@ -1,9 +1,9 @@
 """`annrepro` command line: reproduce tables, write the report, manage data sets.
 
-    annrepro reproduce --scale small --tables 'catalyzer.*'
-    annrepro report
-    annrepro tables                      # list tables and which have producers
-    annrepro data list | info NAME | fetch NAME | check NAME
+annrepro reproduce --scale small --tables 'catalyzer.*'
+annrepro report
+annrepro tables                      # list tables and which have producers
+annrepro data list | info NAME | fetch NAME | check NAME
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ def _reproduce(args) -> int:
     failed = 0
     for spec in specs:
         print(f"running {spec.id} [{args.scale}] ...", flush=True)
-        run = run_table(spec, args.scale, seed=args.seed, n_threads=args.threads,
-                        out_dir=out_dir, progress=not args.no_progress)
+        run = run_table(
+            spec,
+            args.scale,
+            seed=args.seed,
+            n_threads=args.threads,
+            out_dir=out_dir,
+            progress=not args.no_progress,
+        )
         comp = compare_run(spec, run)
         print(f"  {comp.summary_line()}  ({run.provenance['wall_s']:.1f} s)", flush=True)
         failed += run.error is not None
@@ -55,8 +61,10 @@ def _tables(args) -> int:
     for spec in find_specs(args.tables):
         has = spec.id in producers(spec.paper)
         scales = ",".join(s for s in SCALES if s in spec.scales)
-        print(f"{spec.id:24s} {'producer' if has else 'no producer':12s} [{scales}] "
-              f"{len(spec.cells)} cells, {len(spec.claims)} claims  {spec.source}: {spec.title}")
+        print(
+            f"{spec.id:24s} {'producer' if has else 'no producer':12s} [{scales}] "
+            f"{len(spec.cells)} cells, {len(spec.claims)} claims  {spec.source}: {spec.title}"
+        )
     return 0
 
 
@@ -65,8 +73,10 @@ def _data(args) -> int:
         reg = registry()
         for name in list_datasets():
             e = reg["datasets"][name]
-            print(f"{name:22s} {e.get('scale', ''):6s} {e.get('metric', ''):3s} "
-                  f"{e.get('description', '')}")
+            print(
+                f"{name:22s} {e.get('scale', ''):6s} {e.get('metric', ''):3s} "
+                f"{e.get('description', '')}"
+            )
         return 0
     if not args.name:
         raise DatasetError(f"annrepro data {args.action} needs a data set name")
@@ -87,8 +97,9 @@ def _data(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="annrepro", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="annrepro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -115,8 +126,10 @@ def main(argv=None) -> int:
     d.set_defaults(fn=_data)
 
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return args.fn(args)

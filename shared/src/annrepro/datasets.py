@@ -115,7 +115,9 @@ def _missing_message(name: str, entry: dict, rels: list[str], reg: dict) -> str:
         )
         if how.strip("; "):
             lines.append(f"How to get it: {how}")
-    lines.append("Or point ANNREPRO_DATA at a folder that has it (e.g. ANNREPRO_DATA=../shared/data).")
+    lines.append(
+        "Or point ANNREPRO_DATA at a folder that has it (e.g. ANNREPRO_DATA=../shared/data)."
+    )
     return " ".join(lines)
 
 
@@ -214,7 +216,9 @@ class Dataset:
             perm = np.random.default_rng(dv["seed"]).permutation(n)
             nq, nt, nb = dv["query"], dv["learn"], dv["base"]
             if nq + nt + nb > n:
-                raise DatasetError(f"{self.name}: split {nq}+{nt}+{nb} exceeds the {n} rows of {path}")
+                raise DatasetError(
+                    f"{self.name}: split {nq}+{nt}+{nb} exceeds the {n} rows of {path}"
+                )
             parts = {
                 "query": x[perm[:nq]],
                 "learn": x[perm[nq : nq + nt]],

@@ -133,4 +133,3 @@ def fetch_dataset(name: str, force: bool = False) -> list[Path]:
     if "synthetic" in reg["datasets"][name]:
         return []
     return [fetch_file(rel, reg, force) for rel in file_refs(name)]
-

@@ -91,8 +91,12 @@ def knn_exact(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=nb * ((nq + query_chunk - 1) // query_chunk), desc="ground truth",
-                   unit="vec", unit_scale=True)
+        bar = tqdm(
+            total=nb * ((nq + query_chunk - 1) // query_chunk),
+            desc="ground truth",
+            unit="vec",
+            unit_scale=True,
+        )
     for q0 in range(0, nq, query_chunk):
         q = np.ascontiguousarray(xq[q0 : q0 + query_chunk], dtype=np.float32)
         _finite(q, "query", q0)
@@ -103,8 +107,9 @@ def knn_exact(
             kk = min(k, len(b))
             Dc, Ic = faiss.knn(q, b, kk, metric=fm)
             if kk < k:  # pad so the heap sees k columns
-                Dc = np.pad(Dc, ((0, 0), (0, k - kk)), constant_values=np.inf if metric == "l2"
-                            else -np.inf)
+                Dc = np.pad(
+                    Dc, ((0, 0), (0, k - kk)), constant_values=np.inf if metric == "l2" else -np.inf
+                )
                 Ic = np.pad(Ic, ((0, 0), (0, k - kk)), constant_values=-1)
             Ic = np.where(Ic >= 0, Ic + b0, -1)
             heap.add_result(Dc, Ic)
@@ -173,9 +178,7 @@ def check_groundtruth(gt, xq, xb, metric: str = "l2", name: str = "ground truth"
     """
     gt = np.asarray(gt)
     if gt.ndim != 2 or gt.shape[0] != xq.shape[0]:
-        raise GroundTruthError(
-            f"{name}: shape {gt.shape} does not match {xq.shape[0]} queries"
-        )
+        raise GroundTruthError(f"{name}: shape {gt.shape} does not match {xq.shape[0]} queries")
     nb = xb.shape[0]
     if gt.min() < 0 or gt.max() >= nb:
         bad = int(np.flatnonzero((gt < 0).any(axis=1) | (gt >= nb).any(axis=1))[0])

@@ -3,13 +3,15 @@
 All functions take `I: int (nq, >=k)` result ids (nearest first, -1 for "no result") and
 `gt: int (nq, >=n)` exact ground truth ids (nearest first), and return a python float in [0, 1].
 
-| name | definition | paper wording |
-|---|---|---|
-| `one_recall_at(I, gt, k)` | fraction of queries whose true nearest neighbour `gt[:, 0]` is in `I[:, :k]` | CCST "1@k"; catalyzer "1-recall at k" |
-| `n_recall_at(I, gt, n, m)` | mean over queries of `|I[:, :m] & gt[:, :n]| / n` | CCST "100@100" = `n_recall_at(I, gt, 100, 100)` |
-| `recall_at(I, gt, k)` | `n_recall_at(I, gt, k, k)` | KDindex "Recall@10" |
-| `ndcg_at(I, gt, k)` | binary relevance (the true top-k are relevant), `1/log2(rank+1)` gains, normalised by the ideal DCG | KDindex "NDCG@10" |
-| `mrr_at(I, gt, k)` | mean of `1/rank` of the first result that is in the true top-k (0 if none) | KDindex "MRR@10" |
+- `one_recall_at(I, gt, k)`: fraction of queries whose true nearest neighbour `gt[:, 0]` is in
+  `I[:, :k]` (CCST "1@k"; catalyzer "1-recall at k").
+- `n_recall_at(I, gt, n, m)`: mean over queries of `|I[:, :m] & gt[:, :n]| / n` (CCST "100@100"
+  is `n_recall_at(I, gt, 100, 100)`).
+- `recall_at(I, gt, k)`: `n_recall_at(I, gt, k, k)` (KDindex "Recall@10").
+- `ndcg_at(I, gt, k)`: binary relevance (the true top-k are relevant), `1/log2(rank+1)` gains,
+  normalised by the ideal DCG (KDindex "NDCG@10").
+- `mrr_at(I, gt, k)`: mean of `1/rank` of the first result in the true top-k, 0 if none
+  (KDindex "MRR@10").
 
 **Tie policy.** Ground truth from different tools orders exactly tied distances differently (see
 `../shared/data/README.md`). These metrics treat the ground truth as *sets of ids* and use only

@@ -68,9 +68,14 @@ class Comparison:
             if c.get(key):
                 parts.append(f"{c[key]} {key}")
         if self.claims:
-            parts.append(f"claims {held}/{judged} hold"
-                         + (f" ({len(self.claims) - judged} not measured)"
-                            if judged < len(self.claims) else ""))
+            parts.append(
+                f"claims {held}/{judged} hold"
+                + (
+                    f" ({len(self.claims) - judged} not measured)"
+                    if judged < len(self.claims)
+                    else ""
+                )
+            )
         if self.run.provenance.get("pending"):
             parts.append("no producer yet")
         if self.run.error:
@@ -108,11 +113,14 @@ def claim_verdict(claim: Claim, values: dict, higher_is_better: bool) -> tuple[s
         if den <= 0:
             return "fails", f"ratio undefined ({num:g}/{den:g})"
         r = num / den
-        return ("holds" if r >= claim.ratio else "fails"), f"ratio {r:.2f} (needs >= {claim.ratio:g})"
+        return (
+            "holds" if r >= claim.ratio else "fails"
+        ), f"ratio {r:.2f} (needs >= {claim.ratio:g})"
     gap = (b - w) if higher_is_better else (w - b)
     ok = gap > claim.margin
-    return ("holds" if ok else "fails"), f"{claim.better} {b:.4g} vs {claim.worse} {w:.4g}: " \
-        f"gap {gap:+.4g} (needs > {claim.margin:g})"
+    return (
+        "holds" if ok else "fails"
+    ), f"{claim.better} {b:.4g} vs {claim.worse} {w:.4g}: gap {gap:+.4g} (needs > {claim.margin:g})"
 
 
 def compare_run(spec: TableSpec, run: TableRun) -> Comparison:
@@ -123,12 +131,38 @@ def compare_run(spec: TableSpec, run: TableRun) -> Comparison:
         col = spec.columns[c.column]
         m = meas.get(key)
         if m is None:
-            cells.append(CellResult(c.dataset, c.row, c.column, c.published, c.published_text,
-                                    c.std, None, None, None, NOT_MEASURED, c.note))
+            cells.append(
+                CellResult(
+                    c.dataset,
+                    c.row,
+                    c.column,
+                    c.published,
+                    c.published_text,
+                    c.std,
+                    None,
+                    None,
+                    None,
+                    NOT_MEASURED,
+                    c.note,
+                )
+            )
             continue
         if c.published is None:
-            cells.append(CellResult(c.dataset, c.row, c.column, None, c.published_text, c.std,
-                                    m[0], m[1], None, EXTRA, c.note or "not printed in the paper"))
+            cells.append(
+                CellResult(
+                    c.dataset,
+                    c.row,
+                    c.column,
+                    None,
+                    c.published_text,
+                    c.std,
+                    m[0],
+                    m[1],
+                    None,
+                    EXTRA,
+                    c.note or "not printed in the paper",
+                )
+            )
             continue
         pub_base = meas_base = None
         if col.compare == "ratio":
@@ -136,12 +170,28 @@ def compare_run(spec: TableSpec, run: TableRun) -> Comparison:
             pub_base = pub[bkey].published if bkey in pub else None
             meas_base = meas.get(bkey, (None,))[0]
         status, delta = _judge(col, c.published, m[0], pub_base, meas_base)
-        cells.append(CellResult(c.dataset, c.row, c.column, c.published, c.published_text, c.std,
-                                m[0], m[1], delta, status, c.note))
+        cells.append(
+            CellResult(
+                c.dataset,
+                c.row,
+                c.column,
+                c.published,
+                c.published_text,
+                c.std,
+                m[0],
+                m[1],
+                delta,
+                status,
+                c.note,
+            )
+        )
     for key, m in meas.items():
         if key not in pub:
-            cells.append(CellResult(*key, None, "", None, m[0], m[1], None, EXTRA,
-                                    "not in the paper's table"))
+            cells.append(
+                CellResult(
+                    *key, None, "", None, m[0], m[1], None, EXTRA, "not in the paper's table"
+                )
+            )
 
     claims = []
     ours = {k: v[0] for k, v in meas.items()}

@@ -80,8 +80,11 @@ def _table_md(comp: Comparison) -> list[str]:
         L += ["", f"**ERROR**: {run.error}"]
     if prov.get("pending"):
         L += ["", f"*Not produced*: {prov['pending']}."]
-    L += ["", "| data set | row | column | published | ours | Δ (ours − paper) | status |",
-          "|---|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "| data set | row | column | published | ours | Δ (ours − paper) | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in comp.cells:
         unit = spec.columns[c.column].unit
         pub = c.published_text or "–"

@@ -54,7 +54,7 @@ def register(table_id: str):
 
 
 def _load_plugins(paper: str | None = None) -> None:
-    """Import paper packages' table modules: entry points `annrepro.tables`, then `<paper>.tables`."""
+    """Import the paper packages' producers: entry points `annrepro.tables`, `<paper>.tables`."""
     for ep in metadata.entry_points(group="annrepro.tables"):
         if paper is None or ep.name == paper:
             try:
@@ -117,14 +117,22 @@ class Context:
                 continue
             yield name, ds
         if missing and len(missing) == len(names):
-            raise DatasetError(f"no data set of {self.spec.id} is available at {self.scale}: "
-                               + "; ".join(self.notes[-len(missing):]))
+            raise DatasetError(
+                f"no data set of {self.spec.id} is available at {self.scale}: "
+                + "; ".join(self.notes[-len(missing) :])
+            )
 
     def progress(self, iterable=None, desc: str = "", total=None, **kw):
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, desc=f"{self.spec.id} {desc}".strip(), total=total,
-                    disable=not self.progress_enabled, leave=False, **kw)
+        return tqdm(
+            iterable,
+            desc=f"{self.spec.id} {desc}".strip(),
+            total=total,
+            disable=not self.progress_enabled,
+            leave=False,
+            **kw,
+        )
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -149,7 +157,10 @@ def _git_commit() -> str:
         commit = out.stdout.strip() or "unknown"
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -227,8 +238,9 @@ def run_table(
     no partial CSV is written.
     """
     prods = producers(spec.paper)
-    ctx = Context(spec, scale, seed=seed, progress_enabled=progress,
-                  threads=n_threads or default_threads())
+    ctx = Context(
+        spec, scale, seed=seed, progress_enabled=progress, threads=n_threads or default_threads()
+    )
     prov = {
         "table": spec.id,
         "title": spec.title,
@@ -249,8 +261,10 @@ def run_table(
     elif spec.id not in prods:
         # Not a failure: the table is declared and its method has not landed yet (or the paper's
         # package is not installed). Every cell shows as `not measured`.
-        prov["pending"] = (f"no producer registered for {spec.id} (its method is not implemented "
-                           f"yet, or the {spec.paper} package is not installed)")
+        prov["pending"] = (
+            f"no producer registered for {spec.id} (its method is not implemented "
+            f"yet, or the {spec.paper} package is not installed)"
+        )
     else:
         try:
             with threads(ctx.threads):
@@ -298,5 +312,7 @@ def load_run(spec: TableSpec, scale: str, out_dir: Path | None = None) -> TableR
             for r in csv.DictReader(f):
                 s = r["measured_std"]
                 measured[(r["dataset"], r["row"], r["column"])] = (
-                    float(r["measured"]), float(s) if s else None)
+                    float(r["measured"]),
+                    float(s) if s else None,
+                )
     return TableRun(spec, scale, measured, prov, prov.get("error"))

@@ -248,8 +248,7 @@ def load_spec(path) -> TableSpec:
         for r in names:
             if (ds, r) not in keys:
                 raise SpecError(
-                    f"{path}: the spec declares row {r!r} on {ds!r}, but the published CSV "
-                    "lacks it"
+                    f"{path}: the spec declares row {r!r} on {ds!r}, but the published CSV lacks it"
                 )
 
     return TableSpec(
