@@ -68,14 +68,13 @@ class Comparison:
             if c.get(key):
                 parts.append(f"{c[key]} {key}")
         if self.claims:
-            parts.append(
-                f"claims {held}/{judged} hold"
-                + (
-                    f" ({len(self.claims) - judged} not measured)"
-                    if judged < len(self.claims)
-                    else ""
+            if judged:
+                extra = len(self.claims) - judged
+                parts.append(
+                    f"claims {held}/{judged} hold" + (f" ({extra} not measured)" if extra else "")
                 )
-            )
+            else:
+                parts.append(f"{len(self.claims)} claims not measured")
         if self.run.provenance.get("pending"):
             parts.append("no producer yet")
         if self.run.error:

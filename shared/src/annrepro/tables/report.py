@@ -75,7 +75,14 @@ def _table_md(comp: Comparison) -> list[str]:
     for n in prov.get("notes", []):
         L.append(f"- note: {n}")
     if spec.notes:
-        L.append(f"- spec: {spec.notes.strip()}")
+        L += [
+            "",
+            "<details><summary>protocol notes (from the spec)</summary>",
+            "",
+            spec.notes.strip(),
+            "",
+            "</details>",
+        ]
     if run.error:
         L += ["", f"**ERROR**: {run.error}"]
     if prov.get("pending"):
