@@ -97,6 +97,7 @@ def test_run_compare_claims_report(toy, tmp_path):
     assert st[("A", "1-recall@1")] == "within tol"  # 90.5 vs 90.0, tol 1
     assert st[("B", "1-recall@1")] == "off"  # 70 vs 80
     assert st[("B", "build_s")] == "off"  # ratio 0.6 vs 0.5, tol 10 %
+    assert st[("A", "build_s")] == "info"  # the ratio's baseline row is not judged
     assert st[("C", "1-recall@1")] == "not measured"  # n/a in the paper, not produced
     assert st[("D", "1-recall@1")] == "extra"
     verdicts = {c.claim.id: (c.ours, c.paper) for c in comp.claims}

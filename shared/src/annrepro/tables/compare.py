@@ -87,7 +87,8 @@ def _judge(col, pub, meas, pub_base, meas_base):
     if col.compare == "info":
         return INFO, meas - pub
     if col.compare == "ratio":
-        if not pub_base or not meas_base:
+        if not pub_base or not meas_base or (pub == pub_base and meas == meas_base):
+            # the baseline row itself (ratio 1 = 1 by construction) is shown, not judged
             return INFO, None
         r_pub, r_meas = pub / pub_base, meas / meas_base
         delta = r_meas - r_pub
