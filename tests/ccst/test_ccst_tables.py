@@ -56,6 +56,10 @@ class FakeContext:
     def dataset(self, paper_name):
         return self._datasets[paper_name]
 
+    def each_dataset(self, names=None):
+        for name in names if names is not None else list(self._datasets):
+            yield name, self._datasets[name]
+
     def progress(self, iterable=None, desc="", total=None, **kw):
         return iterable
 
