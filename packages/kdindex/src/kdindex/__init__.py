@@ -6,7 +6,11 @@ Public API:
   codebooks of W codewords (Sec. 2.2), trained with faiss, held as arrays;
 - `PostingListIndex`: search through the codewords' posting lists (Sec. 2.2, 3.4, App. D);
 - `HNSWTeacher`: the hnswlib teacher that labels training queries with their top-K (Sec. 3.1,
-  Table 7).
+  Table 7);
+- `KDIndex` (`kdindex.api`): the distilled student index (Sec. 3, Algorithm 2): fit / search /
+  save / load; its parts are `kdindex.losses` (Eq. 2, 4-6), `kdindex.balance` (Algorithm 1),
+  `kdindex.student` (differentiable PQ / OPQ / AQ, ADC search), `kdindex.train` (Algorithm 2).
+  They import torch, so they are not imported here.
 
 Table producers live in `kdindex.tables` (entry point `annrepro.tables`).
 """

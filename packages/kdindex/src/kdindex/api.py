@@ -1,0 +1,181 @@
+"""`KDIndex`: the public API of the KDindex method (Lu et al., NeurIPS 2023).
+
+    index = KDIndex("AQ", metric="l2", B=8, W=256, K=10)
+    index.fit(xb, xq_train, teacher=HNSWTeacher(...))   # or labels=int64 (nt, K)
+    D, I = index.search(xq, k=10)                          # exhaustive ADC; nprobe= for lists
+    index.save("kd.npz"); KDIndex.load("kd.npz")
+
+fit: warm start from faiss (Sec. 4.3), teacher labels (Sec. 3.1), iterative initialisation and
+differentiable training (Algorithm 2, `train.train_student`), then the base's codes and posting
+lists (Algorithm 1). The index has the layout of its student quantizer (Sec. 3.6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from .posting import PostingListIndex
+from .quantizers import KINDS, CodebookQuantizer, train_quantizer
+from .student import Student, adc_search, reconstruction_norms2
+from .train import TrainConfig, TrainResult, encode, train_student
+
+__all__ = ["KDIndex"]
+
+log = logging.getLogger(__name__)
+
+
+class KDIndex:
+    """A learned PQ / OPQ / AQ index distilled from a teacher's top-K lists.
+
+    kind: "PQ" | "OPQ" | "AQ"; metric: "l2" | "ip"; B codebooks of W codewords (Sec. 4.1:
+    8 and 256; W must be a power of two: codes are log2(W) bits); K: teacher neighbours per
+    training query (Sec. 4.1: 10); config: `TrainConfig` (loss, lr, batch size, ...);
+    warm: keyword arguments for `train_quantizer` (n_train, opq_niter, aq_beam, aq_refine).
+    """
+
+    def __init__(
+        self,
+        kind: str = "AQ",
+        metric: str = "l2",
+        B: int = 8,
+        W: int = 256,
+        K: int = 10,
+        config: TrainConfig | None = None,
+        n_warm: int = 100_000,
+        **warm,
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"unknown student kind {kind!r}; expected one of {KINDS}")
+        if metric not in ("l2", "ip"):
+            raise ValueError(f"unknown metric {metric!r}; expected 'l2' or 'ip'")
+        W, B, K = int(W), int(B), int(K)
+        if W < 2 or W & (W - 1):
+            raise ValueError(
+                f"W={W} is not a power of two: codes are stored on log2(W) bits, so W must be "
+                "2, 4, 8, ..., 256, ..."
+            )
+        if B < 1 or K < 1:
+            raise ValueError(f"B={B} and K={K} must be positive")
+        self.kind, self.metric, self.B, self.W, self.K = kind, metric, B, W, K
+        self.config = config or TrainConfig()
+        self.n_warm, self.warm = int(n_warm), warm
+        self.quantizer: CodebookQuantizer | None = None
+        self.codes: np.ndarray | None = None
+        self.norms2: np.ndarray | None = None
+        self.result: TrainResult | None = None
+
+    # ------------------------------------------------------------------ fit
+    def _check_fit_inputs(self, xb, xq, teacher, labels):
+        if xb.ndim != 2 or xq.ndim != 2:
+            raise ValueError(f"base and queries must be 2-d arrays; got {xb.shape}, {xq.shape}")
+        if xq.shape[1] != xb.shape[1]:
+            raise ValueError(
+                f"training queries have dimension {xq.shape[1]} but the base has {xb.shape[1]}"
+            )
+        if (teacher is None) == (labels is None):
+            raise ValueError("give exactly one of teacher and labels")
+        if self.K > len(xb):
+            raise ValueError(f"K={self.K} exceeds the {len(xb)} base vectors")
+        if teacher is not None:
+            if teacher.metric != self.metric:
+                raise ValueError(
+                    f"the teacher was built with metric {teacher.metric!r} but the student uses "
+                    f"{self.metric!r}: their top-K lists would rank by different similarities"
+                )
+            if teacher.d != xb.shape[1]:
+                raise ValueError(f"teacher dimension {teacher.d} != base dimension {xb.shape[1]}")
+            if self.K > teacher.ef_search:
+                raise ValueError(
+                    f"K={self.K} exceeds the teacher's efSearch={teacher.ef_search}: HNSW cannot "
+                    "return more neighbours than its search beam; raise efSearch (Table 7)"
+                )
+            if teacher.nb != len(xb):
+                raise ValueError(f"the teacher indexes {teacher.nb} vectors, the base {len(xb)}")
+        else:
+            labels = np.asarray(labels)
+            if labels.ndim != 2 or labels.shape[0] != len(xq):
+                raise ValueError(f"labels must be (nt={len(xq)}, K); got {labels.shape}")
+            if labels.shape[1] < self.K:
+                raise ValueError(f"labels hold {labels.shape[1]} neighbours < K={self.K}")
+            if labels.min() < 0 or labels.max() >= len(xb):
+                raise ValueError("labels hold ids outside the base")
+
+    def fit(self, xb: np.ndarray, xq_train: np.ndarray, teacher=None, labels=None) -> KDIndex:
+        """Train on documents xb float32 (nb, d) and training queries xq_train float32 (nt, d)
+        labelled by `teacher` (an `HNSWTeacher` built over xb) or by `labels` int64 (nt, >= K)
+        (top-K ids, nearest first). Returns self."""
+        xb = np.ascontiguousarray(xb, dtype=np.float32)
+        xq = np.ascontiguousarray(xq_train, dtype=np.float32)
+        self._check_fit_inputs(xb, xq, teacher, labels)
+        if teacher is not None:
+            labels = teacher.label(xq, self.K)
+        labels = np.ascontiguousarray(np.asarray(labels)[:, : self.K], dtype=np.int64)
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        sample = xb[np.sort(rng.permutation(len(xb))[: self.n_warm])]
+        warm = train_quantizer(self.kind, sample, B=self.B, W=self.W, seed=cfg.seed, **self.warm)
+        student = Student.from_quantizer(warm, sample, self.metric, cfg.temperature)
+        self.result = train_student(student, xb, xq, labels, self.metric, cfg)
+        self.quantizer = student.to_quantizer()
+        self.codes = encode(student, xb, cfg, balanced=cfg.balance_index)
+        self.norms2 = reconstruction_norms2(self.quantizer, self.codes)
+        return self
+
+    # --------------------------------------------------------------- search
+    def search(self, xq: np.ndarray, k: int = 10, nprobe: int | None = None):
+        """Top-k of queries xq float32 (nq, d). nprobe None: exhaustive asymmetric-distance
+        search with look-up tables; else through the nprobe best posting lists per codebook
+        (`PostingListIndex`). Returns (D float32 (nq, k), I int64 (nq, k))."""
+        if self.quantizer is None:
+            raise RuntimeError("fit or load the index before searching it")
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        if xq.ndim != 2 or xq.shape[1] != self.quantizer.d_in:
+            raise ValueError(f"queries must be (nq, {self.quantizer.d_in}); got {xq.shape}")
+        if nprobe is None:
+            return adc_search(self.quantizer, self.codes, xq, k, self.metric, self.norms2)
+        return PostingListIndex(self.quantizer, self.metric, codes=self.codes).search(xq, k, nprobe)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Codes + codebooks (+ rotation) bytes (Table 3)."""
+        return self.quantizer.memory_bytes(len(self.codes))
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path) -> None:
+        """Write codebooks, rotation, codes and settings to an .npz file."""
+        if self.quantizer is None:
+            raise RuntimeError("nothing to save: fit the index first")
+        q = self.quantizer
+        meta = {
+            "kind": self.kind,
+            "metric": self.metric,
+            "B": self.B,
+            "W": self.W,
+            "K": self.K,
+            "d_in": q.d_in,
+            "d_out": q.d_out,
+            "curve": self.result.curve if self.result else [],
+        }
+        arrays = {"codebooks": q.codebooks, "codes": self.codes, "meta": np.array(json.dumps(meta))}
+        if q.rotation is not None:
+            arrays["rotation"] = q.rotation
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> KDIndex:
+        """Read an index written by `save`."""
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            rotation = z["rotation"] if "rotation" in z.files else None
+            q = CodebookQuantizer(
+                meta["kind"], meta["d_in"], meta["d_out"], z["codebooks"], rotation
+            )
+            codes = z["codes"]
+        index = cls(meta["kind"], meta["metric"], meta["B"], meta["W"], meta["K"])
+        index.quantizer, index.codes = q, codes
+        index.norms2 = reconstruction_norms2(q, codes)
+        index.result = TrainResult(curve=meta["curve"])
+        return index

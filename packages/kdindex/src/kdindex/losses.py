@@ -1,0 +1,143 @@
+"""Distillation losses (KDindex Sec. 3.3, App. C.1, Eq. 4-6) and the reconstruction loss (Eq. 2).
+
+The teacher returns, for a training query q, its top-K list `D_K^T` (Sec. 3.1); `rank(i)` is the
+1-based position of candidate i in that list and `w_i = 1 / rank(i)` its rank weight (Eq. 5, 6).
+All losses take torch tensors, return a scalar averaged over the queries of the batch, and are
+written on *similarity* scores (higher is more similar): for L2 data the similarity is minus the
+squared distance, as in `CodebookQuantizer.codeword_scores`.
+
+Where the paper's formulas, read literally, do not train (each choice is a parameter):
+
+- Eq. 6 (distribution-based loss): `log(p~ * w_i) = log p~ + log w_i` and `sum_k p~^q_bk = 1`, so
+  the rank weight only adds the constant `-B sum_i log w_i`: it changes the loss value, not its
+  gradient. `rank_weighting="eq6"` computes Eq. 6 literally (the default, the paper's formula);
+  `"scale"` multiplies each candidate's cross entropy by w_i instead, the reading under which the
+  weight matters.
+- Eq. 5 (weighted KL) is printed as `- sum p^g log(p^g / p~)`, i.e. minus a KL divergence, which
+  minimisation would push *up*; the text says the loss "attempts to minimize the distance", so it
+  is implemented as the KL divergence `sum p^g log(p^g / p~)` (>= 0).
+- Eq. 4 (Lambdarank) sums `log(1 + exp(p_i - p_j)) |dNDCG_ij|` over i, j without saying which of
+  the pair should win, and with binary relevance every swap inside the teacher's list leaves NDCG
+  unchanged. Here: pairs with rank(i) < rank(j) (i should score higher), loss
+  `log(1 + exp(p_j - p_i))`, graded relevance `rel_i = w_i = 1 / rank(i)` with gain
+  `2^rel - 1`, and |dNDCG_ij| of swapping i and j at their current positions in the student's
+  own ordering of the K candidates (LambdaRank, Burges 2006).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LOSSES",
+    "distribution_loss",
+    "lambdarank_loss",
+    "rank_weights",
+    "reconstruction_loss",
+    "weighted_kl_loss",
+]
+
+LOSSES = ("distribution", "weighted_kl", "lambdarank")
+
+
+def rank_weights(K: int, dtype=torch.float32) -> torch.Tensor:
+    """float (K,): w_i = 1 / rank(i), ranks 1..K (Eq. 5, 6)."""
+    return 1.0 / torch.arange(1, K + 1, dtype=dtype)
+
+
+def distribution_loss(
+    logits_q: torch.Tensor,
+    logits_d: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    rank_weighting: str = "eq6",
+) -> torch.Tensor:
+    """Distribution-based loss (Eq. 1 = Eq. 6), the paper's default distillation loss.
+
+    logits_q: float (n, B, W) similarity of each query to each codeword, `S(q, c^b_k)` (already
+    divided by the softmax temperature); logits_d: float (n, K, B, W) the same for the query's K
+    teacher neighbours; weights: float (K,) rank weights (default 1 / rank).
+
+    `L = - sum_i sum_b sum_k p~^q_bk log(p~^{d_i}_bk * w_i)` with softmax over the W codewords of
+    each codebook; mean over the n queries. `rank_weighting`: "eq6" (literal) or "scale"
+    (`- sum_i w_i sum_b sum_k p~^q log p~^{d_i}`); see the module docstring.
+    """
+    n, K = logits_d.shape[:2]
+    w = rank_weights(K, logits_d.dtype) if weights is None else weights.to(logits_d.dtype)
+    pq = F.softmax(logits_q, dim=-1)  # (n, B, W)
+    log_pd = F.log_softmax(logits_d, dim=-1)  # (n, K, B, W)
+    ce = -(pq[:, None] * log_pd).sum(dim=(-1, -2))  # (n, K): cross entropy summed over codebooks
+    if rank_weighting == "eq6":
+        B = logits_d.shape[2]
+        per_query = ce.sum(1) - B * torch.log(w).sum()
+    elif rank_weighting == "scale":
+        per_query = (ce * w[None, :]).sum(1)
+    else:
+        raise ValueError(f"rank_weighting must be 'eq6' or 'scale'; got {rank_weighting!r}")
+    return per_query.mean()
+
+
+def weighted_kl_loss(
+    s_quant: torch.Tensor, s_true: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weighted KL loss (Eq. 5).
+
+    s_quant: float (n, K) `S(q, Q(d_i))` to the quantized candidates; s_true: float (n, K)
+    `S(q, d_i)` to the original vectors (no gradient needed); weights: float (K,) (default
+    1 / rank). With `p_i = w_i S(q, Q(d_i))`, `p^g_i = w_i S(q, d_i)` normalised by softmax over
+    the K candidates: `KL(p~^g || p~) = sum_i p~^g_i log(p~^g_i / p~_i)`, mean over queries.
+    """
+    K = s_quant.shape[1]
+    w = rank_weights(K, s_quant.dtype) if weights is None else weights.to(s_quant.dtype)
+    log_p = F.log_softmax(s_quant * w, dim=1)
+    log_pg = F.log_softmax(s_true * w, dim=1)
+    return (log_pg.exp() * (log_pg - log_p)).sum(1).mean()
+
+
+def _delta_ndcg(s: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """|dNDCG_ij| (n, K, K) of swapping candidates i and j at their current positions in the
+    ordering of s (n, K) (descending); rel: (K,) graded relevance, gain 2^rel - 1."""
+    n, K = s.shape
+    order = torch.argsort(s, dim=1, descending=True)
+    pos = torch.empty_like(order)
+    pos.scatter_(1, order, torch.arange(K).expand(n, K))
+    disc = 1.0 / torch.log2(pos.to(s.dtype) + 2.0)  # (n, K), position 0 -> 1 / log2(2)
+    gain = (2.0**rel - 1.0).to(s.dtype)  # (K,)
+    ideal = (torch.sort(gain, descending=True).values / torch.log2(torch.arange(K) + 2.0)).sum()
+    dg = (gain[:, None] - gain[None, :]).abs()  # (K, K)
+    dd = (disc[:, :, None] - disc[:, None, :]).abs()  # (n, K, K)
+    return dg[None] * dd / ideal
+
+
+def lambdarank_loss(s_quant: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Lambdarank loss (Eq. 4).
+
+    s_quant: float (n, K) `p_i = S(q, Q(d_i))` for the K teacher neighbours in teacher order;
+    weights: float (K,) graded relevance (default 1 / rank). Sum over pairs rank(i) < rank(j) of
+    `log(1 + exp(p_j - p_i)) |dNDCG@K_ij|` (K = 10 in the paper, so NDCG@10 covers the list),
+    mean over queries; |dNDCG| is computed without gradient (module docstring).
+    """
+    n, K = s_quant.shape
+    rel = rank_weights(K, s_quant.dtype) if weights is None else weights.to(s_quant.dtype)
+    with torch.no_grad():
+        dndcg = _delta_ndcg(s_quant.detach(), rel)
+    pair = F.softplus(s_quant[:, None, :] - s_quant[:, :, None])  # [n, i, j] = log(1+e^(p_j-p_i))
+    upper = torch.triu(torch.ones(K, K, dtype=torch.bool), diagonal=1)  # i ranked above j
+    return (pair * dndcg * upper).sum(dim=(1, 2)).mean()
+
+
+def reconstruction_loss(x: torch.Tensor, xr: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Reconstruction loss (Eq. 2): `(1/D) ||x - Q(x)||^2`, mean over the n vectors.
+
+    x, xr: float (n, D) vectors and their reconstructions; scale: divides the loss (the trainer
+    passes the data's mean squared coordinate so that the loss is scale-free; the paper is silent).
+    """
+    if x.shape != xr.shape:
+        raise ValueError(f"x {tuple(x.shape)} and reconstruction {tuple(xr.shape)} differ")
+    return ((x - xr) ** 2).mean() / scale
+
+
+def check_loss(name: str) -> str:
+    if name not in LOSSES:
+        raise ValueError(f"unknown distillation loss {name!r}; expected one of {LOSSES}")
+    return name

@@ -1,0 +1,253 @@
+"""Training of the KDindex student (Sec. 3.2, 3.5, 4.3; Algorithm 2).
+
+1. Warm start (Sec. 4.3): codebooks from faiss PQ / OPQ / AQ (`Student.from_quantizer`).
+2. Iterative initialisation (Sec. 3.2, 4.3, Table 5 "Initialization"): in turns, (a) assign the
+   teacher's documents to codewords with the balanced posting lists of Algorithm 1, (b) update
+   the codebooks for one epoch of mini-batches with those codes fixed (distillation + recon-
+   struction loss), until the lists are balanced (`max |P_i| - min |P_j| < N / W`, Sec. 4.3) or
+   `init_max_rounds` rounds.
+3. Differentiable training (Algorithm 2): per mini-batch of training queries, the teacher's K
+   neighbours of each query get balanced codes (Algorithm 1 on the batch's documents, line 5),
+   the straight-through one-hot `(e - p).detach() + p` (lines 9-11) gives `Q(d)`, and Adam
+   updates the codebooks on the distillation loss plus the reconstruction loss of queries and
+   documents (line 14). Early stopping on the recall of the teacher's top-K of held-out training
+   queries (Sec. 4.3: "We adopt the early stop strategy to get the best model").
+
+Hyper-parameters from the paper: Adam, learning rate 0.01, batch 64 (Sec. 4.1), K = 10
+(Sec. 4.1). Choices where it is silent are fields of `TrainConfig`, each commented.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .balance import balance_gap, balanced_assign, is_balanced
+from .losses import (
+    check_loss,
+    distribution_loss,
+    lambdarank_loss,
+    rank_weights,
+    reconstruction_loss,
+    weighted_kl_loss,
+)
+from .student import Student, adc_search
+
+__all__ = ["TrainConfig", "encode", "train_student"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (Sec. 4.1 where given; the rest are choices)."""
+
+    loss: str = "distribution"  # Sec. 3.3: the distribution-based loss is the default
+    rank_weighting: str = "eq6"  # see losses.py: Eq. 6 literally
+    lr: float = 0.01  # Sec. 4.1
+    batch_size: int = 64  # Sec. 4.1
+    epochs: int = 20  # differentiable epochs at most (silent; early stopping ends sooner)
+    patience: int = 3  # epochs without validation gain before stopping (silent)
+    val_frac: float = 0.1  # share of training queries held out for early stopping (silent)
+    rec_weight: float = 1.0  # weight of Eq. 2 against the distillation loss (silent)
+    temperature: float = 0.1  # softmax temperature x score std (silent; student.py)
+    sinkhorn_reg: float = 0.05  # entropic regularisation on the mean-1 cost (silent)
+    sinkhorn_iter: int = 200  # Sinkhorn iterations at most (silent)
+    batch_balance: bool = True  # Algorithm 2 line 5: balanced codes inside each mini-batch
+    init_max_rounds: int = 10  # iterative-initialisation rounds at most (silent)
+    balance_chunk: int = 8192  # documents per Sinkhorn problem when encoding the base (silent)
+    balance_index: bool = True  # the final posting lists come from Algorithm 1 (Sec. 3.4)
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        check_loss(self.loss)
+
+
+@dataclass
+class TrainResult:
+    """The training curve: one dict per epoch or round (phase, loss, val_recall, balance gap)."""
+
+    curve: list = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_recall: float = float("nan")
+    init_rounds: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Algorithm 1 per codebook on transformed vectors xt (n, d_out): int64 (n, B). AQ assigns
+    codebook after codebook on the residual of the balanced codes before it."""
+    with torch.no_grad():
+        C = student.codebooks
+        dsub = C.shape[2]
+        codes = torch.empty((xt.shape[0], student.B), dtype=torch.int64)
+        r = xt
+        for b in range(student.B):
+            x_b = xt[:, b * dsub : (b + 1) * dsub] if student.product else r
+            d = (x_b * x_b).sum(1, keepdim=True) - 2 * x_b @ C[b].T + (C[b] * C[b]).sum(1)
+            t = balanced_assign(
+                d.double().numpy(), reg=cfg.sinkhorn_reg, num_iter=cfg.sinkhorn_iter
+            )
+            codes[:, b] = torch.from_numpy(t)
+            if not student.product:
+                r = r - C[b][codes[:, b]]
+    return codes
+
+
+def encode(student: Student, x: np.ndarray, cfg: TrainConfig, balanced: bool) -> np.ndarray:
+    """Codes int32 (n, B) of documents x float32 (n, d_in): balanced (Algorithm 1, in seeded
+    random chunks of `balance_chunk`, each balanced) or nearest codeword / greedy residual."""
+    n = len(x)
+    codes = np.empty((n, student.B), dtype=np.int32)
+    order = np.random.default_rng(cfg.seed).permutation(n) if balanced else np.arange(n)
+    step = cfg.balance_chunk if balanced else 1 << 15
+    with torch.no_grad():
+        for i0 in range(0, n, step):
+            idx = order[i0 : i0 + step]
+            xt = student.transform(torch.from_numpy(np.ascontiguousarray(x[idx], np.float32)))
+            c = _balanced_codes(student, xt, cfg) if balanced else student.assign(xt)[0]
+            codes[idx] = c.numpy()
+    return codes
+
+
+def _pair_scores(qt: torch.Tensor, dt: torch.Tensor, metric: str) -> torch.Tensor:
+    """qt (n, d), dt (n, K, d) -> S(q, d_i) (n, K): inner product or minus squared L2."""
+    if metric == "ip":
+        return (qt[:, None, :] * dt).sum(-1)
+    return -((qt[:, None, :] - dt) ** 2).sum(-1)
+
+
+def _batch_loss(student, xq, xd, metric, cfg, doc_codes, rec_scale, differentiable):
+    """Loss of one mini-batch. xq float (n, d_in) queries, xd float (n, K, d_in) their teacher
+    neighbours, doc_codes int64 (n * K, B) fixed codes (iterative phase) or None."""
+    n, K, d = xd.shape
+    qt = student.transform(xq)
+    dt = student.transform(xd.reshape(n * K, d))
+    if differentiable:
+        codes = _balanced_codes(student, dt, cfg) if cfg.batch_balance else None
+        _, _, dr = student.assign(dt, codes, straight_through=True)
+        _, _, qr = student.assign(qt, None, straight_through=True)
+    else:
+        dr = student.decode(doc_codes)
+        qr = student.decode(student.assign(qt.detach())[0])
+    w = rank_weights(K)
+    if cfg.loss == "distribution":
+        lq = student.codeword_scores(qt, metric) / student.tau_s[None, :, None]
+        ld = student.codeword_scores(dt, metric) / student.tau_s[None, :, None]
+        distill = distribution_loss(lq, ld.reshape(n, K, student.B, -1), w, cfg.rank_weighting)
+    else:
+        s_true = _pair_scores(qt, dt.reshape(n, K, -1), metric).detach()
+        s_quant = _pair_scores(qt, dr.reshape(n, K, -1), metric)
+        scale = s_true.std().clamp_min(1e-12) * cfg.temperature  # scale-free scores (silent)
+        if cfg.loss == "weighted_kl":
+            distill = weighted_kl_loss(s_quant / scale, s_true / scale, w)
+        else:
+            distill = lambdarank_loss(s_quant / scale, w)
+    rec = reconstruction_loss(qt, qr, rec_scale) + reconstruction_loss(dt, dr, rec_scale)
+    return distill + cfg.rec_weight * rec
+
+
+def _val_recall(student, xb, xv, labels_v, metric, cfg) -> float:
+    """Recall of the teacher's top-K among the student's top-K (exhaustive ADC, nearest codes)."""
+    K = labels_v.shape[1]
+    q = student.to_quantizer()
+    codes = encode(student, xb, cfg, balanced=False)
+    _, I = adc_search(q, codes, xv, K, metric)
+    hits = [len(np.intersect1d(I[i], labels_v[i])) for i in range(len(I))]
+    return float(np.mean(hits) / K)
+
+
+def train_student(
+    student: Student,
+    xb: np.ndarray,
+    xq: np.ndarray,
+    labels: np.ndarray,
+    metric: str,
+    cfg: TrainConfig,
+) -> TrainResult:
+    """Algorithm 2. student: warm-started `Student`; xb float32 (nb, d) documents; xq float32
+    (nt, d) training queries; labels int64 (nt, K) their teacher top-K (nearest first); metric
+    "l2" | "ip". Trains in place (the best validation state is restored) and returns the curve.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    nt, K = labels.shape
+    perm = rng.permutation(nt)
+    n_val = int(round(cfg.val_frac * nt)) if nt > 1 else 0
+    val, tr = perm[:n_val], perm[n_val:]
+    xqt = torch.from_numpy(np.ascontiguousarray(xq, np.float32))
+    xbt = torch.from_numpy(np.ascontiguousarray(xb, np.float32))
+    with torch.no_grad():
+        rec_scale = float((student.transform(xbt[: 1 << 14]) ** 2).mean().clamp_min(1e-12))
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    res = TrainResult()
+    W = student.W
+
+    def batches():
+        order = tr[rng.permutation(len(tr))]
+        for i0 in range(0, len(order), cfg.batch_size):
+            yield order[i0 : i0 + cfg.batch_size]
+
+    # iterative initialisation (Sec. 3.2, 4.3): balanced assignment, then codebook update
+    docs = np.unique(labels[tr])
+    pos = np.full(len(xb), -1, dtype=np.int64)
+    pos[docs] = np.arange(len(docs))
+    for r in range(cfg.init_max_rounds):
+        codes = encode(student, xb[docs], cfg, balanced=True)
+        balanced = is_balanced(codes, W)
+        losses = []
+        ct = torch.from_numpy(codes.astype(np.int64))
+        for bq in batches():
+            dc = ct[pos[labels[bq].reshape(-1)]]
+            loss = _batch_loss(student, xqt[bq], xbt[labels[bq]], metric, cfg, dc, rec_scale, False)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        gap = int(balance_gap(codes, W).max())
+        res.curve.append(
+            {"phase": "init", "epoch": r, "loss": float(np.mean(losses)), "balance_gap": gap}
+        )
+        res.init_rounds = r + 1
+        log.info("init round %d: loss %.4f, balanced %s", r, np.mean(losses), balanced)
+        if balanced:
+            break
+
+    # differentiable training (Algorithm 2) with early stopping
+    best = {k: v.clone() for k, v in student.state_dict().items()}
+    best_val = _val_recall(student, xb, xq[val], labels[val], metric, cfg) if n_val else -1.0
+    res.curve.append({"phase": "diff", "epoch": -1, "loss": float("nan"), "val_recall": best_val})
+    stale = 0
+    bar = tqdm(range(cfg.epochs), desc="KDindex epochs", disable=not cfg.progress, leave=False)
+    for ep in bar:
+        losses = []
+        for bq in batches():
+            loss = _batch_loss(
+                student, xqt[bq], xbt[labels[bq]], metric, cfg, None, rec_scale, True
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        v = _val_recall(student, xb, xq[val], labels[val], metric, cfg) if n_val else -1.0
+        res.curve.append(
+            {"phase": "diff", "epoch": ep, "loss": float(np.mean(losses)), "val_recall": v}
+        )
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", val=f"{v:.4f}")
+        if v > best_val:
+            best_val, stale, res.best_epoch = v, 0, ep
+            best = {k: t.clone() for k, t in student.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    student.load_state_dict(best)
+    res.best_val_recall = best_val
+    return res
