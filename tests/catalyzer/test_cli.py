@@ -15,5 +15,5 @@ def test_usage_and_unknown_command(capsys):
     assert main([]) == 2
     assert main(["--help"]) == 0
     assert "catalyzer reproduce" in capsys.readouterr().out
-    assert main(["train"]) == 2
+    assert main(["bogus"]) == 2
     assert "unknown command" in capsys.readouterr().err

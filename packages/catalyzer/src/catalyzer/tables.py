@@ -1,14 +1,21 @@
 """Producers of the catalyzer paper's tables (Sablayrolles et al., ICLR 2019).
 
-Specs and published numbers: paper_tables/catalyzer/. So far only the baselines are produced:
+Specs and published numbers: paper_tables/catalyzer/.
 
-- `catalyzer.table1`: OPQ, LSQ and PCA + Lattice at 64 bits (1-recall@1/10/100, encode_s).
-- `catalyzer.table2`: LSH and ITQ binary codes at 16-128 bits (1-recall@10, mean of 5 seeds).
-- `catalyzer.text`: numbers of the text that need no catalyzer (input-space uniformity statistic,
-  Figure 7's input-space range search, Appendix B lattice arithmetic, lattice vs PQ timings).
+- `catalyzer.table1`: OPQ, LSQ, PCA + Lattice and the catalyst rows (Catalyst+OPQ,
+  Catalyst+Lattice, Catalyst+Lattice+end2end) at 64 bits (1-recall@1/10/100, encode_s).
+- `catalyzer.table2`: LSH, ITQ and Catalyzer+sign binary codes at 16-128 bits (1-recall@10, mean
+  and std over seeds).
+- `catalyzer.table3`: cross-validated lambda per d_out (Appendix A).
+- `catalyzer.figure5`: 1-recall@10 vs bits for the lattice on catalyzed features (several d_out
+  and radii) and OPQ.
+- `catalyzer.text`: uniformity statistic and range search in the input and catalyzed spaces
+  (Sec. 3.3, Figure 7), Appendix B lattice arithmetic and timings, the LSQ / Catalyst+Lattice
+  encoding speed-up (Sec. 5.3).
 
-The Catalyst / Catalyzer rows are left out (they show as not measured) until the catalyzer is
-implemented. Producers only compute: the runner writes, compares and reports.
+Catalyzers are trained once per (data set, d_out, lambda, seed, training settings) and reused
+across tables and runs (`train.fit_cached`: in process and under annrepro's cache_dir()/models).
+Producers only compute: the runner writes, compares and reports.
 """
 
 from __future__ import annotations
@@ -20,9 +27,18 @@ from annrepro.metrics import one_recall_at
 from annrepro.tables import register
 from annrepro.threads import threads
 
-from .baselines import encode_search, l2_normalize, lsq_index, opq_index, pca_lattice_search
+from .api import Catalyzer
+from .baselines import (
+    EncodedSearch,
+    encode_search,
+    l2_normalize,
+    lsq_index,
+    opq_index,
+    pca_lattice_search,
+)
 from .binary import hamming_knn, itq_index, lsh_index
 from .lattice import ZnSphereLattice, atom_permutations, atom_sign_bits
+from .train import TrainConfig, fit_cached, quantized_search
 
 RECALL_KS = (1, 10, 100)  # Table 1: 1-recall at 1, 10, 100 (Sec. 5.1)
 
@@ -35,9 +51,110 @@ def _recalls(I: np.ndarray, gt: np.ndarray, ks=RECALL_KS) -> dict:
     return {f"1-recall@{k}": one_recall_at(I, gt, k) for k in ks if k <= I.shape[1]}
 
 
+# ------------------------------------------------------------------------------- catalyzer
+def catalyzer_for(
+    ctx, ds, d_out: int, lam: float, seed: int, val_quantizer: str, end2end_r2: int | None = None
+) -> Catalyzer:
+    """The catalyzer of (data set, d_out, lambda, seed, ...) with the spec's training params.
+
+    The learn set is cut into cat_ntrain training vectors followed by cat_n_val held-out vectors
+    (the first cat_n_val_queries of which are validation queries), both clipped to small learn
+    sets (n_val <= nt / 5). Trained models are cached (see module docstring).
+    """
+    p = ctx.params
+    nt = ds.xt.shape[0]
+    n_val = min(int(p["cat_n_val"]), nt // 5)
+    nq_val = min(int(p["cat_n_val_queries"]), max(1, n_val // 5))
+    ntrain = min(int(p["cat_ntrain"]), nt - n_val)
+    cfg = TrainConfig.preset(
+        p["cat_preset"],
+        d_out=int(d_out),
+        hidden=int(p["cat_hidden"]),
+        lam=float(lam),
+        epochs=int(p["cat_epochs"]),
+        batch_size=int(p["cat_batch_size"]),
+        seed=int(seed),
+        n_val=n_val,
+        n_val_queries=nq_val,
+        val_quantizer=val_quantizer,
+        val_every=int(p["cat_val_every"]),
+        end2end_r2=None if end2end_r2 is None else int(end2end_r2),
+    )
+    res, hit = fit_cached(_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True)))
+    stats = ctx.__dict__.setdefault("_catalyzer_stats", {"trained": 0, "reused": 0, "train_s": 0.0})
+    if hit:
+        stats["reused"] += 1
+    else:
+        stats["trained"] += 1
+        stats["train_s"] += res.train_s
+    ctx.log.info(
+        "%s catalyzer d_out=%d lam=%g seed=%d%s: %s, best epoch %d (val 1-recall@10 %s = %s), "
+        "%.0f vectors/s, mining %.0f%%",
+        ds.name,
+        d_out,
+        lam,
+        seed,
+        "" if end2end_r2 is None else f" end2end r2={end2end_r2}",
+        "reused" if hit else f"trained in {res.train_s:.1f} s",
+        res.best_epoch + 1,
+        val_quantizer,
+        res.best_score,
+        res.vectors_per_s,
+        100 * res.mining_share,
+    )
+    ctx.note(
+        f"{ds.name}: catalyzers trained on {ntrain} learn vectors, {n_val} held out for validation "
+        f"({nq_val} queries); hidden {cfg.hidden}, {cfg.epochs} epochs ({p['cat_preset']} "
+        f"schedule), batch {cfg.batch_size}, k_pos {cfg.k_pos}, k_neg {cfg.k_neg}"
+    )
+    return Catalyzer.from_result(res)
+
+
+def _catalyzer_summary(ctx) -> None:
+    st = getattr(ctx, "_catalyzer_stats", None)
+    if st:
+        ctx.note(
+            f"catalyzers: {st['trained']} trained in {st['train_s']:.1f} s, {st['reused']} reused "
+            f"from the model cache ({ctx.threads} thread(s))"
+        )
+
+
 # ---------------------------------------------------------------------------------- Table 1
-def _table1_method(method: str, ds, p: dict, seed: int):
-    """Run one Table 1 baseline (OPQ, LSQ or PCA+Lattice) on a data set: EncodedSearch."""
+def _table1_catalyst(method: str, ds, p: dict, ctx):
+    """Catalyst rows of Table 1 (Sec. 5.3, 5.4): EncodedSearch (encode_s includes f)."""
+    import faiss
+
+    k, d_out, r2 = int(p["k"]), int(p["d_out"]), int(p["r2"])
+    quantizer = f"zn_{r2}"
+    e2e = r2 if method == "Catalyst+Lattice+end2end" else None
+    cat = catalyzer_for(ctx, ds, d_out, float(p["cat_lam"]), ctx.seed, quantizer, end2end_r2=e2e)
+    xb, xq = _f32(ds.xb), _f32(ds.xq)
+    if method in ("Catalyst+Lattice", "Catalyst+Lattice+end2end"):
+        t0 = time.perf_counter()
+        codes = cat.encode(xb, quantizer)
+        encode_s = time.perf_counter() - t0
+        _, I = cat.search(xq, codes, k, quantizer)
+        bits = ZnSphereLattice(d_out, r2).code_size_bits
+        return EncodedSearch(I=I, encode_s=encode_s, code_bits=bits)
+    if method == "Catalyst+OPQ":
+        index = opq_index(d_out, p["opq_factory"], niter=p.get("opq_niter"))
+        index.train(cat.transform(_f32(ds.xt[: int(p["ntrain_opq"])])))
+        t0 = time.perf_counter()
+        yb = cat.transform(xb)
+        codes = index.sa_encode(yb)
+        encode_s = time.perf_counter() - t0
+        inner = faiss.downcast_index(index.index)
+        inner.add_sa_codes(codes)
+        index.ntotal = inner.ntotal
+        _, I = index.search(cat.transform(xq), k)
+        return EncodedSearch(I=I, encode_s=encode_s, code_bits=8 * index.sa_code_size())
+    raise ValueError(f"unknown catalyst method {method!r}")
+
+
+def _table1_method(method: str, ds, p: dict, seed: int, ctx=None):
+    """Run one Table 1 method on a data set: EncodedSearch."""
+    if method.startswith("Catalyst"):
+        return _table1_catalyst(method, ds, p, ctx)
     k = int(p["k"])
     xq = _f32(ds.xq)
     if method == "OPQ":
@@ -63,7 +180,7 @@ def _table1_method(method: str, ds, p: dict, seed: int):
 
 @register("catalyzer.table1")
 def table1(spec, ctx):
-    """Table 1 baselines: OPQ, LSQ, PCA + Lattice at 64 bits per code (Sec. 5.3, 5.4)."""
+    """Table 1: OPQ, LSQ, PCA + Lattice and the catalyst rows at 64 bits (Sec. 5.3, 5.4)."""
     p = ctx.params
     rows = []
     lattice = ZnSphereLattice(int(p["d_out"]), int(p["r2"]))
@@ -82,7 +199,7 @@ def table1(spec, ctx):
                     f"than lsq_min_train = {p['lsq_min_train']} (LSQ's 2048 codewords overfit)"
                 )
                 continue
-            res = _table1_method(method, ds, p, ctx.seed)
+            res = _table1_method(method, ds, p, ctx.seed, ctx)
             ctx.log.info(
                 "%s %s: encode %.3f s, %d-bit codes", name, method, res.encode_s, res.code_bits
             )
@@ -91,6 +208,7 @@ def table1(spec, ctx):
             row = {"dataset": name, "row": method, **_recalls(res.I, gt), "encode_s": res.encode_s}
             rows.append(row)
         ctx.note(f"{name}: encode_s measured with {ctx.threads} thread(s) on {ds.nb} base vectors")
+    _catalyzer_summary(ctx)
     return rows
 
 
@@ -127,8 +245,14 @@ def table2(spec, ctx):
                     continue
                 vals = []
                 for i in range(n_seeds):
-                    index = _binary_index(method, ds.d, nbits, ctx.seed + i, p)
-                    vals.append(one_recall_at(hamming_knn(index, xt, xb, xq, k), gt, k))
+                    if method == "Catalyzer+sign":  # d_out = nbits, sign of f(x) (Sec. 4.1)
+                        lam = float(p["cat_sign_lam"][str(nbits)])
+                        cat = catalyzer_for(ctx, ds, nbits, lam, ctx.seed + i, "sign")
+                        I = quantized_search(cat.transform(xq), cat.transform(xb), k, "sign")
+                    else:
+                        index = _binary_index(method, ds.d, nbits, ctx.seed + i, p)
+                        I = hamming_knn(index, xt, xb, xq, k)
+                    vals.append(one_recall_at(I, gt, k))
                 rows.append(
                     {
                         "dataset": name,
@@ -139,6 +263,94 @@ def table2(spec, ctx):
                 )
                 ctx.log.info("%s %s %db: %s", name, method, nbits, vals)
     ctx.note(f"Table 2: mean and std over {n_seeds} seeds (ctx.seed + 0..{n_seeds - 1})")
+    _catalyzer_summary(ctx)
+    return rows
+
+
+# ---------------------------------------------------------------------------------- Table 3
+@register("catalyzer.table3")
+def table3(spec, ctx):
+    """Table 3 (Appendix A): lambda maximising the validation 1-recall@10 of the lattice search
+    with squared radius r2, per d_out (grid search, as the authors' crossvalidate.sh)."""
+    p = ctx.params
+    r2 = int(p["r2"])
+    rows = []
+    for name, ds in ctx.each_dataset():
+        for d_out in ctx.progress(p["d_outs"], desc=name):
+            d_out = int(d_out)
+            lat = ZnSphereLattice(d_out, r2)
+            scores = {}
+            for lam in p["lambda_grid"]:
+                cat = catalyzer_for(ctx, ds, d_out, float(lam), ctx.seed, f"zn_{r2}")
+                scores[float(lam)] = cat.result.best_score
+            best = max(scores, key=lambda lam: (scores[lam], -lam))  # ties: smallest lambda
+            rows.append({"dataset": name, "row": f"d_out={d_out}", "lambda": best})
+            ctx.note(
+                f"{name} d_out={d_out} (S_{d_out} r2={r2}: {lat.code_size_bits} bits): validation "
+                "1-recall@10 per lambda: "
+                + ", ".join(f"{lam:g}: {100 * v:.1f}%" for lam, v in scores.items())
+            )
+    _catalyzer_summary(ctx)
+    return rows
+
+
+# --------------------------------------------------------------------------------- Figure 5
+def _opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
+    """OPQ at pq_bytes bytes (one byte per sub-vector, Sec. 5.3) on the raw vectors."""
+    out = []
+    for nbytes in p["pq_bytes"]:
+        M = int(nbytes)
+        dd = M * -(-ds.d // M)  # OPQ output rounded up to a multiple of M
+        index = opq_index(ds.d, f"OPQ{M}_{dd},PQ{M}np", niter=p.get("opq_niter"))
+        res = encode_search(index, _f32(ds.xt[: int(p["ntrain_opq"])]), _f32(ds.xb), _f32(ds.xq), k)
+        out.append((res.code_bits, res.I))
+    return out
+
+
+@register("catalyzer.figure5")
+def figure5(spec, ctx):
+    """Figure 5: 1-recall@10 vs code size, lattice on catalyzed features (per d_out, radii
+    r2) and OPQ (Sec. 5.3). lambda per d_out: Table 3's published optimum (param)."""
+    import faiss
+
+    p = ctx.params
+    k = 10
+    rows = []
+    for name, ds in ctx.each_dataset():
+        gt = ds.gt(k)
+        xb, xq = _f32(ds.xb), _f32(ds.xq)
+        for d_out in ctx.progress(p["d_outs"], desc=name):
+            d_out = int(d_out)
+            lam = float(p["lambda_per_d_out"][str(d_out)])
+            cat = catalyzer_for(ctx, ds, d_out, lam, ctx.seed, f"zn_{int(p['val_r2'])}")
+            yb, yq = cat.transform(xb), cat.transform(xq)
+            for r2 in p["r2"][str(d_out)]:
+                lat = ZnSphereLattice(d_out, int(r2))
+                _, I = faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)
+                rows.append(
+                    {
+                        "dataset": name,
+                        "row": f"Catalyst+Lattice d_out={d_out} r2={int(r2)}",
+                        "1-recall@10": one_recall_at(I, gt, k),
+                        "bits": lat.code_size_bits,
+                    }
+                )
+        for bits, I in _opq_curve(ds, p, k):
+            rows.append(
+                {
+                    "dataset": name,
+                    "row": f"OPQ {bits}b",
+                    "1-recall@10": one_recall_at(I, gt, k),
+                    "bits": bits,
+                }
+            )
+    try:
+        import matplotlib  # noqa: F401
+
+        ctx.note("matplotlib is importable but producers write no files: plot from the CSV")
+    except ImportError:
+        ctx.note("no PNG: matplotlib is not installed (the curves are the CSV rows)")
+    _catalyzer_summary(ctx)
     return rows
 
 
@@ -224,7 +436,7 @@ def lattice_vs_pq_timings(p: dict, seed: int, n_threads: int) -> dict:
 
 @register("catalyzer.text")
 def text(spec, ctx):
-    """Numbers of the text that need no catalyzer (see paper_tables/catalyzer/text.toml)."""
+    """Numbers of the text (see paper_tables/catalyzer/text.toml)."""
     from annrepro.groundtruth import knn_exact
 
     p = ctx.params
@@ -289,4 +501,58 @@ def text(spec, ctx):
             f"its {ds.nb} base vectors (results_per_query scales with the base size; the paper's "
             "base has 1M)"
         )
+        # the same statistics in the catalyzed space (Sec. 3.3, Figure 7 right); the model is
+        # Table 1's Catalyst+Lattice catalyzer (d_out, lambda not stated in the paper)
+        cat = catalyzer_for(
+            ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
+        )
+        yq, yb = cat.transform(xq), cat.transform(_f32(xb))
+        D, _ = knn_exact(yq, yb, n_rank, "l2")
+        dist = np.sqrt(np.maximum(D, 0))
+        eps, nres = range_search_at_recall(yq, yb, dist[:, 0], float(p["target_recall"]))
+        rows.append(
+            {
+                "dataset": name,
+                "row": "Catalyzer output",
+                "p_nn1_gt_nn100": nn_overlap_probability(dist[:, 0], dist[:, n_rank - 1]),
+                "epsilon": eps,
+                "results_per_query": nres,
+            }
+        )
+        ctx.note(
+            f"{name}: 'Catalyzer output' = d_out {p['d_out']}, lambda {p['cat_lam']} "
+            "(the paper states neither); neighbours recomputed in the output space"
+        )
+
+    # Sec. 5.3: Catalyst + Lattice encodes 14x faster than LSQ (BigAnn1M, Table 1 timings)
+    for name, ds in ctx.each_dataset(p["speedup_datasets"]):
+        xb = _f32(ds.xb)
+        lsq = lsq_index(
+            ds.d,
+            int(p["lsq_M"]),
+            int(p["lsq_nbits"]),
+            seed=ctx.seed,
+            train_iters=int(p["lsq_train_iters"]),
+        )
+        lsq.train(_f32(ds.xt[: int(p["ntrain_lsq"])]))
+        t0 = time.perf_counter()
+        lsq.sa_encode(xb)
+        lsq_s = time.perf_counter() - t0
+        cat = catalyzer_for(
+            ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
+        )
+        t0 = time.perf_counter()
+        cat.encode(xb, f"zn_{int(p['r2'])}")
+        cat_s = time.perf_counter() - t0
+        rows.append(
+            {"dataset": name, "row": "Catalyst+Lattice vs LSQ", "encode_speedup": lsq_s / cat_s}
+        )
+        ctx.note(
+            f"{name}: encode_speedup = LSQ {lsq_s:.3f} s / Catalyst+Lattice {cat_s:.3f} s on "
+            f"{ds.nb} base vectors, {ctx.threads} thread(s); LSQ trained with "
+            f"{p['lsq_train_iters']} iteration(s) on {p['ntrain_lsq']} vectors (its encoding cost "
+            "does not depend on the codebooks' quality: 16 ILS iterations, faiss default); the "
+            "catalyzer time includes the forward pass (Table 1 caption)"
+        )
+    _catalyzer_summary(ctx)
     return rows

@@ -1,0 +1,186 @@
+"""`Catalyzer`: the public estimator (Sablayrolles et al., ICLR 2019).
+
+    cat = Catalyzer(d_out=24, lam=0.02, preset="released", epochs=10).fit(xt)
+    codes = cat.encode(xb, "zn_79")            # uint64 (nb,) lattice codes, 64 bits
+    D, I = cat.search(xq, codes, 10, "zn_79")   # asymmetric search (Sec. 4.2)
+    cat.save("cat.pt"); cat = Catalyzer.load("cat.pt")
+
+Quantizers: "zn_<r2>" (spherical lattice S_{d_out}^r, Sec. 4.2 / Appendix B; codes need
+<= 64 bits) or "sign" (binary codes of d_out bits, Hamming search, Sec. 4.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .train import PRESETS, TrainConfig, TrainResult, train_catalyzer
+
+__all__ = ["Catalyzer"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Catalyzer:
+    """The catalyzer f (Sec. 3) with the quantizers applied to its output.
+
+    Args:
+        d_out: output dimension; hidden: hidden width (1024 in the paper); lam: KoLeo weight.
+        preset: "paper" (300 epochs, Sec. 5.2) or "released" (160 epochs, authors' code).
+        **overrides: any other `TrainConfig` field (epochs, batch_size, seed, n_val, ...).
+    """
+
+    def __init__(
+        self,
+        d_out: int = 24,
+        hidden: int = 1024,
+        lam: float = 0.02,
+        preset: str = "paper",
+        **overrides,
+    ):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        self.config = TrainConfig.preset(preset, d_out=d_out, hidden=hidden, lam=lam, **overrides)
+        self.net = None
+        self.d_in: int | None = None
+        self.fingerprint: str | None = None
+        self.result: TrainResult | None = None
+
+    # ---------------------------------------------------------------- training / transform
+    def fit(self, xt: np.ndarray, progress: bool = False) -> Catalyzer:
+        """Train on xt: float32 (nt, d_in) (its last config.n_val rows are held out)."""
+        from annrepro.groundtruth import array_fingerprint
+
+        xt = _f32(xt)
+        res = train_catalyzer(xt, self.config, progress=progress)
+        self._set(res.state_dict, res.d_in)
+        self.result = res
+        self.fingerprint = array_fingerprint(xt)
+        return self
+
+    @classmethod
+    def from_result(cls, res: TrainResult, fingerprint: str | None = None) -> Catalyzer:
+        cat = cls.__new__(cls)
+        cat.config, cat.result, cat.fingerprint = res.config, res, fingerprint
+        cat.net, cat.d_in = None, None
+        cat._set(res.state_dict, res.d_in)
+        return cat
+
+    def _set(self, state_dict: dict, d_in: int) -> None:
+        from .model import CatalyzerNet
+
+        net = CatalyzerNet(d_in, self.config.d_out, self.config.hidden)
+        net.load_state_dict(state_dict)
+        net.eval()
+        self.net, self.d_in = net, int(d_in)
+
+    def _need(self):
+        if self.net is None:
+            raise RuntimeError("the catalyzer is not trained: call fit() or load()")
+        return self.net
+
+    def transform(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Catalyzed features f(x): float32 (n, d_out), unit norm. x: float32 (n, d_in)."""
+        import torch
+
+        net = self._need()
+        x = _f32(x)
+        if not x.flags.writeable:  # torch.from_numpy needs writable memory
+            x = x.copy()
+        if x.ndim != 2 or x.shape[1] != self.d_in:
+            raise ValueError(
+                f"this catalyzer was trained on {self.d_in}-d vectors; got an array of shape "
+                f"{x.shape}"
+            )
+        out = np.empty((x.shape[0], self.config.d_out), dtype=np.float32)
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                out[i : i + batch_size] = net(torch.from_numpy(x[i : i + batch_size])).numpy()
+        return out
+
+    # ------------------------------------------------------------------- quantizers
+    def _lattice(self, quantizer: str):
+        from .lattice import ZnSphereLattice
+
+        if not quantizer.startswith("zn_"):
+            raise ValueError(f"unknown quantizer {quantizer!r}: 'zn_<r2>' or 'sign'")
+        lat = ZnSphereLattice(self.config.d_out, int(quantizer[3:]))
+        if lat.code_size_bits > 64:
+            raise ValueError(
+                f"{lat!r}: {lat.code_size_bits}-bit codes exceed the 64 bits of faiss's codec"
+            )
+        return lat
+
+    def encode(self, x: np.ndarray, quantizer: str = "zn_79") -> np.ndarray:
+        """Codes of x: uint64 (n,) for "zn_<r2>"; uint8 (n, ceil(d_out / 8)) for "sign"."""
+        y = self.transform(x)
+        if quantizer == "sign":
+            return np.packbits(y > 0, axis=1)
+        return self._lattice(quantizer).encode(y)
+
+    def search(self, xq: np.ndarray, codes: np.ndarray, k: int, quantizer: str = "zn_79"):
+        """k-NN of xq among encoded vectors: (D, I), I int64 (nq, k).
+
+        "zn_<r2>": asymmetric, the query is catalyzed but not quantized, D = squared L2 in the
+        output space (Sec. 4.2). "sign": the query is binarised, D = Hamming distance (Sec. 4.1).
+        """
+        import faiss
+
+        yq = self.transform(xq)
+        if quantizer == "sign":
+            codes = np.ascontiguousarray(codes, dtype=np.uint8)
+            if codes.ndim != 2 or codes.shape[1] != (self.config.d_out + 7) // 8:
+                raise ValueError(f"sign codes must be uint8 (n, {(self.config.d_out + 7) // 8})")
+            index = faiss.IndexBinaryFlat(8 * codes.shape[1])
+            index.add(codes)
+            return index.search(np.packbits(yq > 0, axis=1), k)
+        lat = self._lattice(quantizer)
+        return lat.search(yq, codes, k)
+
+    # ------------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Weights + config + data fingerprint, one torch file."""
+        import torch
+
+        self._need()
+        res = self.result
+        blob = {
+            "format": FORMAT,
+            "state_dict": self.net.state_dict(),
+            "config": self.config.to_dict(),
+            "d_in": self.d_in,
+            "fingerprint": self.fingerprint,
+            "best_epoch": None if res is None else res.best_epoch,
+            "best_score": None if res is None else res.best_score,
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path) -> Catalyzer:
+        import torch
+
+        blob = torch.load(Path(path), weights_only=True)
+        if blob.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a catalyzer file of format {FORMAT}")
+        cat = cls.__new__(cls)
+        cat.config = TrainConfig.from_dict(blob["config"])
+        cat.result, cat.fingerprint = None, blob.get("fingerprint")
+        cat.net, cat.d_in = None, None
+        cat._set(blob["state_dict"], blob["d_in"])
+        return cat
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = "untrained" if self.net is None else f"d_in={self.d_in}"
+        return f"Catalyzer({state}, d_out={c.d_out}, hidden={c.hidden}, lam={c.lam})"

@@ -1,0 +1,476 @@
+"""Training loop of the catalyzer (Sablayrolles et al., Sec. 3.2, 5.1, 5.2).
+
+- Positives (Sec. 3.2): the k_pos = 10 exact nearest neighbours of each training vector in the
+  input space (faiss, computed once; the point itself excluded). Each epoch draws one of them per
+  anchor.
+- Negatives (Sec. 3.2): the k_neg = 50-th nearest neighbour of f(x) among f(x_1..x_n), recomputed
+  at the start of every epoch with one batched faiss search over the whole training set. As in the
+  authors' train.py, the search includes the point itself (rank 1), and with end-to-end training
+  the neighbours are searched among the quantized outputs.
+- Loss: L_rank + lambda L_KoLeo (Eq. 4), see `losses.py`.
+- Optimiser (Sec. 5.2): SGD, momentum 0.9, lr 0.1 decayed to 0.05 and 0.01 at epochs 80 and 120
+  of 300 (preset "paper"); the released code trains 160 epochs in four equal stages 0.1, 0.1,
+  0.05, 0.01 with batches of 64 (preset "released"). Stages are stored as fractions of the
+  epochs, so a shortened run keeps the shape of the schedule.
+- Validation (Sec. 5.1: hyper-parameters are cross-validated on held-out vectors): the last n_val
+  vectors of the learn set are held out; their first n_val_queries are queries, the rest a base;
+  the score is 1-recall@10 of the quantized search in the output space (lattice or sign) against
+  the exact neighbours in the input space. The best state is kept (authors: `--save_best_criterion
+  zn_79,rank=10`).
+- End-to-end (Sec. 4, "End-to-end training"): with `end2end_r2`, the lattice S_{d_out}^r is a
+  layer applied to the positives and negatives (as the authors' `--quantizer_train zn_<r2>`), with
+  the straight-through estimator.
+
+Implementation choice (speed on CPU): anchors, positives and negatives go through the network as
+one batch of 3 x batch_size rows, so batch-norm statistics are shared by the three (the authors
+make three forward passes). Paper silent on the batch size: 64 (released code).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "PRESETS",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "lr_at",
+    "positives_knn",
+    "quantized_search",
+    "train_catalyzer",
+    "fit_cached",
+]
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1  # bump when a change of this file changes trained models (cache key)
+
+# Named presets (Sec. 5.2 and the authors' train.py defaults).
+PRESETS = {
+    # Sec. 5.2: 300 epochs, lr 0.1, decayed to 0.05 at epoch 80 and 0.01 at epoch 120
+    "paper": {"epochs": 300, "lr_stages": ((0.0, 0.1), (80 / 300, 0.05), (120 / 300, 0.01))},
+    # train.py: --epochs 160 --lr_schedule 0.1,0.1,0.05,0.01 (four equal stages), batch 64
+    "released": {
+        "epochs": 160,
+        "lr_stages": ((0.0, 0.1), (0.25, 0.1), (0.5, 0.05), (0.75, 0.01)),
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one catalyzer training (defaults: the paper's, Sec. 5.2, 5.3)."""
+
+    d_out: int = 24  # 24 dims for 64-bit lattice codes (Appendix B)
+    hidden: int = 1024  # Sec. 5.2
+    lam: float = 0.02  # KoLeo weight (Eq. 4); 0.02 is the README's example for d_out = 24
+    k_pos: int = 10  # Sec. 5.3
+    k_neg: int = 50  # Sec. 5.3
+    epochs: int = 300  # Sec. 5.2
+    batch_size: int = 64  # released code (paper silent)
+    momentum: float = 0.9  # Sec. 5.2
+    lr_stages: tuple = PRESETS["paper"]["lr_stages"]  # (start fraction of epochs, lr)
+    seed: int = 0
+    n_val: int = 10000  # held-out learn vectors for validation (0: none, keep the last epoch)
+    n_val_queries: int = 1000  # of which queries (the rest is the validation base)
+    val_quantizer: str = "zn_79"  # "zn_<r2>" | "sign" | "none": search of the validation score
+    val_every: int = 10  # validate every val_every epochs and after the last (train.py: 10)
+    end2end_r2: int | None = None  # lattice layer in training (Sec. 4 end-to-end), None: off
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> TrainConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        kw = dict(PRESETS[name])
+        if name == "released":
+            kw["batch_size"] = 64
+        kw.update(overrides)
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_stages"] = [list(s) for s in self.lr_stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["lr_stages"] = tuple(tuple(float(v) for v in s) for s in d["lr_stages"])
+        return cls(**d)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite. `.epoch` names it, `.state_dict` is the last good state."""
+
+    def __init__(self, msg: str, epoch: int, state_dict: dict):
+        super().__init__(msg)
+        self.epoch = epoch
+        self.state_dict = state_dict
+
+
+@dataclass
+class TrainResult:
+    """A trained catalyzer: the kept (best) weights and what happened."""
+
+    state_dict: dict
+    config: TrainConfig
+    d_in: int
+    best_epoch: int
+    best_score: float | None
+    history: list = field(default_factory=list)
+    train_s: float = 0.0
+    vectors_per_s: float = 0.0
+    mining_share: float = 0.0
+
+
+def lr_at(epoch: int, epochs: int, stages) -> float:
+    """Learning rate of `epoch` (0-based) for stages ((start fraction, lr), ...)."""
+    lr = float(stages[0][1])
+    for frac, value in stages:
+        if epoch >= round(float(frac) * epochs):
+            lr = float(value)
+    return lr
+
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def positives_knn(xt: np.ndarray, k_pos: int) -> np.ndarray:
+    """The k_pos nearest neighbours of each row of xt among the others (Sec. 3.2).
+
+    Args:
+        xt: float32 (n, d), n > k_pos.
+    Returns:
+        int64 (n, k_pos), the point itself excluded (if a duplicate ranks before it, the
+        furthest of the k_pos + 1 results is dropped instead).
+    """
+    import faiss
+
+    n = xt.shape[0]
+    _, I = faiss.knn(xt, xt, k_pos + 1)
+    drop = I == np.arange(n)[:, None]
+    drop[~drop.any(axis=1), -1] = True
+    return I[~drop].reshape(n, k_pos)
+
+
+def quantized_search(yq: np.ndarray, yb: np.ndarray, k: int, quantizer: str) -> np.ndarray:
+    """Search catalyzed queries in a catalyzed, quantized base.
+
+    Args:
+        yq: float32 (nq, d) unit-norm outputs; yb: float32 (nb, d).
+        quantizer: "zn_<r2>" (base quantized to S_d^r / r, asymmetric search, Sec. 4.2),
+            "sign" (both binarised, Hamming search, Sec. 4.1) or "none" (exact search).
+    Returns:
+        I int64 (nq, k).
+    """
+    import faiss
+
+    from .binary import hamming_knn, sign_index
+
+    yq, yb = _f32(yq), _f32(yb)
+    if quantizer == "none":
+        return faiss.knn(yq, yb, k)[1]
+    if quantizer == "sign":
+        return hamming_knn(sign_index(yb.shape[1]), yb, yb, yq, k)
+    if quantizer.startswith("zn_"):
+        from .lattice import ZnSphereLattice
+
+        lat = ZnSphereLattice(yb.shape[1], int(quantizer[3:]))
+        return faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)[1]
+    raise ValueError(f"unknown quantizer {quantizer!r} (zn_<r2>, sign or none)")
+
+
+def _forward(net, x: np.ndarray, bs: int = 4096) -> np.ndarray:
+    import torch
+
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], bs):
+            out.append(net(torch.from_numpy(x[i : i + bs])).numpy())
+    if not out:
+        return np.zeros((0, net.d_out), dtype=np.float32)
+    return np.ascontiguousarray(np.vstack(out), dtype=np.float32)
+
+
+def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
+    """Validate; return the number of training vectors after the validation split."""
+    from .lattice import ZnSphereLattice
+
+    if cfg.n_val < 0 or (cfg.n_val and not 0 < cfg.n_val_queries < cfg.n_val):
+        raise ValueError(f"need 0 < n_val_queries < n_val, got {cfg.n_val_queries}, {cfg.n_val}")
+    n = nt - cfg.n_val
+    need = max(cfg.k_neg, cfg.k_pos + 1, cfg.batch_size, 2)
+    if n < need:
+        raise ValueError(
+            f"{n} training vectors ({nt} minus {cfg.n_val} held out for validation) is fewer "
+            f"than max(k_neg={cfg.k_neg}, k_pos+1={cfg.k_pos + 1}, batch_size={cfg.batch_size})"
+        )
+    if cfg.n_val and cfg.n_val - cfg.n_val_queries < 10:
+        raise ValueError(
+            f"the validation base needs >= 10 vectors (1-recall@10), n_val={cfg.n_val}"
+        )
+    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lam < 0:
+        raise ValueError(f"need epochs >= 1, batch_size >= 2, lam >= 0: {cfg}")
+    for r2 in ([cfg.end2end_r2] if cfg.end2end_r2 is not None else []) + (
+        [int(cfg.val_quantizer[3:])] if cfg.val_quantizer.startswith("zn_") else []
+    ):
+        ZnSphereLattice(cfg.d_out, r2)  # raises if S_d^r is empty
+    if cfg.val_quantizer not in ("sign", "none") and not cfg.val_quantizer.startswith("zn_"):
+        raise ValueError(f"unknown val_quantizer {cfg.val_quantizer!r}")
+    return n
+
+
+def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) -> TrainResult:
+    """Train a catalyzer on xt (Sec. 3, 5.2).
+
+    Args:
+        xt: float32 (nt, d_in) learn set; its last cfg.n_val rows are held out for validation.
+        cfg: hyper-parameters.
+        progress: show a tqdm bar over epochs.
+    Returns:
+        TrainResult with the best validation state (the last state when n_val = 0).
+    Raises:
+        ValueError: bad inputs (non-finite data, too few vectors, empty lattice).
+        TrainingDiverged: the loss became NaN/inf; names the epoch, carries the last good state.
+    """
+    import faiss
+    import torch
+    from annrepro.metrics import one_recall_at
+    from tqdm.auto import tqdm
+
+    from .lattice import ZnSphereLattice
+    from .losses import catalyzer_loss
+    from .model import CatalyzerNet, StraightThroughLattice
+
+    xt = _f32(xt)
+    if not xt.flags.writeable:  # memory-mapped / read-only input: torch needs writable memory
+        xt = xt.copy()
+    if xt.ndim != 2:
+        raise ValueError(f"xt must be 2-D (n, d), got shape {xt.shape}")
+    if not np.isfinite(xt).all():
+        raise ValueError("xt contains NaN or infinite values")
+    nt, d_in = xt.shape
+    n = _check_config(cfg, nt, d_in)
+    xtr = xt[:n]
+    xval = xt[n:]
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = CatalyzerNet(d_in, cfg.d_out, cfg.hidden)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=lr_at(0, cfg.epochs, cfg.lr_stages), momentum=cfg.momentum
+    )
+    st = None
+    if cfg.end2end_r2 is not None:
+        st = StraightThroughLattice(ZnSphereLattice(cfg.d_out, cfg.end2end_r2))
+
+    t_start = time.perf_counter()
+    pos_nn = positives_knn(xtr, cfg.k_pos)
+    gt_val = None
+    if cfg.n_val:
+        xvq, xvb = xval[: cfg.n_val_queries], xval[cfg.n_val_queries :]
+        gt_val = faiss.knn(xvq, xvb, 1)[1]
+    xtr_t = torch.from_numpy(xtr)
+
+    history, best_score, best_epoch, best_state = [], -1.0, -1, None
+    t_mine = t_train = 0.0
+    n_seen = 0
+    epochs = tqdm(
+        range(cfg.epochs), desc=f"catalyzer d_out={cfg.d_out}", disable=not progress, leave=False
+    )
+    for epoch in epochs:
+        last_good = copy.deepcopy(net.state_dict())
+        lr = lr_at(epoch, cfg.epochs, cfg.lr_stages)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        # negatives: k_neg-th neighbour in the output space, once per epoch (Sec. 3.2)
+        t0 = time.perf_counter()
+        y = _forward(net, xtr)
+        yb = y if st is None else st.lattice.quantize(y) * np.float32(1 / st.lattice.r)
+        neg_nn = faiss.knn(y, _f32(yb), cfg.k_neg)[1][:, cfg.k_neg - 1]
+        t1 = time.perf_counter()
+        pos = pos_nn[np.arange(n), rng.integers(cfg.k_pos, size=n)]
+        perm = rng.permutation(n)
+        net.train()
+        sums = np.zeros(3)
+        nb = 0
+        for i0 in range(0, n, cfg.batch_size):
+            idx = perm[i0 : i0 + cfg.batch_size]
+            b = len(idx)
+            if b < 2:  # batch norm and KoLeo need two points
+                continue
+            rows = torch.from_numpy(np.concatenate([idx, pos[idx], neg_nn[idx]]))
+            out = net(xtr_t[rows])
+            a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
+            if st is not None:
+                p, ng = st(p), st(ng)
+            loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
+            if not torch.isfinite(loss):
+                net.load_state_dict(last_good)
+                raise TrainingDiverged(
+                    f"catalyzer loss is {loss.item()} at epoch {epoch} (batch {nb}); the model is "
+                    f"reset to its state at the start of epoch {epoch} (lr {lr})",
+                    epoch,
+                    last_good,
+                )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sums += (loss.item(), l_rank.item(), l_koleo.item())
+            nb += 1
+            n_seen += b
+        t2 = time.perf_counter()
+        t_mine += t1 - t0
+        t_train += t2 - t1
+        rec = {
+            "epoch": epoch,
+            "lr": lr,
+            "loss": sums[0] / max(nb, 1),
+            "rank": sums[1] / max(nb, 1),
+            "koleo": sums[2] / max(nb, 1),
+            "mine_s": t1 - t0,
+            "train_s": t2 - t1,
+        }
+        rec = {key: float(v) if key != "epoch" else int(v) for key, v in rec.items()}
+        if cfg.n_val and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            I = quantized_search(_forward(net, xvq), _forward(net, xvb), 10, cfg.val_quantizer)
+            score = one_recall_at(I, gt_val, 10)
+            rec["val_1-recall@10"] = score
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(net.state_dict())
+            log.info(
+                "epoch %d/%d lr %g loss %.4f = rank %.4f + %g * koleo %.4f; val 1-recall@10 (%s) "
+                "%.4f (best %.4f at epoch %d)",
+                epoch + 1,
+                cfg.epochs,
+                lr,
+                rec["loss"],
+                rec["rank"],
+                cfg.lam,
+                rec["koleo"],
+                cfg.val_quantizer,
+                score,
+                best_score,
+                best_epoch + 1,
+            )
+        history.append(rec)
+    if best_state is None:
+        best_state, best_epoch = copy.deepcopy(net.state_dict()), cfg.epochs - 1
+    total = time.perf_counter() - t_start
+    vps = n_seen / t_train if t_train > 0 else 0.0
+    share = t_mine / (t_mine + t_train) if t_mine + t_train > 0 else 0.0
+    log.info(
+        "catalyzer d_in=%d d_out=%d hidden=%d lam=%g: %d epochs in %.1f s, %.0f training "
+        "vectors/s, mining negatives %.0f%% of epoch time, best epoch %d",
+        d_in,
+        cfg.d_out,
+        cfg.hidden,
+        cfg.lam,
+        cfg.epochs,
+        total,
+        vps,
+        100 * share,
+        best_epoch + 1,
+    )
+    return TrainResult(
+        state_dict=best_state,
+        config=cfg,
+        d_in=d_in,
+        best_epoch=best_epoch,
+        best_score=None if best_score < 0 else best_score,
+        history=history,
+        train_s=total,
+        vectors_per_s=vps,
+        mining_share=share,
+    )
+
+
+# ------------------------------------------------------------------------- model cache
+_MEMO: dict[str, TrainResult] = {}
+
+
+def _cache_key(data_key: str, cfg: TrainConfig) -> str:
+    import torch
+
+    # torch's thread count can change float summation order, hence the weights: part of the key
+    blob = json.dumps(
+        {"data": data_key, "cfg": cfg.to_dict(), "v": CODE_VERSION, "th": torch.get_num_threads()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def fit_cached(
+    xt: np.ndarray,
+    cfg: TrainConfig,
+    data_key: str | None = None,
+    cache: bool = True,
+    progress: bool = False,
+) -> tuple[TrainResult, bool]:
+    """`train_catalyzer` memoised in process and on disk (annrepro cache_dir()/models).
+
+    The key is (data_key or a hash of xt, cfg, CODE_VERSION): one model per data set and
+    configuration (d_out, lambda, seed, ...), reused across tables and runs.
+    Returns (result, hit).
+    """
+    import torch
+    from annrepro.groundtruth import array_fingerprint, cache_dir
+
+    key = _cache_key(data_key or array_fingerprint(_f32(xt)), cfg)
+    if key in _MEMO:
+        return _MEMO[key], True
+    path = Path(cache_dir()) / "models" / f"catalyzer-{key}.pt"
+    if cache and path.exists():
+        try:
+            blob = torch.load(path, weights_only=True)
+            res = TrainResult(
+                state_dict=blob["state_dict"],
+                config=TrainConfig.from_dict(blob["config"]),
+                d_in=int(blob["d_in"]),
+                best_epoch=int(blob["best_epoch"]),
+                best_score=blob["best_score"],
+                history=blob["history"],
+                train_s=float(blob["train_s"]),
+                vectors_per_s=float(blob["vectors_per_s"]),
+                mining_share=float(blob["mining_share"]),
+            )
+            _MEMO[key] = res
+            return res, True
+        except Exception as e:  # a corrupt or stale file: retrain
+            log.warning("ignoring unreadable cached model %s: %s", path, e)
+    res = train_catalyzer(xt, cfg, progress=progress)
+    _MEMO[key] = res
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        blob = {
+            "state_dict": res.state_dict,
+            "config": cfg.to_dict(),
+            "d_in": res.d_in,
+            "best_epoch": res.best_epoch,
+            "best_score": res.best_score,
+            "history": res.history,
+            "train_s": res.train_s,
+            "vectors_per_s": res.vectors_per_s,
+            "mining_share": res.mining_share,
+        }
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    return res, False
+
+
+def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:
+    """cfg with some fields replaced (None values ignored)."""
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
