@@ -15,7 +15,7 @@ import sys
 from .datasets import DatasetError, get_dataset, list_datasets, registry
 from .tables.spec import SCALES, SpecError
 
-__all__ = ["main"]
+__all__ = ["main", "reproduce_paper"]
 
 
 def _reproduce(args) -> int:
@@ -94,6 +94,12 @@ def _data(args) -> int:
     ds.gt(min(100, ds.nb))
     print(f"{args.name}: ok ({ds.nb} base, {ds.nq} queries, {ds.nt} learn, d={ds.d})")
     return 0
+
+
+def reproduce_paper(paper: str, argv: list[str]) -> int:
+    """`<paper> reproduce [OPTIONS]` of a paper package: `annrepro reproduce` on its tables
+    (a later `--tables` in OPTIONS narrows the selection)."""
+    return main(["reproduce", "--tables", f"{paper}.*", *argv])
 
 
 def main(argv=None) -> int:

@@ -22,9 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "reproduce":
-        from annrepro.cli import main as annrepro_main
+        from annrepro.cli import reproduce_paper
 
-        return annrepro_main(["reproduce", "--tables", "kdindex.*", *rest])
+        return reproduce_paper("kdindex", rest)
     print(f"kdindex: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 
