@@ -14,4 +14,4 @@ def test_reproduce_forwards_options(monkeypatch):
 
 def test_unknown_command_fails():
     with pytest.raises(SystemExit):
-        main(["train"])
+        main(["frobnicate"])

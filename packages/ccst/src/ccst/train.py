@@ -1,0 +1,285 @@
+"""Training loop of CCST (Sec. 4.1): AdamW, poly learning rate per epoch, INRP loss (Sec. 3.2).
+
+Sec. 4.1: 2400 epochs, AdamW (Loshchilov & Hutter 2017), initial learning rate 1e-4, batch 1024,
+poly policy of power 0.9 applied every epoch: lr_e = lr * (1 - e / epochs) ** 0.9. Where the paper
+is silent (weight decay, validation split) the values are `TrainConfig` fields, documented there.
+
+Checkpoints (`<checkpoint_dir>/last.pt`) hold the network, the optimizer, the shuffling
+generator and the history, written atomically after every `checkpoint_every` epochs and at the
+end; a later `train` on the same directory resumes from it, and an uninterrupted run and an
+interrupted-then-resumed run give the same weights. A checkpoint of another configuration is
+refused. A non-finite loss stops training with `TrainingDiverged`, naming the epoch; the last
+checkpoint (written before that epoch) is left untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ccst.losses import ALPHA, BETA, LOSS_VARIANTS, inrp_loss
+from ccst.model import CCSTNet
+
+__all__ = ["CheckpointMismatch", "TrainConfig", "TrainingDiverged", "train"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The INRP loss became NaN or infinite."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint to resume from was written by another configuration."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: passes over the training split (Sec. 4.1: 2400 at full scale).
+        batch_size: mini-batch size m of Eq. 4 (Sec. 4.1: 1024).
+        lr: initial learning rate of AdamW (Sec. 4.1: 1e-4).
+        weight_decay: AdamW weight decay; the paper is silent, 0.01 is AdamW's default.
+        poly_power: exponent of the poly schedule, stepped per epoch (Sec. 4.1: 0.9).
+        val_fraction: share of the training vectors held out to report a validation loss; the
+            paper is silent (it trains on the database, Sec. 4.1); ours: 5 %.
+        loss: "squared" (Eq. 4) or "abs" (released code).
+        alpha, beta: clamp of the INRP weights (Sec. 3.2: 2.0 and 0.01).
+        seed: seed of the validation split and of the batch order.
+        checkpoint_every: epochs between checkpoints (when a directory is given).
+    """
+
+    epochs: int = 2400
+    batch_size: int = 1024
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    poly_power: float = 0.9
+    val_fraction: float = 0.05
+    loss: str = "squared"
+    alpha: float = ALPHA
+    beta: float = BETA
+    seed: int = 0
+    checkpoint_every: int = 10
+
+    def __post_init__(self):
+        if self.loss not in LOSS_VARIANTS:
+            raise ValueError(f"unknown INRP variant {self.loss!r}; expected one of {LOSS_VARIANTS}")
+        if self.epochs < 1 or self.batch_size < 2 or self.checkpoint_every < 1:
+            raise ValueError("epochs >= 1, batch_size >= 2 and checkpoint_every >= 1 are required")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the checkpoint (all but checkpoint_every)."""
+        d = dataclasses.asdict(self)
+        d.pop("checkpoint_every")
+        return d
+
+    def lr_at(self, epoch: int) -> float:
+        """Poly schedule (Sec. 4.1): learning rate of 0-based `epoch`."""
+        return self.lr * (1.0 - epoch / self.epochs) ** self.poly_power
+
+
+def split_train_val(nt: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ids of the training and validation splits (int64, each sorted)."""
+    perm = np.random.default_rng(seed).permutation(nt)
+    n_val = int(round(nt * val_fraction))
+    if n_val == 1:
+        n_val = 2  # a validation batch needs a pair
+    if nt - n_val < 2:
+        raise ValueError(f"{nt} training vectors leave fewer than 2 for training")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _batch(x: np.ndarray, rows: np.ndarray, device) -> torch.Tensor:
+    # sorted rows: sequential reads when x is memory-mapped; the loss and BN ignore row order
+    return torch.from_numpy(as_tensor_ready(x[np.sort(rows)])).to(device)
+
+
+def as_tensor_ready(x: np.ndarray) -> np.ndarray:
+    """float32, C-contiguous and writable (torch refuses read-only memory maps), copying only
+    when needed."""
+    return np.require(x, dtype=np.float32, requirements=["C", "W"])
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _check_resumable(ckpt: dict, net: CCSTNet, cfg: TrainConfig, nt: int, path: Path) -> None:
+    ours = {"model": net.cfg.to_dict(), "train": cfg.identity(), "nt": nt}
+    theirs = {"model": ckpt["model_config"], "train": ckpt["train_config"], "nt": ckpt["nt"]}
+    if ours != theirs:
+        diff = [
+            f"{part}.{key}: checkpoint {theirs[part].get(key)!r} != now {ours[part].get(key)!r}"
+            for part in ("model", "train")
+            for key in sorted(set(ours[part]) | set(theirs[part]))
+            if ours[part].get(key) != theirs[part].get(key)
+        ]
+        if ours["nt"] != theirs["nt"]:
+            diff.append(f"nt: checkpoint {theirs['nt']} != now {ours['nt']}")
+        raise CheckpointMismatch(
+            f"cannot resume from {path}: it was written by another configuration ("
+            + "; ".join(diff)
+            + "); use another checkpoint directory or resume=False"
+        )
+
+
+@torch.no_grad()
+def _val_loss(net, x, rows, boundary, cfg, device) -> float:
+    net.eval()
+    total, n = 0.0, 0
+    for i0 in range(0, len(rows), cfg.batch_size):
+        r = rows[i0 : i0 + cfg.batch_size]
+        if len(r) < 2:
+            continue
+        xb = _batch(x, r, device)
+        loss = inrp_loss(net(xb), xb, boundary, cfg.loss, cfg.alpha, cfg.beta)
+        total += float(loss) * len(r)
+        n += len(r)
+    net.train()
+    return total / n if n else float("nan")
+
+
+def train(
+    net: CCSTNet,
+    xt: np.ndarray,
+    boundary: float,
+    cfg: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train `net` in place with the INRP loss.
+
+    Args:
+        net: the network (its config's d_in must equal xt's dimension).
+        xt: float32 (nt, d_in) training vectors (may be memory-mapped).
+        boundary: the INRP boundary (`ccst.losses.estimate_boundary` of xt).
+        cfg: optimisation settings.
+        checkpoint_dir: where `last.pt` is written; None: no checkpoints.
+        resume: continue from `checkpoint_dir/last.pt` when present.
+        device: torch device.
+        progress: show a tqdm bar over epochs.
+        on_epoch_end: called with each epoch's history record (e.g. to log, or to stop).
+
+    Returns:
+        history: one dict per completed epoch (epoch (1-based), lr, train_loss, val_loss).
+
+    Raises:
+        TrainingDiverged: a non-finite loss; the message names the epoch and the checkpoint.
+        CheckpointMismatch: resuming from a checkpoint of another configuration.
+    """
+    nt, d = xt.shape
+    if d != net.cfg.d_in:
+        raise ValueError(f"training vectors have d={d}, the network expects d_in={net.cfg.d_in}")
+    train_rows, val_rows = split_train_val(nt, cfg.val_fraction, cfg.seed)
+    net.to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    start = 0
+
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            _check_resumable(ckpt, net, cfg, nt, ckpt_path)
+            net.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["generator"])
+            history = list(ckpt["history"])
+            start = int(ckpt["epoch"])
+            log.info("resuming from %s at epoch %d / %d", ckpt_path, start, cfg.epochs)
+
+    saved = [start if ckpt_path is not None and ckpt_path.exists() else None]
+
+    def save(epoch: int) -> None:
+        if ckpt_path is None:
+            return
+        state = {
+            "model_config": net.cfg.to_dict(),
+            "train_config": cfg.identity(),
+            "nt": nt,
+            "boundary": boundary,
+            "epoch": epoch,
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            "history": history,
+        }
+        _save_atomic(state, ckpt_path)
+        saved[0] = epoch
+
+    bar = tqdm(
+        range(start, cfg.epochs),
+        desc="ccst train",
+        initial=start,
+        total=cfg.epochs,
+        disable=not progress,
+    )
+    for epoch in bar:
+        lr = cfg.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+        total, n = 0.0, 0
+        for i0 in range(0, len(order), cfg.batch_size):
+            rows = order[i0 : i0 + cfg.batch_size]
+            if len(rows) < 2:  # a single vector has no pair (and breaks batch norm)
+                continue
+            xb = _batch(xt, rows, device)
+            loss = inrp_loss(net(xb), xb, boundary, cfg.loss, cfg.alpha, cfg.beta)
+            if not torch.isfinite(loss):
+                where = (
+                    f"the last good checkpoint {ckpt_path} (epoch {saved[0]})"
+                    if saved[0] is not None
+                    else "no checkpoint was written"
+                )
+                raise TrainingDiverged(
+                    f"INRP loss is {loss.item()} at epoch {epoch + 1} (batch starting at "
+                    f"{i0}); training stopped, {where} is kept"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(rows)
+            n += len(rows)
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": total / n,
+            "val_loss": _val_loss(net, xt, val_rows, boundary, cfg, device),
+        }
+        if len(val_rows) and not math.isfinite(record["val_loss"]):
+            raise TrainingDiverged(
+                f"validation INRP loss is {record['val_loss']} at epoch {epoch + 1}; training "
+                f"stopped, the last checkpoint ({ckpt_path}, epoch {saved[0]}) is kept"
+            )
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record['val_loss']:.4g}")
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            save(epoch + 1)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    net.eval()
+    return history
