@@ -10,14 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-tables_api = pytest.importorskip("annrepro.tables")
-if not hasattr(tables_api, "register"):
-    pytest.skip("annrepro.tables does not export register yet", allow_module_level=True)
-
-from annrepro.groundtruth import knn_exact  # noqa: E402
-from annrepro.tables.spec import load_spec  # noqa: E402
-from annrepro.threads import threads  # noqa: E402
+from annrepro.groundtruth import knn_exact
+from annrepro.tables.spec import load_spec
+from annrepro.threads import threads
 from ccst import tables  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("warm_torch_optim")  # table5 trains CCST

@@ -123,6 +123,24 @@ def claim_verdict(claim: Claim, values: dict, higher_is_better: bool) -> tuple[s
     ), f"{claim.better} {b:.4g} vs {claim.worse} {w:.4g}: gap {gap:+.4g} (needs > {claim.margin:g})"
 
 
+def _cell(c, measured, status, delta=None, note=None) -> CellResult:
+    """A published cell `c` with its measurement `(value, std)` or None."""
+    mv, ms = measured if measured is not None else (None, None)
+    return CellResult(
+        c.dataset,
+        c.row,
+        c.column,
+        c.published,
+        c.published_text,
+        c.std,
+        mv,
+        ms,
+        delta,
+        status,
+        c.note if note is None else note,
+    )
+
+
 def compare_run(spec: TableSpec, run: TableRun) -> Comparison:
     pub = spec.published()
     meas = run.measured
@@ -130,61 +148,19 @@ def compare_run(spec: TableSpec, run: TableRun) -> Comparison:
     for key, c in pub.items():
         col = spec.columns[c.column]
         m = meas.get(key)
+
         if m is None:
-            cells.append(
-                CellResult(
-                    c.dataset,
-                    c.row,
-                    c.column,
-                    c.published,
-                    c.published_text,
-                    c.std,
-                    None,
-                    None,
-                    None,
-                    NOT_MEASURED,
-                    c.note,
-                )
-            )
-            continue
-        if c.published is None:
-            cells.append(
-                CellResult(
-                    c.dataset,
-                    c.row,
-                    c.column,
-                    None,
-                    c.published_text,
-                    c.std,
-                    m[0],
-                    m[1],
-                    None,
-                    EXTRA,
-                    c.note or "not printed in the paper",
-                )
-            )
-            continue
-        pub_base = meas_base = None
-        if col.compare == "ratio":
-            bkey = (c.dataset, col.baseline_row, c.column)
-            pub_base = pub[bkey].published if bkey in pub else None
-            meas_base = meas.get(bkey, (None,))[0]
-        status, delta = _judge(col, c.published, m[0], pub_base, meas_base)
-        cells.append(
-            CellResult(
-                c.dataset,
-                c.row,
-                c.column,
-                c.published,
-                c.published_text,
-                c.std,
-                m[0],
-                m[1],
-                delta,
-                status,
-                c.note,
-            )
-        )
+            cells.append(_cell(c, None, NOT_MEASURED))
+        elif c.published is None:
+            cells.append(_cell(c, m, EXTRA, note=c.note or "not printed in the paper"))
+        else:
+            pub_base = meas_base = None
+            if col.compare == "ratio":
+                bkey = (c.dataset, col.baseline_row, c.column)
+                pub_base = pub[bkey].published if bkey in pub else None
+                meas_base = meas.get(bkey, (None,))[0]
+            status, delta = _judge(col, c.published, m[0], pub_base, meas_base)
+            cells.append(_cell(c, m, status, delta))
     for key, m in meas.items():
         if key not in pub:
             cells.append(
