@@ -1,5 +1,7 @@
 """Every published table loads, is internally consistent, and its claims are checkable."""
 
+from pathlib import Path
+
 import pytest
 from annrepro.datasets import registry
 from annrepro.tables import find_specs
@@ -31,3 +33,23 @@ def test_claims_are_checkable_on_published_numbers(spec):
     for cl in spec.claims:
         verdict, _ = claim_verdict(cl, paper, spec.columns[cl.column].higher_is_better)
         assert verdict != "not measured", f"{spec.id}: claim {cl.id} names cells without numbers"
+
+
+PAPERS = Path(__file__).resolve().parents[2].parent / "shared" / "papers"
+PAPER_TEXT = {"ccst": "ccst.txt", "catalyzer": "catalyzer.md", "kdindex": "kdindex.md"}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_published_numbers_appear_verbatim_in_the_paper(spec):
+    """A typo in a transcription shows up as a number the paper never prints. Cells converted
+    from a non-numeric print (e.g. '2m25.4s') must say so in their note."""
+    path = PAPERS / PAPER_TEXT[spec.paper]
+    if not path.exists():
+        pytest.skip(f"the paper's text is not at {path} (../shared/papers)")
+    text = path.read_text(encoding="utf-8")
+    missing = [
+        (c.dataset, c.row, c.column, c.published_text)
+        for c in spec.cells
+        if c.published_text and c.published_text not in text and "converted" not in c.note
+    ]
+    assert not missing, f"{spec.id}: not printed in {path.name}: {missing}"
