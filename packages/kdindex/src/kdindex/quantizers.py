@@ -50,8 +50,25 @@ def quantizer_memory_bytes(kind: str, nb: int, d: int, B: int = 8, W: int = 256)
     return {"codes": code_bytes, "codebooks": cb, "rotation": rot, "total": code_bytes + cb + rot}
 
 
+class CodebookShape:
+    """B codebooks of W codewords (`codebooks`: (B, W, d_sub)), for the numpy quantizers and the
+    torch students alike; PQ and OPQ split the vector (product), AQ adds full-width codewords."""
+
+    @property
+    def product(self) -> bool:
+        return self.kind in ("PQ", "OPQ")
+
+    @property
+    def B(self) -> int:
+        return self.codebooks.shape[0]
+
+    @property
+    def W(self) -> int:
+        return self.codebooks.shape[1]
+
+
 @dataclass
-class CodebookQuantizer:
+class CodebookQuantizer(CodebookShape):
     """B codebooks of W codewords, with the input transform that precedes them.
 
     kind: "PQ" | "OPQ" (product: `codebooks` float32 (B, W, d_out / B), one codeword per subspace
@@ -89,18 +106,6 @@ class CodebookQuantizer:
                     f"rotation {self.rotation.shape} is not (d_out, d_in) = "
                     f"({self.d_out}, {self.d_in})"
                 )
-
-    @property
-    def product(self) -> bool:
-        return self.kind in ("PQ", "OPQ")
-
-    @property
-    def B(self) -> int:
-        return self.codebooks.shape[0]
-
-    @property
-    def W(self) -> int:
-        return self.codebooks.shape[1]
 
     @property
     def bits_per_code(self) -> float:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .quantizers import CodebookQuantizer
+from .quantizers import CodebookQuantizer, CodebookShape
 
 __all__ = ["Student", "adc_search", "lookup_tables"]
 
@@ -42,7 +42,7 @@ def _sq_dist(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(1, keepdim=True) - 2 * x @ C.T + (C * C).sum(1)[None, :]
 
 
-class Student(nn.Module):
+class Student(nn.Module, CodebookShape):
     """Differentiable PQ / OPQ / AQ student (Sec. 2.2, 3.5).
 
     kind: "PQ" | "OPQ" | "AQ"; codebooks: float32 (B, W, dsub); d_in, d_out: input and
@@ -85,18 +85,6 @@ class Student(nn.Module):
             sc = s.codeword_scores(xt, metric)
             s.tau_s.copy_(sc.std(dim=(0, 2)).clamp_min(1e-12) * temperature)
         return s
-
-    @property
-    def product(self) -> bool:
-        return self.kind in ("PQ", "OPQ")
-
-    @property
-    def B(self) -> int:
-        return self.codebooks.shape[0]
-
-    @property
-    def W(self) -> int:
-        return self.codebooks.shape[1]
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """float (n, d_in) -> (n, d_out): OPQ rotation or zero padding."""
