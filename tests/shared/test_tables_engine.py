@@ -201,3 +201,34 @@ def test_table_without_producer_is_pending_not_failed(toy, tmp_path):
     assert "no producer registered for toy.table8" in run.provenance["pending"]
     comp = compare_run(run.spec, run)
     assert "no producer yet" in comp.summary_line()
+
+
+def test_artifacts_land_beside_the_results_and_in_provenance(toy, tmp_path):
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ctx.artifact("points.csv").write_text("x,y\n1,2\n")
+        with pytest.raises(ValueError, match="plain file name"):
+            ctx.artifact("../escape.csv")
+        return [{"dataset": "Toy", "row": "A", "1-recall@1": 0.9}]
+
+    (spec,) = find_specs("toy.table9")
+    run = run_table(spec, "tiny")
+    assert run.error is None
+    path = tmp_path / "results" / "tiny" / "toy.table9" / "points.csv"
+    assert path.read_text() == "x,y\n1,2\n"
+    assert run.provenance["artifacts"] == [str(path)]
+    report = write_report().read_text()
+    assert "- file: [points.csv](tiny/toy.table9/points.csv)" in report
+
+
+def test_timing_flag_marks_a_ratio_of_timings(toy):
+    spec_text = SPEC.replace(
+        '[columns.build_s]\nunit = "s"', '[columns.build_s]\nunit = "x"\ntiming = true'
+    )
+    (toy / "toy" / "table9.toml").write_text(spec_text)
+    spec = load_spec(toy / "toy" / "table9.toml")
+    assert spec.columns["build_s"].is_timing
+    assert not spec.columns["1-recall@1"].is_timing
+    (toy / "toy" / "table9.toml").write_text(spec_text.replace("timing = true", 'timing = "yes"'))
+    with pytest.raises(SpecError, match="timing must be true or false"):
+        load_spec(toy / "toy" / "table9.toml")

@@ -55,7 +55,22 @@ def collect(pattern: str = "*", scales=SCALES, root: Path | None = None) -> list
     return out
 
 
-def _table_md(comp: Comparison) -> list[str]:
+def _artifact_md(paths, base: Path | None) -> list[str]:
+    """Figures embedded, other artifacts linked, relative to the report where possible."""
+    L = []
+    for a in paths:
+        p = Path(a)
+        if not p.exists():
+            continue
+        try:
+            rel = p.relative_to(base).as_posix() if base is not None else str(p)
+        except ValueError:
+            rel = str(p)
+        L.append(f"![{p.name}]({rel})" if p.suffix == ".png" else f"- file: [{p.name}]({rel})")
+    return L
+
+
+def _table_md(comp: Comparison, base: Path | None = None) -> list[str]:
     spec, run = comp.spec, comp.run
     L = [f"### {spec.id} [{run.scale}]: {spec.title} ({spec.source})", ""]
     L.append(f"`{comp.summary_line()}`")
@@ -74,6 +89,9 @@ def _table_md(comp: Comparison) -> list[str]:
     )
     for n in prov.get("notes", []):
         L.append(f"- note: {n}")
+    arts = _artifact_md(prov.get("artifacts", []), base)
+    if arts:
+        L += [""] + arts
     if spec.notes:
         L += [
             "",
@@ -144,6 +162,6 @@ def write_report(pattern: str = "*", path: Path | None = None, root: Path | None
             continue
         L += [f"## Scale `{scale}`", "", "```"] + [c.summary_line() for c in sc] + ["```", ""]
         for c in sc:
-            L += _table_md(c)
+            L += _table_md(c, base=path.parent.resolve())
     atomic_write_text(path, "\n".join(L) + "\n")
     return path

@@ -85,6 +85,8 @@ class Context:
     progress_enabled: bool = True
     notes: list = field(default_factory=list)
     used: dict = field(default_factory=dict)
+    out_dir: Path | None = None  # where results go; artifacts land in out_dir/<table id>/
+    artifacts: list = field(default_factory=list)
 
     def __post_init__(self):
         self.log = logging.getLogger(f"annrepro.{self.spec.id}")
@@ -137,6 +139,20 @@ class Context:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def artifact(self, name: str) -> Path:
+        """Path for a file the producer writes beside its results (a plot, the points of a
+        figure): `<results>/<scale>/<table id>/<name>`. The folder is created; the producer
+        writes atomically (`annrepro.vecio.atomic_write_text`, `annrepro.plotting.save_figure`);
+        the path is listed in the table's provenance."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"artifact name must be a plain file name, got {name!r}")
+        root = self.out_dir if self.out_dir is not None else results_root() / self.scale
+        path = Path(root) / self.spec.id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) not in self.artifacts:
+            self.artifacts.append(str(path))
+        return path
 
 
 @dataclass
@@ -239,7 +255,12 @@ def run_table(
     """
     prods = producers(spec.paper)
     ctx = Context(
-        spec, scale, seed=seed, progress_enabled=progress, threads=n_threads or default_threads()
+        spec,
+        scale,
+        seed=seed,
+        progress_enabled=progress,
+        threads=n_threads or default_threads(),
+        out_dir=out_dir or results_root() / scale,
     )
     prov = {
         "table": spec.id,
@@ -278,6 +299,7 @@ def run_table(
     prov["wall_s"] = round(time.perf_counter() - t0, 3)
     prov["datasets"] = {k: ds.info() for k, ds in ctx.used.items() if _loaded(ds)}
     prov["notes"] = ctx.notes
+    prov["artifacts"] = ctx.artifacts
     prov["error"] = error
     run = TableRun(spec, scale, measured, prov, error)
     if write:

@@ -39,6 +39,12 @@ class SpecError(ValueError):
     """A table spec or its published CSV is malformed or inconsistent."""
 
 
+def _opt_bool(path, column: str, v) -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    raise SpecError(f"{path}: column {column!r}: timing must be true or false, got {v!r}")
+
+
 @dataclass
 class Column:
     name: str
@@ -48,10 +54,14 @@ class Column:
     higher_is_better: bool = True
     baseline_row: str | None = None
     description: str = ""
+    timing: bool | None = None  # None: decided by the unit; true for e.g. a speed-up ("x")
 
     @property
     def is_timing(self) -> bool:
-        """Timings and throughputs vary run to run: never snapshotted."""
+        """Timings and throughputs vary run to run: never snapshotted. A column whose unit
+        says nothing of time (a speed-up "x", a ratio of two timings) sets `timing = true`."""
+        if self.timing is not None:
+            return bool(self.timing)
         return self.unit in TIMING_UNITS
 
     @property
@@ -201,6 +211,7 @@ def load_spec(path) -> TableSpec:
             higher_is_better=bool(c.get("higher_is_better", True)),
             baseline_row=c.get("baseline_row"),
             description=c.get("description", ""),
+            timing=_opt_bool(path, name, c.get("timing")),
         )
 
     cells = _read_csv(path.parent / t.get("published", path.with_suffix(".csv").name))
