@@ -16,8 +16,8 @@ from annrepro.tables import compare_run, find_specs, producers, run_table
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("ANNREPRO_UPDATE_SNAPSHOTS") == "1"
-# Tight: tiny runs are single-threaded and seeded; only floating-point summation order across
-# library builds may move a value.
+# Tight: tiny runs are single-threaded, seeded, and faiss is pinned to one SIMD level (conftest);
+# only floating-point summation order across library builds may move a value.
 ABS_TOL = 1e-6
 
 

@@ -164,6 +164,16 @@ class TableRun:
     error: str | None = None
 
 
+def _faiss_simd_level() -> str:
+    """The SIMD level faiss dispatches to (results can differ in the last bits between levels)."""
+    try:
+        import faiss
+
+        return str(faiss.SIMDConfig.get_level_name())
+    except Exception:  # older faiss without SIMDConfig
+        return "unknown"
+
+
 def _git_commit() -> str:
     root = repo_root()
     try:
@@ -272,7 +282,11 @@ def run_table(
         "params": ctx.params,
         "git_commit": _git_commit(),
         "versions": _versions(spec.paper),
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "faiss_simd": _faiss_simd_level(),
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     measured, error = {}, None
