@@ -8,19 +8,24 @@ Specs and published numbers: paper_tables/catalyzer/.
   and std over seeds).
 - `catalyzer.table3`: cross-validated lambda per d_out (Appendix A).
 - `catalyzer.figure5`: 1-recall@10 vs bits for the lattice on catalyzed features (several d_out
-  and radii) and OPQ.
+  and radii) and OPQ; artifacts figure5.csv (the points) and figure5.png.
 - `catalyzer.text`: uniformity statistic and range search in the input and catalyzed spaces
   (Sec. 3.3, Figure 7), Appendix B lattice arithmetic and timings, the LSQ / Catalyst+Lattice
-  encoding speed-up (Sec. 5.3).
+  encoding speed-up (Sec. 5.3); artifacts figure3.csv / figure3.png (Figure 3's histograms).
 
 Catalyzers are trained once per (data set, d_out, lambda, seed, training settings) and reused
 across tables and runs (`train.fit_cached`: in process and under annrepro's cache_dir()/models).
-Producers only compute: the runner writes, compares and reports.
+Producers compute; the runner writes, compares and reports. The only files producers write are
+the figures' artifacts (`ctx.artifact`): the points as CSV (always) and the plot as PNG (when
+matplotlib is installed; otherwise a note says so).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+from typing import NamedTuple
 
 import numpy as np
 from annrepro.metrics import one_recall_at
@@ -226,6 +231,11 @@ def table2(spec, ctx):
     p = ctx.params
     k = int(p["k"])
     n_seeds = int(p["n_seeds"])
+    # seeds of the Catalyzer+sign rows: the caption's 5 by default; fewer at small, where each
+    # seed is a trained network (cat_n_seeds, our choice to fit the time budget)
+    cat_n_seeds = int(p.get("cat_n_seeds", n_seeds))
+    if not 1 <= cat_n_seeds <= n_seeds:
+        raise ValueError(f"need 1 <= cat_n_seeds <= n_seeds, got {cat_n_seeds}, {n_seeds}")
     rows = []
     for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
         ctx.log.info("%s: %s", name, ds.describe())
@@ -242,7 +252,7 @@ def table2(spec, ctx):
                     )
                     continue
                 vals = []
-                for i in range(n_seeds):
+                for i in range(cat_n_seeds if method == "Catalyzer+sign" else n_seeds):
                     if method == "Catalyzer+sign":  # d_out = nbits, sign of f(x) (Sec. 4.1)
                         lam = float(p["cat_sign_lam"][str(nbits)])
                         cat = catalyzer_for(ctx, ds, nbits, lam, ctx.seed + i, "sign")
@@ -261,6 +271,11 @@ def table2(spec, ctx):
                 )
                 ctx.log.info("%s %s %db: %s", name, method, nbits, vals)
     ctx.note(f"Table 2: mean and std over {n_seeds} seeds (ctx.seed + 0..{n_seeds - 1})")
+    if cat_n_seeds != n_seeds and "Catalyzer+sign" in p["methods"]:
+        ctx.note(
+            f"Table 2: Catalyzer+sign rows over {cat_n_seeds} seed(s) only (cat_n_seeds; one "
+            f"trained network per seed and code size), the baselines over {n_seeds}"
+        )
     _catalyzer_summary(ctx)
     return rows
 
@@ -305,15 +320,32 @@ def _opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
     return out
 
 
+class _Fig5Point(NamedTuple):
+    """One point of Figure 5 (a row of figure5.csv)."""
+
+    dataset: str  # paper data set name
+    stand_in: str  # registry data set used at this scale
+    row: str
+    method: str  # "Catalyst+Lattice" or "OPQ"
+    d_out: int | None  # catalyzer output dimension (None for OPQ)
+    r2: int | None  # squared lattice radius (None for OPQ)
+    bits: int
+    recall: float  # 1-recall@10
+
+
 @register("catalyzer.figure5")
 def figure5(spec, ctx):
     """Figure 5: 1-recall@10 vs code size, lattice on catalyzed features (per d_out, radii
-    r2) and OPQ (Sec. 5.3). lambda per d_out: Table 3's published optimum (param)."""
+    r2) and OPQ (Sec. 5.3). lambda per d_out: Table 3's published optimum (param).
+
+    Besides the rows, writes the points as `figure5.csv` and, when matplotlib is installed, the
+    figure as `figure5.png` (one panel per data set, as the paper's Deep1M / BigAnn1M panels).
+    """
     import faiss
 
     p = ctx.params
     k = 10
-    rows = []
+    rows, points = [], []
     for name, ds in ctx.each_dataset():
         gt = ds.gt(k)
         xb, xq = _f32(ds.xb), _f32(ds.xq)
@@ -325,31 +357,80 @@ def figure5(spec, ctx):
             for r2 in p["r2"][str(d_out)]:
                 lat = ZnSphereLattice(d_out, int(r2))
                 _, I = faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)
+                row = f"Catalyst+Lattice d_out={d_out} r2={int(r2)}"
+                rec = one_recall_at(I, gt, k)
                 rows.append(
-                    {
-                        "dataset": name,
-                        "row": f"Catalyst+Lattice d_out={d_out} r2={int(r2)}",
-                        "1-recall@10": one_recall_at(I, gt, k),
-                        "bits": lat.code_size_bits,
-                    }
+                    {"dataset": name, "row": row, "1-recall@10": rec, "bits": lat.code_size_bits}
+                )
+                points.append(
+                    _Fig5Point(
+                        name,
+                        ds.name,
+                        row,
+                        "Catalyst+Lattice",
+                        d_out,
+                        int(r2),
+                        lat.code_size_bits,
+                        rec,
+                    )
                 )
         for bits, I in _opq_curve(ds, p, k):
-            rows.append(
-                {
-                    "dataset": name,
-                    "row": f"OPQ {bits}b",
-                    "1-recall@10": one_recall_at(I, gt, k),
-                    "bits": bits,
-                }
-            )
-    try:
-        import matplotlib  # noqa: F401
-
-        ctx.note("matplotlib is importable but producers write no files: plot from the CSV")
-    except ImportError:
-        ctx.note("no PNG: matplotlib is not installed (the curves are the CSV rows)")
+            rec = one_recall_at(I, gt, k)
+            rows.append({"dataset": name, "row": f"OPQ {bits}b", "1-recall@10": rec, "bits": bits})
+            points.append(_Fig5Point(name, ds.name, f"OPQ {bits}b", "OPQ", None, None, bits, rec))
+    _write_points(ctx, "figure5.csv", _Fig5Point._fields[:-1] + ("1-recall@10",), points)
+    _plot_figure5(ctx, points)
     _catalyzer_summary(ctx)
     return rows
+
+
+def _write_points(ctx, name: str, header, points) -> None:
+    """The points of a figure as a CSV artifact (always written: no number depends on the plot)."""
+    from annrepro.vecio import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for pt in points:
+        w.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in pt])
+    atomic_write_text(ctx.artifact(name), buf.getvalue())
+
+
+def _pyplot_or_note(ctx, what: str):
+    from annrepro import plotting
+
+    plt = plotting.pyplot()
+    if plt is None:
+        ctx.note(f"no {what} PNG: matplotlib is not installed (the points are in the CSV artifact)")
+    return plt
+
+
+def _plot_figure5(ctx, points) -> None:
+    """Figure 5: one panel per data set, 1-recall@10 (%) vs bits per vector; one curve per d_out
+    (radius varied along the curve) and OPQ."""
+    from annrepro.plotting import save_figure
+
+    plt = _pyplot_or_note(ctx, "Figure 5")
+    if plt is None or not points:
+        return
+    names = list(dict.fromkeys(pt.dataset for pt in points))
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        mine = [pt for pt in points if pt.dataset == name]
+        curves = {}
+        for pt in mine:
+            label = f"{pt.method} d_out={pt.d_out}" if pt.d_out is not None else pt.method
+            curves.setdefault(label, []).append((pt.bits, 100 * pt.recall))
+        for label, xy in curves.items():
+            xy.sort()
+            style = dict(color="black", linestyle="--", marker="s") if label == "OPQ" else {}
+            ax.plot(*zip(*xy, strict=True), marker=style.pop("marker", "o"), label=label, **style)
+        ax.set_xlabel("bits per vector")
+        ax.set_ylabel("1-recall@10 (%)")
+        ax.set_title(f"{name} ({mine[0].stand_in}, {ctx.scale})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, ctx.artifact("figure5.png"))
 
 
 # ------------------------------------------------------------------------------------- text
@@ -432,6 +513,55 @@ def lattice_vs_pq_timings(p: dict, seed: int, n_threads: int) -> dict:
     return out
 
 
+def _figure3(ctx, hist, n_rank: int) -> None:
+    """Figure 3 (Sec. 3.3): histograms of the distance of each query to its 1st and to its
+    n_rank-th nearest neighbour, input space (left) vs catalyzed space (right).
+
+    Writes the per-query distances as `figure3.csv` and, with matplotlib, `figure3.png` (one row
+    of two panels per data set). The overlap of the two histograms is what p_nn1_gt_nn100
+    measures.
+    """
+    from annrepro.plotting import save_figure
+
+    points = [
+        (name, stand_in, space, i, float(a), float(b))
+        for name, stand_in, space, d1, dn in hist
+        for i, (a, b) in enumerate(zip(d1, dn, strict=True))
+    ]
+    _write_points(
+        ctx,
+        "figure3.csv",
+        ("dataset", "stand_in", "space", "query", "d_nn1", f"d_nn{n_rank}"),
+        points,
+    )
+    plt = _pyplot_or_note(ctx, "Figure 3")
+    if plt is None or not hist:
+        return
+    names = list(dict.fromkeys(h[0] for h in hist))
+    spaces = ["input space", "Catalyzer output"]
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.6 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        for c, space in enumerate(spaces):
+            ax = axes[r][c]
+            found = [h for h in hist if h[0] == name and h[2] == space]
+            if not found:
+                ax.set_axis_off()
+                continue
+            _, stand_in, _, d1, dn = found[0]
+            bins = np.linspace(0, float(max(d1.max(), dn.max())) * 1.02, 60)
+            ax.hist(d1, bins=bins, alpha=0.6, label="1st nearest neighbour")
+            ax.hist(dn, bins=bins, alpha=0.6, label=f"{n_rank}th nearest neighbour")
+            ax.set_title(
+                f"{name} ({stand_in}): {space}\n"
+                f"P(d_nn1 > d_nn{n_rank} of another) = {100 * nn_overlap_probability(d1, dn):.1f}%",
+                fontsize=9,
+            )
+            ax.set_xlabel("L2 distance")
+            ax.set_ylabel("queries")
+            ax.legend(fontsize=8)
+    save_figure(fig, ctx.artifact("figure3.png"))
+
+
 @register("catalyzer.text")
 def text(spec, ctx):
     """Numbers of the text (see paper_tables/catalyzer/text.toml)."""
@@ -476,6 +606,7 @@ def text(spec, ctx):
     )
 
     n_rank = int(p["n_rank"])
+    hist = []  # Figure 3: (paper name, stand-in, space, d1 (nq,), d_{n_rank} (nq,))
     for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
         ctx.log.info("%s: %s", name, ds.describe())
         xq, xb = _f32(ds.xq), ds.xb
@@ -483,6 +614,7 @@ def text(spec, ctx):
         if ds.metric != "l2":
             raise ValueError(f"{name}: the Sec. 3.3 statistic is defined for L2 data")
         dist = np.sqrt(np.maximum(D, 0))
+        hist.append((name, ds.name, "input space", dist[:, 0], dist[:, n_rank - 1]))
         eps, nres = range_search_at_recall(xq, _f32(xb), dist[:, 0], float(p["target_recall"]))
         rows.append(
             {
@@ -506,6 +638,7 @@ def text(spec, ctx):
         yq, yb = cat.transform(xq), cat.transform(_f32(xb))
         D, _ = knn_exact(yq, yb, n_rank, "l2")
         dist = np.sqrt(np.maximum(D, 0))
+        hist.append((name, ds.name, "Catalyzer output", dist[:, 0], dist[:, n_rank - 1]))
         eps, nres = range_search_at_recall(yq, yb, dist[:, 0], float(p["target_recall"]))
         rows.append(
             {
@@ -520,6 +653,8 @@ def text(spec, ctx):
             f"{name}: 'Catalyzer output' = d_out {p['d_out']}, lambda {p['cat_lam']} "
             "(the paper states neither); neighbours recomputed in the output space"
         )
+
+    _figure3(ctx, hist, n_rank)
 
     # Sec. 5.3: Catalyst + Lattice encodes 14x faster than LSQ (BigAnn1M, Table 1 timings)
     for name, ds in ctx.each_dataset(p["speedup_datasets"]):
