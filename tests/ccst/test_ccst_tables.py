@@ -71,11 +71,14 @@ DATASETS = {
 }
 
 EXPECTED_ROWS = {
-    "table1": {"HNSW cf=1", "NSG cf=1"},
-    "table2": {"HNSW cf=1"},
-    "table3": {"PQ 60B", "PQ 30B", "PQ 32B", "PQ 16B"},
-    "table4": {"HNSW", "HNSW+SQ8"},
-    "table5": {"SRP+HNSW", "SRP+brute", "CSST+HNSW", "CSST+brute"},
+    "table1": {f"{m} cf={cf}" for m in ("HNSW", "NSG") for cf in (1, 2, 4)}
+    | {"Comp cf=2", "Comp cf=4"},
+    "table2": {"HNSW cf=1", "HNSW cf=2", "Comp cf=2"},
+    "table3": {f"{m} {b}B" for m in ("PQ", "CSST+PQ", "L&C", "CSST+L&C") for b in (60, 30, 32, 16)},
+    "table4": {"HNSW", "HNSW+SQ8", "CSST+HNSW", "CSST+HNSW+SQ8"},
+    "table5": {
+        f"{m}+{s}" for m in ("SRP", "CSST", "MLP", "VAE", "Catalyst") for s in ("HNSW", "brute")
+    },
 }
 
 
@@ -107,7 +110,7 @@ def test_pq_budget_adjustment_is_noted():
     # d=40: 60 B -> m=40; 30 B -> m=20 (tie between 20 and 40: the smaller); Deep d=32 unchanged
     assert any("PQ 60B uses m=40" in n for n in ctx.notes)
     assert any("PQ 30B uses m=20" in n for n in ctx.notes)
-    assert not any("Deep1M" in n for n in ctx.notes)
+    assert not any(n.startswith("Deep1M") and ": PQ " in n for n in ctx.notes)
 
 
 def test_srp_rows_recalls_are_monotone_in_k():

@@ -2,6 +2,14 @@
 
 Every builder returns an index that has been trained and filled, so that the caller can time the
 whole call as the paper's "indexing time". Search-time parameters are set by `set_search_params`.
+
+Sec. 4.2 protocol ("full-dimensional vectors are used to search nearest neighbors. Full-dimensional
+vectors, feature vectors compressed with a factor of 2 and 4 are respectively used in indexing"):
+the `*_built_on` builders construct the graph over the compressed vectors xg: float32 (nb, d_c),
+then copy that graph, unchanged, into an index of the full dimension whose storage holds the
+original vectors xb: float32 (nb, d), so that every distance computed at search time is a
+full-dimensional one. faiss copies the graph struct on assignment (`index.hnsw = other.hnsw`,
+`index.nsg = other.nsg`).
 """
 
 from __future__ import annotations
@@ -16,11 +24,17 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NNDescentParams",
+    "add_in_chunks",
     "build_hnsw_flat",
+    "build_hnsw_flat_built_on",
     "build_hnsw_sq8",
+    "build_hnsw_sq8_built_on",
     "build_ivfpq",
     "build_nsg_flat",
+    "build_nsg_flat_built_on",
     "faiss_metric",
+    "hnsw_graph",
+    "nsg_graph",
     "nearest_pq_m",
     "set_search_params",
 ]
@@ -39,11 +53,12 @@ def build_hnsw_flat(xb: np.ndarray, M: int, ef_construction: int, metric: str = 
     """faiss IndexHNSWFlat (Sec. 4.2: M=48, efConstruction=512).
 
     Args:
-        xb: float32 (nb, d), the vectors the graph is built on.
+        xb: (nb, d) float32 (or a uint8 memory map, added in chunks: `add_in_chunks`), the
+            vectors the graph is built on.
     """
     index = faiss.IndexHNSWFlat(xb.shape[1], M, faiss_metric(metric))
     index.hnsw.efConstruction = ef_construction
-    index.add(xb)
+    add_in_chunks(index, xb)
     return index
 
 
@@ -160,3 +175,110 @@ def set_search_params(
         index.nsg.search_L = search_L
     if nprobe is not None:
         faiss.extract_index_ivf(index).nprobe = nprobe
+
+
+def add_in_chunks(index, x: np.ndarray, chunk: int = 1 << 18) -> None:
+    """index.add(x) in row chunks converted to float32 one at a time, so that x may be a
+    memory-mapped uint8 base (Bigann-1B) larger than memory. (faiss HNSW inserts each add call's
+    vectors level by level, so the graph depends on the chunking; one call below `chunk` rows.)"""
+    for i0 in range(0, x.shape[0], chunk):
+        index.add(np.ascontiguousarray(x[i0 : i0 + chunk], dtype=np.float32))
+
+
+def _check_pair(xg: np.ndarray, xb: np.ndarray) -> None:
+    if xg.ndim != 2 or xb.ndim != 2 or xg.shape[0] != xb.shape[0]:
+        raise ValueError(
+            f"graph vectors {xg.shape} and search vectors {xb.shape} must be 2-D with the same "
+            "number of rows (row i of both is database vector i)"
+        )
+
+
+def _fill_storage(index, source, xb: np.ndarray, chunk: int) -> None:
+    """Give `index` (an empty faiss IndexHNSW / IndexNSG of xb's dimension) the graph of `source`
+    and the vectors xb as storage."""
+    add_in_chunks(index.storage, xb, chunk)
+    index.ntotal = source.ntotal
+
+
+def build_hnsw_flat_built_on(
+    xg: np.ndarray,
+    xb: np.ndarray,
+    M: int,
+    ef_construction: int,
+    metric: str = "l2",
+    chunk: int = 1 << 18,
+):
+    """IndexHNSWFlat whose graph is built on xg: float32 (nb, d_c) (e.g. CSST-compressed) and
+    which searches the full vectors xb: (nb, d) (float32, or a uint8 memory map) (Sec. 4.2,
+    Table 1)."""
+    _check_pair(xg, xb)
+    graph = faiss.IndexHNSWFlat(xg.shape[1], M, faiss_metric(metric))
+    graph.hnsw.efConstruction = ef_construction
+    add_in_chunks(graph, xg, chunk)
+    index = faiss.IndexHNSWFlat(xb.shape[1], M, faiss_metric(metric))
+    index.hnsw = graph.hnsw
+    _fill_storage(index, graph, xb, chunk)
+    return index
+
+
+def build_hnsw_sq8_built_on(
+    xtg: np.ndarray,
+    xg: np.ndarray,
+    xt: np.ndarray,
+    xb: np.ndarray,
+    M: int,
+    ef_construction: int,
+    metric: str = "l2",
+):
+    """Table 4 'CSST+HNSW+SQ8': an HNSW graph built over the 8-bit scalar-quantized codes of the
+    compressed vectors xg: float32 (nb, d_c) (quantizer trained on xtg: (nt, d_c)), searched
+    over the 8-bit codes of the full vectors xb: float32 (nb, d) (quantizer trained on xt). The
+    search side is thus the 'HNSW+SQ8' index of the same table; only the graph differs (our
+    reading: the paper does not say which vectors the SQ8 search uses).
+    """
+    _check_pair(xg, xb)
+    graph = build_hnsw_sq8(xtg, xg, M, ef_construction, metric)
+    index = faiss.IndexHNSWSQ(xb.shape[1], faiss.ScalarQuantizer.QT_8bit, M, faiss_metric(metric))
+    index.train(xt)
+    index.hnsw = graph.hnsw
+    _fill_storage(index, graph, xb, 1 << 18)
+    return index
+
+
+def build_nsg_flat_built_on(
+    xg: np.ndarray,
+    xb: np.ndarray,
+    R: int,
+    L: int,
+    C: int,
+    GK: int,
+    nndescent: NNDescentParams | None,
+    metric: str = "l2",
+):
+    """IndexNSGFlat whose k-NN graph and NSG are built on xg: float32 (nb, d_c) and which
+    searches the full vectors xb: float32 (nb, d) (Sec. 4.2, Table 1)."""
+    _check_pair(xg, xb)
+    graph = build_nsg_flat(xg, R, L, C, GK, nndescent, metric)
+    index = faiss.IndexNSGFlat(xb.shape[1], R, faiss_metric(metric))
+    index.nsg = graph.nsg
+    index.GK, index.build_type = graph.GK, graph.build_type
+    _fill_storage(index, graph, xb, 1 << 18)
+    index.is_built = True
+    return index
+
+
+def hnsw_graph(index) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(entry point, max level, levels: int32 (nb,), neighbors: int32) of a faiss IndexHNSW."""
+    h = index.hnsw
+    return (
+        int(h.entry_point),
+        int(h.max_level),
+        faiss.vector_to_array(h.levels),
+        faiss.vector_to_array(h.neighbors),
+    )
+
+
+def nsg_graph(index) -> tuple[int, np.ndarray]:
+    """(entry point, final graph: int32 (nb, R), -1 padded) of a built faiss IndexNSG."""
+    g = index.nsg.get_final_graph()
+    return int(index.nsg.enterpoint), faiss.rev_swig_ptr(g.data, g.N * g.K).reshape(g.N, g.K).copy()

@@ -1,10 +1,11 @@
 """Producers of the CCST tables (paper_tables/ccst/table{1..5}).
 
-Only the baseline rows are produced here: HNSW and NSG on the original features (Tables 1, 2, 4),
-IVFADC (Table 3), HNSW + 8-bit scalar quantization (Table 4) and a single sparse random
-projection (Table 5); of the learned models, only the CSST rows of Table 5 so far. Rows of
-CCST/CSST in Tables 1-4, MLP, VAE, Catalyst and Link & Code are not returned and show as
-"not measured".
+Tables 1, 2, 4: HNSW / NSG (and HNSW + 8-bit scalar quantization) built on the original features
+or on CSST-compressed ones, always searched with the full-dimensional vectors (Sec. 4.2).
+Table 3: IVFADC and Link & Code (ccst.linkcode) on original and CSST-compressed features.
+Table 5: a single sparse random projection and CSST; MLP, VAE and Catalyst rows see `table5`.
+One CSST model per (data set, factor, settings) is trained per process and shared by the tables
+(`_train_ccst`). Rows not returned show as "not measured" (Table 3's Catalyst+PQ so far).
 
 Hyper-parameters come from the spec's [params] (merged with the scale's); each is cited there.
 Parameters that differ per data set are TOML inline tables keyed by the paper's data set name,
@@ -13,7 +14,10 @@ e.g. ``efSearch = { GIST1M = 100, Deep1M = 200 }``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -26,9 +30,12 @@ from annrepro.timing import Timer, measure_qps
 from ccst._indexes import (
     NNDescentParams,
     build_hnsw_flat,
+    build_hnsw_flat_built_on,
     build_hnsw_sq8,
+    build_hnsw_sq8_built_on,
     build_ivfpq,
     build_nsg_flat,
+    build_nsg_flat_built_on,
     nearest_pq_m,
     set_search_params,
 )
@@ -90,157 +97,284 @@ def _search(index, xq: np.ndarray, k: int, ctx) -> tuple[float, np.ndarray]:
     return qps, I
 
 
-def _hnsw_row(ds, dataset: str, ctx, row: str, k: int = 100) -> dict[str, Any]:
-    """Build HNSW-Flat on the original features and search it (Sec. 4.2)."""
+def _hnsw_row(ds, dataset: str, ctx, row: str, k: int = 100, xg=None) -> dict[str, Any]:
+    """Build HNSW-Flat and search it with the full-dimensional queries (Sec. 4.2).
+
+    xg: None builds the graph on the original features; else float32 (nb, d_c), the compressed
+    database the graph is built on (Table 1 'HNSW cf=k'); the search still uses ds.xb.
+    """
     xq, gt = _queries(ds, ctx, k)
+    M, efc = int(ctx.params["M"]), int(ctx.params["efConstruction"])
     with threads(ctx.threads), Timer() as t:
-        index = build_hnsw_flat(
-            ds.xb, int(ctx.params["M"]), int(ctx.params["efConstruction"]), ds.metric
-        )
+        if xg is None:
+            index = build_hnsw_flat(ds.xb, M, efc, ds.metric)
+        else:
+            index = build_hnsw_flat_built_on(xg, ds.xb, M, efc, ds.metric)
     set_search_params(index, ef_search=int(_param(ctx, "efSearch", dataset)))
     qps, I = _search(index, xq, k, ctx)
     ctx.log.info("%s %s: build %.2f s, %.0f q/s", dataset, row, t.s, qps)
     return {"dataset": dataset, "row": row, "build_s": t.s, "qps": qps, **_graph_recalls(I, gt)}
 
 
+def _nsg_row(ds, dataset: str, ctx, row: str, k: int = 100, xg=None) -> dict[str, Any]:
+    """Build NSG-Flat (on ds.xb, or on the compressed xg: float32 (nb, d_c)) and search it with
+    the full-dimensional queries (Sec. 4.2)."""
+    xq, gt = _queries(ds, ctx, k)
+    knn = _nndescent(ctx, dataset)
+    kw = dict(
+        R=int(ctx.params["nsg_R"]),
+        L=int(ctx.params["nsg_L"]),
+        C=int(ctx.params["nsg_C"]),
+        GK=int(_param(ctx, "knn_GK", dataset)),
+        nndescent=knn,
+        metric=ds.metric,
+    )
+    with threads(ctx.threads), Timer() as t:
+        if xg is None:
+            index = build_nsg_flat(ds.xb, **kw)
+        else:
+            index = build_nsg_flat_built_on(xg, ds.xb, **kw)
+    set_search_params(index, search_L=int(_param(ctx, "nsg_search_L", dataset)))
+    qps, I = _search(index, xq, k, ctx)
+    ctx.log.info("%s %s: build %.2f s, %.0f q/s", dataset, row, t.s, qps)
+    if knn is None and xg is None:
+        ctx.note(f"{dataset}: NSG k-NN graph built by brute force, not NN-descent")
+    return {"dataset": dataset, "row": row, "build_s": t.s, "qps": qps, **_graph_recalls(I, gt)}
+
+
+def _csst_factors(ds, dataset: str, ctx, name: str = "compression_factors") -> list[int]:
+    """The spec's compression factors that divide the stand-in's d (others: a note, no row)."""
+    value = ctx.params[name]
+    factors = [int(cf) for cf in (value if isinstance(value, list) else [value])]
+    kept = [cf for cf in factors if ds.d % cf == 0]
+    for cf in sorted(set(factors) - set(kept)):
+        ctx.note(f"{dataset} ({ds.name}): no CSST cf={cf} rows, {cf} does not divide d={ds.d}")
+    return kept
+
+
 @register("ccst.table1")
 def table1(spec, ctx) -> list[dict]:
-    """Table 1, compression factor 1: HNSW and NSG built and searched on the original features.
+    """Table 1: HNSW and NSG built on the original features (cf=1) or on CSST features compressed
+    by each factor of `compression_factors` (2, 4), always searched with the full-dimensional
+    vectors (Sec. 4.2).
 
-    Columns build_s (IND, built with ctx.threads threads), qps (SS, one search thread, k=100),
-    1-recall@1, 1-recall@10, 100-recall@100.
+    Columns build_s (IND: graph construction plus filling the full-dimensional storage, built
+    with ctx.threads threads; compression excluded, as in the paper), qps (SS, one search thread,
+    k=100), 1-recall@1, 1-recall@10, 100-recall@100; 'Comp cf=k' rows: compress_s, the time to
+    compress the database with the trained CSST (ctx.threads CPU threads here, one GPU in the
+    paper; gpu_mem_gb is not measured).
     """
     rows = []
     # each_dataset: a stand-in missing on this machine is skipped with a note
     for dataset, ds in ctx.each_dataset(MILLION_SCALE):
         ctx.log.info("%s -> %s", dataset, ds.describe())
         rows.append(_hnsw_row(ds, dataset, ctx, "HNSW cf=1"))
-
-        k = 100
-        xq, gt = _queries(ds, ctx, k)
-        knn = _nndescent(ctx, dataset)
-        with threads(ctx.threads), Timer() as t:
-            index = build_nsg_flat(
-                ds.xb,
-                R=int(ctx.params["nsg_R"]),
-                L=int(ctx.params["nsg_L"]),
-                C=int(ctx.params["nsg_C"]),
-                GK=int(_param(ctx, "knn_GK", dataset)),
-                nndescent=knn,
-                metric=ds.metric,
-            )
-        set_search_params(index, search_L=int(_param(ctx, "nsg_search_L", dataset)))
-        qps, I = _search(index, xq, k, ctx)
-        ctx.log.info("%s NSG cf=1: build %.2f s, %.0f q/s", dataset, t.s, qps)
-        rows.append(
-            {
-                "dataset": dataset,
-                "row": "NSG cf=1",
-                "build_s": t.s,
-                "qps": qps,
-                **_graph_recalls(I, gt),
-            }
-        )
-        if knn is None:
-            ctx.note(f"{dataset}: NSG k-NN graph built by brute force, not NN-descent")
+        rows.append(_nsg_row(ds, dataset, ctx, "NSG cf=1"))
+        for cf in _csst_factors(ds, dataset, ctx):
+            model = _train_ccst(ds, dataset, cf, ctx)
+            xb_c, compress_s = _compress(model, ds.xb, ctx)
+            rows.append({"dataset": dataset, "row": f"Comp cf={cf}", "compress_s": compress_s})
+            rows.append(_hnsw_row(ds, dataset, ctx, f"HNSW cf={cf}", xg=xb_c))
+            rows.append(_nsg_row(ds, dataset, ctx, f"NSG cf={cf}", xg=xb_c))
     return rows
 
 
 @register("ccst.table2")
 def table2(spec, ctx) -> list[dict]:
-    """Table 2, compression factor 1 on Bigann-1B: indexing time and 1-recall@1.
+    """Table 2 on Bigann-1B: HNSW built on the original features (cf=1) or on CSST features
+    compressed by `compression_factor` (2), searched with the full-dimensional vectors
+    (Sec. 4.2); indexing time and 1-recall@1, and the compression time ('Comp cf=2').
 
-    build_h is returned in seconds (the runner converts to the column's unit, hours).
-
-    The paper does not name the graph index of Table 2; we use HNSW with the Sec. 4.2 settings.
+    build_h and compress_h are returned in seconds (the runner converts to the column's unit,
+    hours). The paper does not name the graph index of Table 2; we use HNSW with the Sec. 4.2
+    settings. The base may be a uint8 memory map larger than memory (full scale): it is
+    compressed in batches under ccst_compress_mb into a float32 array, kept in memory up to
+    compress_in_memory_mb and otherwise memory-mapped in a temporary file; faiss reads both in
+    chunks. CSST is trained on the first ccst_train_rows database vectors.
     """
     rows = []
     # each_dataset: a stand-in missing on this machine is skipped with a note
     for dataset, ds in ctx.each_dataset(BILLION_SCALE):
         ctx.log.info("%s -> %s", dataset, ds.describe())
         row = _hnsw_row(ds, dataset, ctx, "HNSW cf=1")
-        rows.append(
-            {
-                "dataset": dataset,
-                "row": row["row"],
-                "build_h": row["build_s"],  # seconds: the column's unit "h" converts
-                "1-recall@1": row["1-recall@1"],
-            }
-        )
+        rows.append(_billion_row(row))
+        for cf in _csst_factors(ds, dataset, ctx, "compression_factor"):
+            model = _train_ccst(ds, dataset, cf, ctx)
+            with _compressed_database(model, ds.nb, ctx) as out:
+                xb_c, compress_s = _compress(model, ds.xb, ctx, out=out)
+                # compress_h: seconds, the column's unit "h" converts
+                rows.append({"dataset": dataset, "row": f"Comp cf={cf}", "compress_h": compress_s})
+                rows.append(_billion_row(_hnsw_row(ds, dataset, ctx, f"HNSW cf={cf}", xg=xb_c)))
     return rows
+
+
+def _billion_row(row: dict) -> dict:
+    """A Table 1 style row cut to Table 2's columns (build_h in seconds)."""
+    return {
+        "dataset": row["dataset"],
+        "row": row["row"],
+        "build_h": row["build_s"],  # seconds: the column's unit "h" converts
+        "1-recall@1": row["1-recall@1"],
+    }
+
+
+@contextlib.contextmanager
+def _compressed_database(model, nb: int, ctx):
+    """A float32 (nb, d_out) array for the compressed database: None (transform allocates in
+    memory) when it fits in compress_in_memory_mb (param, default 4096), else a np.memmap in a
+    temporary file under $ANNREPRO_CACHE (or the system temp dir), removed afterwards."""
+    nbytes = nb * model.d_out * 4
+    limit_mb = float(ctx.params.get("compress_in_memory_mb", 4096))
+    if nbytes <= limit_mb * 2**20:
+        yield None
+        return
+    root = os.environ.get("ANNREPRO_CACHE") or None
+    if root:
+        os.makedirs(root, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix="ccst-compressed-") as tmp:
+        path = os.path.join(tmp, "xb_c.f32")
+        ctx.note(f"compressed database ({nbytes / 2**30:.3g} GiB) memory-mapped at {path}")
+        mm = np.memmap(path, dtype=np.float32, mode="w+", shape=(nb, model.d_out))
+        try:
+            yield mm
+        finally:
+            del mm
 
 
 @register("ccst.table3")
 def table3(spec, ctx) -> list[dict]:
-    """Table 3, PQ rows: IVFADC with nlist=8 at the paper's byte budgets (8-bit codes).
+    """Table 3: IVFADC with nlist=8 (8-bit codes) and Link & Code (coder M=8, ccst.linkcode) at
+    the paper's byte budgets, on the original features ('PQ', 'L&C') and on CSST features
+    compressed by `pq_compression_factor` ('CSST+PQ', 'CSST+L&C'; the paper does not give the
+    factor: 4 as in Tables 4 and 5, our choice).
 
-    Columns qps (one search thread, k=50), 1-recall@1, 1-recall@5, 1-recall@50. Where the
-    stand-in's d is not divisible by the byte budget, the nearest divisor of d is used as the
-    number of sub-quantizers and the row keeps the paper's budget in its name (ctx.note says so).
+    Columns qps (one search thread, k=50), 1-recall@1, 1-recall@5, 1-recall@50, always against
+    the exact neighbours of the original space. CSST rows compress the queries before the timed
+    search (the paper does not say its speeds include query compression). Where the (compressed)
+    d is not divisible by the byte budget, the nearest divisor of d is used as the number of
+    sub-quantizers and the row keeps the paper's budget in its name (ctx.note says so). L&C's
+    budget counts its PQ code; its 8 regression bytes come on top (ccst.linkcode).
     """
     rows = []
     k = 50
-    nlist = int(ctx.params["nlist"])
-    nprobe = int(ctx.params["nprobe"])
     # each_dataset: a stand-in missing on this machine is skipped with a note
     for dataset, ds in ctx.each_dataset(MILLION_SCALE):
         ctx.log.info("%s -> %s", dataset, ds.describe())
         xq, gt = _queries(ds, ctx, k)
+        spaces = [("", ds.xt, ds.xb, xq)]
+        for cf in _csst_factors(ds, dataset, ctx, "pq_compression_factor"):
+            model = _train_ccst(ds, dataset, cf, ctx)
+            xb_c, _ = _compress(model, ds.xb, ctx)
+            xt_c = _compress(model, ds.xt, ctx)[0] if ds.xt is not ds.xb else xb_c
+            spaces.append(("CSST+", xt_c, xb_c, _compress(model, xq, ctx)[0]))
         for nbytes in _param(ctx, "pq_bytes", dataset):
-            m = nearest_pq_m(ds.d, int(nbytes))
-            if m != nbytes:
-                ctx.note(
-                    f"{dataset} ({ds.name}, d={ds.d}): PQ {nbytes}B uses m={m} sub-quantizers "
-                    f"({m} bytes), the divisor of d nearest to {nbytes}"
-                )
-            with threads(ctx.threads), Timer() as t:
-                index = build_ivfpq(
-                    ds.xt, ds.xb, nlist, m, ds.metric, pq_niter=int(ctx.params["pq_niter"])
-                )
-            set_search_params(index, nprobe=nprobe)
-            qps, I = _search(index, xq, k, ctx)
-            ctx.log.info("%s PQ %sB (m=%d): build %.2f s, %.0f q/s", dataset, nbytes, m, t.s, qps)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "row": f"PQ {nbytes}B",
-                    "qps": qps,
-                    "1-recall@1": one_recall_at(I, gt, 1),
-                    "1-recall@5": one_recall_at(I, gt, 5),
-                    "1-recall@50": one_recall_at(I, gt, 50),
-                }
-            )
+            for prefix, xt, xb, xq_s in spaces:
+                m = nearest_pq_m(xb.shape[1], int(nbytes))
+                if m != nbytes:
+                    ctx.note(
+                        f"{dataset} ({ds.name}, d={xb.shape[1]}): {prefix}PQ {nbytes}B uses m={m}"
+                        f" sub-quantizers ({m} bytes), the divisor of d nearest to {nbytes}"
+                    )
+                rows.append(_ivfadc_row(dataset, f"{prefix}PQ {nbytes}B", xt, xb, xq_s, gt, m, ctx))
+                if ctx.params.get("lc_beta_nsq"):
+                    rows.append(
+                        _linkcode_row(dataset, f"{prefix}L&C {nbytes}B", xt, xb, xq_s, gt, m, ctx)
+                    )
     return rows
+
+
+def _table3_row(dataset, row, qps, I, gt) -> dict:
+    return {
+        "dataset": dataset,
+        "row": row,
+        "qps": qps,
+        "1-recall@1": one_recall_at(I, gt, 1),
+        "1-recall@5": one_recall_at(I, gt, 5),
+        "1-recall@50": one_recall_at(I, gt, 50),
+    }
+
+
+def _ivfadc_row(dataset, row, xt, xb, xq, gt, m, ctx, k=50) -> dict:
+    """IVFADC 'IVF{nlist},PQ{m}' trained on xt, filled with xb, searched with xq (Table 3)."""
+    with threads(ctx.threads), Timer() as t:
+        index = build_ivfpq(
+            xt, xb, int(ctx.params["nlist"]), m, "l2", pq_niter=int(ctx.params["pq_niter"])
+        )
+    set_search_params(index, nprobe=int(ctx.params["nprobe"]))
+    qps, I = _search(index, xq, k, ctx)
+    ctx.log.info("%s %s (m=%d): build %.2f s, %.0f q/s", dataset, row, m, t.s, qps)
+    return _table3_row(dataset, row, qps, I, gt)
+
+
+def _linkcode_row(dataset, row, xt, xb, xq, gt, m, ctx, k=50) -> dict:
+    """Link & Code (ccst.linkcode) with PQ{m} codes plus lc_beta_nsq regression bytes."""
+    from ccst.linkcode import LinkCode, LinkCodeParams
+
+    params = LinkCodeParams(
+        pq_m=m,
+        pq_niter=int(ctx.params["pq_niter"]),  # as the PQ rows
+        hnsw_M=int(ctx.params["lc_hnsw_M"]),
+        ef_construction=int(ctx.params["lc_efConstruction"]),
+        ef_search=int(ctx.params["lc_efSearch"]),
+        beta_nsq=int(ctx.params["lc_beta_nsq"]),
+        beta_k=int(ctx.params["lc_beta_k"]),
+        beta_niter=int(ctx.params["lc_beta_niter"]),
+        seed=ctx.seed,
+    )
+    with threads(ctx.threads), Timer() as t:
+        lc = LinkCode(params).fit(xt, xb)
+    qps, (_, I) = measure_qps(
+        lambda x: lc.search(x, k), xq, repeats=int(ctx.params["qps_repeats"]), threads=1
+    )
+    pq_err, lc_err = lc.reconstruction_errors(xb)
+    ctx.note(
+        f"{dataset} {row}: PQ{m} + {params.beta_nsq} regression bytes; reconstruction MSE "
+        f"{pq_err:.4g} (PQ) -> {lc_err:.4g} (refined); built in {t.s:.1f} s"
+    )
+    return _table3_row(dataset, row, qps, I, gt)
 
 
 @register("ccst.table4")
 def table4(spec, ctx) -> list[dict]:
-    """Table 4, rows without CSST: HNSW-Flat and HNSW over 8-bit scalar-quantized vectors.
+    """Table 4: HNSW with and without 8-bit scalar quantization (faiss IndexHNSWSQ, QT_8bit),
+    each with the graph built on the original features or on CSST features compressed by
+    `compression_factor` (4) and searched with the full-dimensional vectors (Sec. 4.2, 4.4).
 
-    Columns build_s (training of the scalar quantizer included), 1-recall@1, 1-recall@10,
-    100-recall@100.
+    Columns build_s (training of the scalar quantizers included, compression excluded as in
+    Table 1, whose 'HNSW cf=4' row Table 4 repeats), 1-recall@1, 1-recall@10, 100-recall@100.
+    'CSST+HNSW+SQ8': the graph is built over the SQ8 codes of the compressed vectors and searched
+    over the SQ8 codes of the full vectors (the 'HNSW+SQ8' search side; see
+    ccst._indexes.build_hnsw_sq8_built_on).
     """
     rows = []
-    k = 100
     # each_dataset: a stand-in missing on this machine is skipped with a note
     for dataset, ds in ctx.each_dataset(MILLION_SCALE):
         ctx.log.info("%s -> %s", dataset, ds.describe())
         flat = _hnsw_row(ds, dataset, ctx, "HNSW")
         rows.append({c: v for c, v in flat.items() if c != "qps"})
 
-        xq, gt = _queries(ds, ctx, k)
-        with threads(ctx.threads), Timer() as t:
-            index = build_hnsw_sq8(
-                ds.xt, ds.xb, int(ctx.params["M"]), int(ctx.params["efConstruction"]), ds.metric
-            )
-        set_search_params(index, ef_search=int(_param(ctx, "efSearch", dataset)))
-        with threads(1):
-            _, I = index.search(xq, k)
-        ctx.log.info("%s HNSW+SQ8: build %.2f s", dataset, t.s)
-        rows.append(
-            {"dataset": dataset, "row": "HNSW+SQ8", "build_s": t.s, **_graph_recalls(I, gt)}
-        )
+        rows.append(_sq8_row(ds, dataset, ctx, "HNSW+SQ8", build_hnsw_sq8, ds.xt, ds.xb))
+        for cf in _csst_factors(ds, dataset, ctx, "compression_factor"):
+            model = _train_ccst(ds, dataset, cf, ctx)
+            xb_c, _ = _compress(model, ds.xb, ctx)
+            xt_c = _compress(model, ds.xt, ctx)[0] if ds.xt is not ds.xb else xb_c
+            csst = _hnsw_row(ds, dataset, ctx, "CSST+HNSW", xg=xb_c)
+            rows.append({c: v for c, v in csst.items() if c != "qps"})
+            sq8 = (build_hnsw_sq8_built_on, xt_c, xb_c, ds.xt, ds.xb)
+            rows.append(_sq8_row(ds, dataset, ctx, "CSST+HNSW+SQ8", *sq8))
     return rows
+
+
+def _sq8_row(ds, dataset: str, ctx, row: str, build, *arrays, k: int = 100) -> dict:
+    """Time build(*arrays, M, efConstruction, metric), then one single-thread search (Table 4)."""
+    xq, gt = _queries(ds, ctx, k)
+    with threads(ctx.threads), Timer() as t:
+        index = build(*arrays, int(ctx.params["M"]), int(ctx.params["efConstruction"]), ds.metric)
+    set_search_params(index, ef_search=int(_param(ctx, "efSearch", dataset)))
+    with threads(1):
+        _, I = index.search(xq, k)
+    ctx.log.info("%s %s: build %.2f s", dataset, row, t.s)
+    return {"dataset": dataset, "row": row, "build_s": t.s, **_graph_recalls(I, gt)}
 
 
 # CCST training settings per scale. Full: Sec. 4.1 (2400 epochs, batch 1024, lr 1e-4, database as
@@ -256,8 +390,18 @@ def _ccst_param(ctx, name: str) -> Any:
     return ctx.params[name]
 
 
+# Trained CSST models of this process, keyed on the data and every training setting, so that
+# Tables 1-5 share one model per (data set, factor) within a run (training is the cost).
+_CCST_CACHE: dict[tuple, Any] = {}
+
+
 def _train_ccst(ds, dataset: str, cf: int, ctx):
-    """Train CCST on the database (Sec. 4.1: 'we take database as training set')."""
+    """Train CCST on the database (Sec. 4.1: 'we take database as training set'), or return the
+    model this process already trained with the same data and settings.
+
+    Optional spec params: ccst_input_scaling (ccst.api.CCST's input_scaling: "output" unless
+    set), ccst_train_rows (train on the first rows of the database only: Bigann-1B).
+    """
     from ccst.api import CCST  # torch is imported only when a CCST row is produced
 
     heads = int(_ccst_param(ctx, "ccst_heads"))
@@ -265,7 +409,7 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
     if d_out % heads:
         heads = math.gcd(heads, d_out)  # heads must divide d_out (a stand-in's odd dimension)
         ctx.note(f"{dataset} ({ds.name}): CSST uses {heads} heads so that they divide {d_out}")
-    model = CCST(
+    kw = dict(
         compression_factor=cf,
         depths=tuple(_ccst_param(ctx, "ccst_depths")),
         heads=heads,
@@ -274,21 +418,41 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
         lr=float(_ccst_param(ctx, "ccst_lr")),
         loss=str(_ccst_param(ctx, "ccst_loss")),
         seed=ctx.seed,
+        input_scaling=str(ctx.params.get("ccst_input_scaling", "output")),
         # CPU by default (deterministic); full scale needs a GPU: spec param ccst_device = "cuda"
         device=str(_ccst_param(ctx, "ccst_device")),
-        progress=False,
     )
-    with threads(ctx.threads):
-        model.fit(ds.xb)
+    nt = min(int(ctx.params.get("ccst_train_rows") or ds.nb), ds.nb)
+    key = (ds.name, ds.nb, ds.d, nt, tuple(sorted(kw.items())))
+    model = _CCST_CACHE.get(key)
+    reused = model is not None
+    if model is None:
+        model = CCST(**kw, progress=False)
+        with threads(ctx.threads):
+            model.fit(ds.xb[:nt] if nt < ds.nb else ds.xb)
+        _CCST_CACHE[key] = model
     last = model.history[-1]
     ctx.note(
         f"{dataset} ({ds.name}): CSST {model.d_in} -> {model.d_out} dims, "
         f"{model.config.n_tokens} projection tokens, depths {list(model.config.depths)}, "
-        f"{model.config.heads} heads, trained {last['epoch']} epochs on the database "
+        f"{model.config.heads} heads, input scaling {model.input_scaling!r}, trained "
+        f"{last['epoch']} epochs on {nt} database vectors "
         f"(batch {model.train_config.batch_size}, {model.train_config.loss} INRP loss; final "
         f"train loss {last['train_loss']:.4g}, val loss {last['val_loss']:.4g})"
+        + ("; model reused from an earlier table of this run" if reused else "")
     )
     return model
+
+
+def _compress(model, x: np.ndarray, ctx, out: np.ndarray | None = None):
+    """CSST-compress x: (n, d) (float32, or a uint8 memory map) in batches whose activations stay
+    under ccst_compress_mb (Table 1 caption: GPU memory restricted to about 1 GB), with
+    ctx.threads threads. Returns (float32 (n, d_out), seconds); `out` (e.g. a np.memmap) receives
+    the result when given."""
+    max_mb = float(ctx.params.get("ccst_compress_mb", 1024))
+    with threads(ctx.threads), Timer() as t:
+        y = model.transform(x, max_memory_mb=max_mb, out=out)
+    return y, t.s
 
 
 def _compressed_search_rows(name, dataset, xb_c, xq_c, gt, metric, ctx, k=10) -> list[dict]:
@@ -315,11 +479,94 @@ def _compressed_search_rows(name, dataset, xb_c, xq_c, gt, metric, ctx, k=10) ->
     ]
 
 
+def _prefixed_params(ctx, prefix: str, dataset: str) -> dict[str, Any]:
+    """Spec params '<prefix>_<name>' as {name: value}, per-data-set values resolved."""
+    n = len(prefix) + 1
+    return {k[n:]: _param(ctx, k, dataset) for k in ctx.params if k.startswith(prefix + "_")}
+
+
+def _learned_baseline_rows(name: str, ds, dataset: str, xq, gt, cf: int, ctx, k: int):
+    """Table 5 'MLP' / 'VAE' rows (ccst.baselines): trained on the database as CSST is
+    (Sec. 4.1), settings from the spec's mlp_* / vae_* params, then `_compressed_search_rows`."""
+    from ccst.baselines import MLPCompressor, VAECompressor  # torch only when produced
+
+    prefix = name.lower()
+    p = _prefixed_params(ctx, prefix, dataset)
+    for key in ("epochs", "batch_size", "lr"):
+        if key not in p:
+            raise ProducerError(f"{ctx.spec.id}: spec lacks the {name} parameter {prefix}_{key}")
+    if "hidden_ratios" in p:
+        p["hidden_ratios"] = tuple(p["hidden_ratios"])
+    if name == "MLP" and "ccst_input_scaling" in ctx.params:
+        p.setdefault("input_scaling", ctx.params["ccst_input_scaling"])  # CSST's normalisation
+    cls = {"MLP": MLPCompressor, "VAE": VAECompressor}[name]
+    try:
+        model = cls(
+            compression_factor=cf,
+            seed=ctx.seed,
+            device=str(_ccst_param(ctx, "ccst_device")),
+            progress=False,
+            **p,
+        )
+    except TypeError as e:  # a misspelt <prefix>_* parameter
+        raise ProducerError(f"{ctx.spec.id}: bad {prefix}_* parameter: {e}") from e
+    with threads(ctx.threads), Timer() as t:
+        model.fit(ds.xb)
+        xb_c, xq_c = model.transform(ds.xb), model.transform(xq)
+    last, cfg = model.history[-1], model.net.cfg
+    loss = (
+        f"{model.train_config.loss} INRP loss"
+        if name == "MLP"
+        else f"negative ELBO, KL weight {model.kl_weight:g}"
+    )
+    if name == "MLP":
+        loss += f", input scaling {model.input_scaling!r} as CSST's"
+    ctx.note(
+        f"{dataset} ({ds.name}): {name} {cfg.d_in} -> {cfg.d_out} dims, hidden Linear-ABN "
+        f"widths {list(cfg.hidden)}, trained {last['epoch']} epochs on the database (batch "
+        f"{model.train_config.batch_size}, lr {model.train_config.lr:g}, {loss}; final train "
+        f"loss {last['train_loss']:.4g}, val loss {last['val_loss']:.4g}) in {t.s:.1f} s"
+    )
+    return _compressed_search_rows(name, dataset, xb_c, xq_c, gt, ds.metric, ctx, k)
+
+
+def _catalyst_rows(ds, dataset: str, xq, gt, d_out: int, ctx, k: int) -> list[dict]:
+    """Table 5 'Catalyst' rows: the catalyzer package (optional dependency) trained on the
+    database to d_out, on the data sets of catalyst_datasets only (Table 5: Deep1M)."""
+    from ccst.baselines import catalyst_compress
+
+    if dataset not in ctx.params.get("catalyst_datasets", ()):
+        return []
+    p = _prefixed_params(ctx, "catalyst", dataset)
+    p.pop("datasets")
+    try:
+        with threads(ctx.threads), Timer() as t:
+            xb_c, xq_c = catalyst_compress(ds.xb, xq, d_out, ctx.seed, p)
+    except ModuleNotFoundError as e:
+        if e.name != "catalyzer":
+            raise
+        ctx.note(
+            f"{dataset}: Catalyst rows not measured: catalyzer not installed "
+            "(pip install 'annrepro-ccst[catalyst]')"
+        )
+        return []
+    ctx.note(
+        f"{dataset} ({ds.name}): Catalyst {ds.d} -> {d_out} dims (catalyzer package, trained on "
+        f"the database, its last {p.get('n_val')} vectors held out for validation; "
+        f"{', '.join(f'{key}={v}' for key, v in sorted(p.items()))}) in {t.s:.1f} s"
+    )
+    return _compressed_search_rows("Catalyst", dataset, xb_c, xq_c, gt, ds.metric, ctx, k)
+
+
 @register("ccst.table5")
 def table5(spec, ctx) -> list[dict]:
-    """Table 5, SRP and CSST rows: one sparse random projection (Eq. 2), or a trained CCST
-    (Sec. 3), to d / compression_factor, then HNSW and exhaustive search in the compressed space,
-    scored against the original-space ground truth (1-recall@1, @5, @10).
+    """Table 5: SRP, MLP, VAE, Catalyst and CSST to d / compression_factor, then HNSW and
+    exhaustive search in the compressed space, scored against the original-space ground truth
+    (1-recall@1, @5, @10).
+
+    SRP: one sparse random projection (Eq. 2). MLP and VAE: `ccst.baselines` (architectures our
+    choice; the MLP trained with the INRP loss like CSST). Catalyst: the catalyzer package, if
+    installed. CSST: a trained CCST (Sec. 3).
     """
     rows = []
     k = 10
@@ -338,8 +585,15 @@ def table5(spec, ctx) -> list[dict]:
         )
 
         if ds.d % cf != 0:
-            ctx.note(f"{dataset} ({ds.name}): no CSST rows, factor {cf} does not divide d={ds.d}")
+            ctx.note(
+                f"{dataset} ({ds.name}): no MLP, VAE, Catalyst or CSST rows, factor {cf} does "
+                f"not divide d={ds.d}"
+            )
             continue
+        for name in ("MLP", "VAE"):
+            rows += _learned_baseline_rows(name, ds, dataset, xq, gt, cf, ctx, k)
+        rows += _catalyst_rows(ds, dataset, xq, gt, d_out, ctx, k)
+
         model = _train_ccst(ds, dataset, cf, ctx)
         with threads(ctx.threads):
             xb_c, xq_c = model.transform(ds.xb), model.transform(xq)

@@ -10,6 +10,9 @@ end; a later `train` on the same directory resumes from it, and an uninterrupted
 interrupted-then-resumed run give the same weights. A checkpoint of another configuration is
 refused. A non-finite loss stops training with `TrainingDiverged`, naming the epoch; the last
 checkpoint (written before that epoch) is left untouched.
+
+The same loop trains the compressor baselines of Table 5 (`ccst.baselines`): any module with a
+`cfg` holding `d_in` and `to_dict()`, with the INRP loss (the default) or another `loss_fn`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from tqdm.auto import tqdm
 from ccst.losses import ALPHA, BETA, LOSS_VARIANTS, inrp_loss
 from ccst.model import CCSTNet
 
-__all__ = ["CheckpointMismatch", "TrainConfig", "TrainingDiverged", "train"]
+__all__ = ["CheckpointMismatch", "LossFn", "TrainConfig", "TrainingDiverged", "train"]
+
+# loss_fn(net, xb) -> scalar tensor: the training objective of one mini-batch xb (B, d_in)
+LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ CHECKPOINT_NAME = "last.pt"
 
 
 class TrainingDiverged(RuntimeError):
-    """The INRP loss became NaN or infinite."""
+    """The training loss (INRP by default) became NaN or infinite."""
 
 
 class CheckpointMismatch(ValueError):
@@ -140,8 +146,17 @@ def _check_resumable(ckpt: dict, net: CCSTNet, cfg: TrainConfig, nt: int, path: 
         )
 
 
+def _inrp_loss_fn(boundary: float, cfg: TrainConfig) -> LossFn:
+    """The default objective: INRP (Eq. 4-5) between f(xb) and xb."""
+
+    def loss_fn(net: torch.nn.Module, xb: torch.Tensor) -> torch.Tensor:
+        return inrp_loss(net(xb), xb, boundary, cfg.loss, cfg.alpha, cfg.beta)
+
+    return loss_fn
+
+
 @torch.no_grad()
-def _val_loss(net, x, rows, boundary, cfg, device) -> float:
+def _val_loss(net, x, rows, loss_fn: LossFn, cfg, device) -> float:
     net.eval()
     total, n = 0.0, 0
     for i0 in range(0, len(rows), cfg.batch_size):
@@ -149,7 +164,7 @@ def _val_loss(net, x, rows, boundary, cfg, device) -> float:
         if len(r) < 2:
             continue
         xb = _batch(x, r, device)
-        loss = inrp_loss(net(xb), xb, boundary, cfg.loss, cfg.alpha, cfg.beta)
+        loss = loss_fn(net, xb)
         total += float(loss) * len(r)
         n += len(r)
     net.train()
@@ -166,11 +181,13 @@ def train(
     device: str = "cpu",
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> list[dict]:
-    """Train `net` in place with the INRP loss.
+    """Train `net` in place with the INRP loss (or `loss_fn`).
 
     Args:
-        net: the network (its config's d_in must equal xt's dimension).
+        net: the network (its config's d_in must equal xt's dimension); a CCSTNet or any module
+            whose `cfg` has `d_in` and `to_dict()` (the baselines of `ccst.baselines`).
         xt: float32 (nt, d_in) training vectors (may be memory-mapped).
         boundary: the INRP boundary (`ccst.losses.estimate_boundary` of xt).
         cfg: optimisation settings.
@@ -179,6 +196,8 @@ def train(
         device: torch device.
         progress: show a tqdm bar over epochs.
         on_epoch_end: called with each epoch's history record (e.g. to log, or to stop).
+        loss_fn: objective of a mini-batch, `loss_fn(net, xb) -> scalar`; None: the INRP loss
+            of `cfg` with `boundary` (Eq. 4-5).
 
     Returns:
         history: one dict per completed epoch (epoch (1-based), lr, train_loss, val_loss).
@@ -190,6 +209,8 @@ def train(
     nt, d = xt.shape
     if d != net.cfg.d_in:
         raise ValueError(f"training vectors have d={d}, the network expects d_in={net.cfg.d_in}")
+    if loss_fn is None:
+        loss_fn = _inrp_loss_fn(boundary, cfg)
     train_rows, val_rows = split_train_val(nt, cfg.val_fraction, cfg.seed)
     net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -248,7 +269,7 @@ def train(
             if len(rows) < 2:  # a single vector has no pair (and breaks batch norm)
                 continue
             xb = _batch(xt, rows, device)
-            loss = inrp_loss(net(xb), xb, boundary, cfg.loss, cfg.alpha, cfg.beta)
+            loss = loss_fn(net, xb)
             if not torch.isfinite(loss):
                 where = (
                     f"the last good checkpoint {ckpt_path} (epoch {saved[0]})"
@@ -256,7 +277,7 @@ def train(
                     else "no checkpoint was written"
                 )
                 raise TrainingDiverged(
-                    f"INRP loss is {loss.item()} at epoch {epoch + 1} (batch starting at "
+                    f"training loss is {loss.item()} at epoch {epoch + 1} (batch starting at "
                     f"{i0}); training stopped, {where} is kept"
                 )
             opt.zero_grad(set_to_none=True)
@@ -268,11 +289,11 @@ def train(
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": total / n,
-            "val_loss": _val_loss(net, xt, val_rows, boundary, cfg, device),
+            "val_loss": _val_loss(net, xt, val_rows, loss_fn, cfg, device),
         }
         if len(val_rows) and not math.isfinite(record["val_loss"]):
             raise TrainingDiverged(
-                f"validation INRP loss is {record['val_loss']} at epoch {epoch + 1}; training "
+                f"validation loss is {record['val_loss']} at epoch {epoch + 1}; training "
                 f"stopped, the last checkpoint ({ckpt_path}, epoch {saved[0]}) is kept"
             )
         history.append(record)
