@@ -74,7 +74,8 @@ EXPECTED_ROWS = {
     "table1": {f"{m} cf={cf}" for m in ("HNSW", "NSG") for cf in (1, 2, 4)}
     | {"Comp cf=2", "Comp cf=4"},
     "table2": {"HNSW cf=1", "HNSW cf=2", "Comp cf=2"},
-    "table3": {f"{m} {b}B" for m in ("PQ", "CSST+PQ", "L&C", "CSST+L&C") for b in (60, 30, 32, 16)},
+    "table3": {f"{m} {b}B" for m in ("PQ", "CSST+PQ", "L&C", "CSST+L&C") for b in (60, 30, 32, 16)}
+    | {"Catalyst+PQ 16B"},
     "table4": {"HNSW", "HNSW+SQ8", "CSST+HNSW", "CSST+HNSW+SQ8"},
     "table5": {
         f"{m}+{s}" for m in ("SRP", "CSST", "MLP", "VAE", "Catalyst") for s in ("HNSW", "brute")

@@ -133,8 +133,9 @@ def test_table3_csst_and_linkcode_rows():
         for b in bs
         for p in ("", "CSST+")
         for m in ("PQ", "L&C")
-    }
+    } | {("Deep1M", "Catalyst+PQ 16B")}  # catalyst_datasets = ["Deep1M"], 16 B (Table 3)
     assert set(rows) == expect
+    assert any("Catalyst 32 -> 8 dims" in n for n in ctx.notes)  # d / pq_compression_factor
     # d=40 compressed 4x: 10 dims; budget 30 B -> 10 sub-quantizers
     assert any("CSST+PQ 30B uses m=10" in n for n in ctx.notes)
     assert any("reconstruction MSE" in n for n in ctx.notes)
