@@ -7,12 +7,21 @@ from pathlib import Path
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 os.environ["ANNREPRO_THREADS"] = "1"
-# One faiss SIMD level on every machine: faiss-cpu dispatches its kernels at run time (AVX2,
-# AVX512, ...) and the summation order differs between them, which moves chaotic tiny results
-# (ITQ's sign iterations) by whole queries. AVX2 is on every x86-64 machine we run on; the
-# tiny snapshots were made with it. Only tests pin it: reproduce runs use the best level and
-# record it in the provenance.
-os.environ.setdefault("FAISS_SIMD_LEVEL", "AVX2")
+# One set of CPU kernels on every machine. faiss, OpenBLAS (numpy's and faiss's), MKL, oneDNN
+# and ATen pick their kernels at run time (AVX2, AVX512, ...) and the summation order differs
+# between them; tiny results that go through k-means, ITQ's sign iterations or training move by
+# whole queries (seen: the same commit gave other kdindex / catalyzer tiny numbers on an AVX512
+# machine). AVX2 (OpenBLAS "Haswell") is on every x86-64 machine we run on, and the tiny
+# snapshots are made with these pins. Only tests pin them: reproduce runs use the best kernels
+# and record faiss's level in the provenance.
+for var, value in (
+    ("FAISS_SIMD_LEVEL", "AVX2"),
+    ("OPENBLAS_CORETYPE", "Haswell"),
+    ("MKL_CBWR", "AVX2"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    ("ATEN_CPU_CAPABILITY", "avx2"),
+):
+    os.environ.setdefault(var, value)
 
 import pytest  # noqa: E402
 
