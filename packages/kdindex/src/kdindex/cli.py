@@ -1,18 +1,164 @@
 """Command line of the kdindex package.
 
-`kdindex reproduce [OPTIONS]` runs the KDindex tables through the annrepro runner: it is
-`annrepro reproduce --tables 'kdindex.*' [OPTIONS]` (a later `--tables kdindex.table2` narrows the
-selection). The learned method's own commands (train, evaluate) come later.
+    kdindex teacher --xb base.fvecs --xt learn.fvecs --out labels.npy [--metric l2 -K 10
+                    --M 32 --ef-construction 40 --ef-search 100 --n-train 100000]
+    kdindex train --xb base.fvecs --xt learn.fvecs --labels labels.npy --out index.npz
+                  [--kind AQ --metric l2 -B 8 -W 256 -K 10 --lr 0.01 --batch-size 64 ...]
+    kdindex search --index index.npz --xq query.fvecs --out I.npy [--k 10 --nprobe 16
+                   --gt gt.ivecs]
+    kdindex reproduce [OPTIONS]
+
+`teacher` labels training queries with the top-K of an HNSW teacher (Sec. 3.1, Table 7);
+`train` fits a KDindex on them (Algorithm 2, `kdindex.api.KDIndex`); `search` searches it
+exhaustively or through nprobe posting lists per codebook (Sec. 3.4). `reproduce` runs the
+KDindex tables through the annrepro runner: it is `annrepro reproduce --tables 'kdindex.*'
+[OPTIONS]` (a later `--tables kdindex.table2` narrows the selection). Vector files: anything
+`annrepro.vecio.read_vectors` reads (.fvecs, .bvecs, .ivecs, .npy, ...).
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 
-USAGE = """usage: kdindex reproduce [OPTIONS]
+USAGE = """usage: kdindex {teacher,train,search,reproduce} ...
 
-Run the kdindex.* tables (OPTIONS as for `annrepro reproduce`, e.g. --scale tiny|small|full,
---tables kdindex.table2, --seed 0, --threads 1)."""
+  teacher    label training queries with an HNSW teacher's top-K (Sec. 3.1, Table 7)
+  train      fit a KDindex student on labelled training queries (Algorithm 2), save it
+  search     search queries in a saved KDindex, save the ids (optionally score them)
+  reproduce  `kdindex reproduce [OPTIONS]`: run the kdindex.* tables (OPTIONS as for
+             `annrepro reproduce`, e.g.
+             --scale tiny|small|full, --tables kdindex.table2, --seed 0, --threads 1)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kdindex")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("teacher", help="label training queries with HNSW top-K")
+    t.add_argument("--xb", required=True, help="base (document) vectors")
+    t.add_argument("--xt", required=True, help="training queries")
+    t.add_argument("--out", required=True, help="labels, int64 (nt, K): .npy or .ivecs")
+    t.add_argument("--metric", default="l2", choices=["l2", "ip"])
+    t.add_argument("-K", type=int, default=10, help="neighbours per query (Sec. 4.1: 10)")
+    t.add_argument("--M", type=int, default=32, help="HNSW links (Table 7: 32)")
+    t.add_argument("--ef-construction", type=int, default=40, help="Table 7: 40 or 100")
+    t.add_argument("--ef-search", type=int, default=100, help="Table 7: 100 to 1024")
+    t.add_argument("--n-train", type=int, default=None, help="first n training queries only")
+    t.add_argument("--seed", type=int, default=100, help="hnswlib level generator")
+    t.add_argument("--threads", type=int, default=None)
+    f = sub.add_parser("train", help="fit a KDindex (Algorithm 2)")
+    f.add_argument("--xb", required=True, help="base (document) vectors")
+    f.add_argument("--xt", required=True, help="training queries (the rows the labels cover)")
+    f.add_argument("--labels", required=True, help="teacher top-K ids, (nt, >= K)")
+    f.add_argument("--out", required=True, help="index file (.npz)")
+    f.add_argument("--kind", default="AQ", choices=["PQ", "OPQ", "AQ"])
+    f.add_argument("--metric", default="l2", choices=["l2", "ip"])
+    f.add_argument("-B", type=int, default=8, help="codebooks (Sec. 4.1: 8)")
+    f.add_argument("-W", type=int, default=256, help="codewords per codebook (Sec. 4.1: 256)")
+    f.add_argument("-K", type=int, default=10, help="teacher neighbours used (Sec. 4.1: 10)")
+    f.add_argument("--loss", default="distribution", help="distribution|weighted_kl|lambdarank")
+    f.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (Sec. 4.1)")
+    f.add_argument("--batch-size", type=int, default=64, help="Sec. 4.1: 64")
+    f.add_argument("--epochs", type=int, default=20, help="differentiable epochs at most")
+    f.add_argument("--patience", type=int, default=3, help="early stopping patience")
+    f.add_argument("--init-rounds", type=int, default=10, help="iterative init rounds at most")
+    f.add_argument("--n-warm", type=int, default=100_000, help="documents for the faiss warm start")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--threads", type=int, default=None)
+    s = sub.add_parser("search", help="search a saved KDindex")
+    s.add_argument("--index", required=True, help="index file written by `kdindex train`")
+    s.add_argument("--xq", required=True, help="query vectors")
+    s.add_argument("--out", required=True, help="ids, int64 (nq, k): .npy or .ivecs")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--nprobe", type=int, default=None, help="lists per codebook (default: all)")
+    s.add_argument("--gt", default=None, help="exact neighbour ids: print recall@k")
+    s.add_argument("--threads", type=int, default=None)
+    return ap
+
+
+def _threads(args):
+    from annrepro.threads import default_threads, threads
+
+    return threads(args.threads or default_threads())
+
+
+def _teacher(args) -> int:
+    from annrepro.vecio import read_vectors, write_vectors
+
+    from .teacher import HNSWTeacher
+
+    xb = read_vectors(args.xb).astype("float32", copy=False)
+    xt = read_vectors(args.xt, stop=args.n_train).astype("float32", copy=False)
+    if args.K > args.ef_search:
+        raise ValueError(f"K={args.K} exceeds --ef-search={args.ef_search}")
+    with _threads(args):
+        t = HNSWTeacher(
+            xb.shape[1],
+            args.metric,
+            M=args.M,
+            ef_construction=args.ef_construction,
+            ef_search=args.ef_search,
+            seed=args.seed,
+            threads=args.threads or 1,
+        )
+        t.build(xb)
+        labels = t.label(xt, args.K)
+    write_vectors(args.out, labels.astype("int64" if args.out.endswith(".npy") else "int32"))
+    print(f"labelled {len(xt)} queries with the teacher's top-{args.K} -> {args.out}")
+    return 0
+
+
+def _train(args) -> int:
+    import numpy as np
+    from annrepro.vecio import read_vectors
+
+    from .api import KDIndex
+    from .train import TrainConfig
+
+    xb = read_vectors(args.xb)
+    labels = np.asarray(read_vectors(args.labels), dtype=np.int64)
+    xt = read_vectors(args.xt, stop=len(labels))
+    cfg = TrainConfig(
+        loss=args.loss,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        init_max_rounds=args.init_rounds,
+        seed=args.seed,
+    )
+    index = KDIndex(args.kind, args.metric, args.B, args.W, args.K, cfg, n_warm=args.n_warm)
+    with _threads(args):
+        index.fit(xb, xt, labels=labels)
+    index.save(args.out)
+    r = index.result
+    print(
+        f"trained KDindex ({args.kind}) on {len(xt)} queries: {r.init_rounds} init rounds, best "
+        f"epoch {r.best_epoch}, validation recall {r.best_val_recall:.4f}; "
+        f"{index.memory_bytes()['total']} bytes; saved {args.out}"
+    )
+    return 0
+
+
+def _search(args) -> int:
+    import numpy as np
+    from annrepro.vecio import read_vectors, write_vectors
+
+    from .api import KDIndex
+
+    index = KDIndex.load(args.index)
+    with _threads(args):
+        _, I = index.search(read_vectors(args.xq), args.k, args.nprobe)
+    write_vectors(args.out, I if args.out.endswith(".npy") else I.astype(np.int32))
+    msg = f"{I.shape[0]} queries x {args.k} results -> {args.out}"
+    if args.gt:
+        from annrepro.metrics import recall_at
+
+        gt = np.asarray(read_vectors(args.gt), dtype=np.int64)
+        msg += f"; {args.k}-recall@{args.k} {recall_at(I, gt, args.k):.4f}"
+    print(msg)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         from annrepro.cli import reproduce_paper
 
         return reproduce_paper("kdindex", rest)
-    print(f"kdindex: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
+    if command not in ("teacher", "train", "search"):
+        print(f"kdindex: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return {"teacher": _teacher, "train": _train, "search": _search}[command](args)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"kdindex {command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

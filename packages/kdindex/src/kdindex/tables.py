@@ -1,7 +1,7 @@
 """Producers of the KDindex tables (Lu et al., NeurIPS 2023), registered with annrepro.
 
-Specs and published numbers: `paper_tables/kdindex/table{2..8}.{toml,csv}`. This module produces
-the rows that do not need the learned KDindex student:
+Specs and published numbers: `paper_tables/kdindex/{table2..8,figure4}.{toml,csv}`. This module
+produces the rows of the faiss baselines and the teacher:
 
 - Table 2: the PQ, OPQ and AQ baselines (faiss, B = 8 codebooks of W = 256 codewords, Sec. 4.1),
   searched through their posting lists (`posting.PostingListIndex`), mean and std over 5 seeds
@@ -11,9 +11,20 @@ the rows that do not need the learned KDindex student:
 - Table 6: statistics of the data sets actually used;
 - Table 7: the teacher HNSW (hnswlib) with the paper's M / efConstruction / efSearch.
 
-KDindex rows (Tables 2-5, 8) and the re-implemented learned baselines (DiffPQ, DeepPQ, GCD,
-RepCONC, PQVAE) are not produced yet: they show as "not measured". Tables 4 and 8 hold KDindex
-rows only and have no producer yet.
+and the KDindex rows (the learned student, `kdindex.api.KDIndex`, Algorithm 2), trained on the
+training queries labelled by the teacher (`teacher_labels`) and searched through the same posting
+lists with the same nprobe as the baselines:
+
+- Table 2: KDindex (PQ / OPQ / AQ), mean and std over `kd_n_seeds` seeds;
+- Table 3: the memory of a trained KDindex (AQ) index and its ratio to the HNSW;
+- Table 4: KDindex (AQ) with the teacher's top-K, K in {5, 10, 20, 50, 100};
+- Table 5: the ablation variants (Initialization, w/o Distillation loss, w/o Balance, KDindex);
+- Table 8: KDindex (AQ) under the three distillation losses (Eq. 4, 5, 6);
+- Figure 4: recall@10 against search latency over nprobe (KDindex, its student) and efSearch
+  (the teacher HNSW), with figure4.csv / figure4.png artifacts.
+
+The re-implemented learned baselines of Table 2 (DiffPQ, DeepPQ, GCD, RepCONC, PQVAE) come from
+`kdindex.learned_baselines`, trained on the labels of `teacher_labels` (`learned_baseline_rows`).
 """
 
 from __future__ import annotations
@@ -94,6 +105,56 @@ def evaluate_baseline(kind: str, ds, seed: int, p: dict) -> dict:
     }
 
 
+def _mean_std_row(paper_name: str, row: str, runs: list[dict], cols) -> dict:
+    """One table row from per-seed runs: the mean of each column and, with more than one run,
+    its sample std (ddof = 1, as '± std' over the paper's 5 runs) under "<column>:std"."""
+    out = {"dataset": paper_name, "row": row}
+    for c in cols:
+        v = np.array([r[c] for r in runs])
+        out[c] = float(v.mean())
+        if len(v) > 1:
+            out[f"{c}:std"] = float(v.std(ddof=1))
+    return out
+
+
+def learned_baseline_rows(ctx, paper_name: str, ds) -> list[dict]:
+    """Table 2 rows of the re-implemented learned baselines (kdindex.learned_baselines: DiffPQ,
+    DeepPQ, GCD, RepCONC, PQVAE), trained with KDindex's distillation objective on the same
+    teacher-labelled training queries as KDindex (Sec. 4.1) and searched through the same
+    posting lists; mean and std over `lb_n_seeds` seeds (default `n_seeds`)."""
+    from .learned_baselines import LEARNED_BASELINES, evaluate_learned_baseline  # torch
+
+    p = ctx.params
+    k = int(p.get("k", 10))
+    cols = [f"recall@{k}", _second_metric(paper_name).replace("@10", f"@{k}")]
+    seeds = [ctx.seed + i for i in range(int(p.get("lb_n_seeds", p["n_seeds"])))]
+    xt, labels = teacher_labels(ctx, paper_name, ds)
+    lb = {key: v for key, v in p.items() if key.startswith("lb_") and key != "lb_n_seeds"}
+    rows, times = [], []
+    for name in LEARNED_BASELINES:
+        runs = []
+        for seed in ctx.progress(seeds, desc=f"{paper_name} {name}", total=len(seeds)):
+            key = ("learned", ds.name, name, seed, len(xt), repr(sorted(p.items())))
+            if key not in _BASELINE_CACHE:
+                _BASELINE_CACHE[key] = evaluate_learned_baseline(
+                    name, ds, xt, labels, seed, {**_baseline_params(p), **lb}
+                )
+            runs.append(_BASELINE_CACHE[key])
+        rows.append(_mean_std_row(paper_name, name, runs, cols))
+        times.append(f"{name} {np.mean([r['train_s'] for r in runs]):.1f} s")
+    ctx.note(
+        f"{paper_name} ({ds.name}): learned baselines (re-implementations) trained on {len(xt)} "
+        f"teacher-labelled training queries, {len(seeds)} seed(s); mean fit time: "
+        + ", ".join(times)
+    )
+    return rows
+
+
+def _baseline_params(p: dict) -> dict:
+    names = ("B", "W", "k", "nprobe", "n_train", "opq_niter", "aq_beam", "aq_refine")
+    return {n: p[n] for n in names if n in p}
+
+
 def _baseline_key(ds, kind: str, seed: int, p: dict) -> tuple:
     names = ("B", "W", "k", "nprobe", "n_train", "opq_niter", "aq_beam", "aq_refine")
     return (ds.name, kind, seed) + tuple(p.get(n) for n in names)
@@ -114,13 +175,7 @@ def baseline_rows(ctx, paper_name: str, ds, kinds=KINDS) -> list[dict]:
             if key not in _BASELINE_CACHE:
                 _BASELINE_CACHE[key] = evaluate_baseline(kind, ds, seed, p)
             runs.append(_BASELINE_CACHE[key])
-        row = {"dataset": paper_name, "row": kind}
-        for c in cols:
-            v = np.array([r[c] for r in runs])
-            row[c] = float(v.mean())
-            if len(v) > 1:
-                row[f"{c}:std"] = float(v.std(ddof=1))
-        rows.append(row)
+        rows.append(_mean_std_row(paper_name, kind, runs, cols))
         scanned.append(f"{kind} {100 * np.mean([r['scanned'] for r in runs]):.1f}%")
     ctx.note(
         f"{paper_name} ({ds.name}): {len(seeds)} seeds; nprobe={p['nprobe']} of W={p['W']} "
@@ -144,27 +199,41 @@ def _check_shared_standins(ctx, names) -> None:
 
 @register("kdindex.table2")
 def table2(spec, ctx):
-    """Table 2: PQ, OPQ and AQ baselines; recall@10 and ndcg@10 (L2) / mrr@10 (MS MARCO)."""
+    """Table 2: PQ, OPQ and AQ baselines, the re-implemented learned baselines (DiffPQ, DeepPQ,
+    GCD, RepCONC, PQVAE) and KDindex (PQ / OPQ / AQ); recall@10 and ndcg@10 (L2) / mrr@10
+    (MS MARCO)."""
     _check_shared_standins(ctx, spec.datasets(ctx.scale))
     rows = []
     for name, ds in ctx.each_dataset():
         rows += baseline_rows(ctx, name, ds)
-    ctx.note(
-        "KDindex and the learned baselines (DiffPQ, DeepPQ, GCD, RepCONC, PQVAE) are not "
-        "implemented yet"
-    )
+        rows += learned_baseline_rows(ctx, name, ds)
+        rows += kdindex_rows(ctx, name, ds)
     return rows
+
+
+# Table 5 columns (Sec. 4.6) -> `evaluate_kdindex` variant
+ABLATIONS = {
+    "initialization": "initialization",
+    "w/o distillation": "no_distillation",
+    "w/o balance": "no_balance",
+}
 
 
 @register("kdindex.table5")
 def table5(spec, ctx):
-    """Table 5 (ablation on MS MARCO Doc): only the "Quantization" column, i.e. the baselines."""
+    """Table 5 (ablation on MS MARCO Doc, Sec. 4.6): per student X in PQ, OPQ, AQ: X
+    ("Quantization"), KDindex (X) initialization (warm start + iterative initialisation, no
+    differentiable epoch), w/o distillation (reconstruction loss only), w/o balance (nearest
+    codes in the initialisation, the mini-batches and the posting lists), KDindex (X)."""
     name = "MSMARCO-Doc"
-    rows = baseline_rows(ctx, name, ctx.dataset(name))
-    ctx.note(
-        "the Initialization / w/o Distillation loss / w/o Balance strategy / KDindex "
-        "variants need the learned KDindex student: not implemented yet"
-    )
+    ds = ctx.dataset(name)
+    rows = baseline_rows(ctx, name, ds)
+    for kind in KINDS:
+        for label, variant in ABLATIONS.items():
+            rows += kdindex_rows(
+                ctx, name, ds, kinds=(kind,), variant=variant, row=f"KDindex ({kind}) {label}"
+            )
+        rows += kdindex_rows(ctx, name, ds, kinds=(kind,))
     return rows
 
 
@@ -222,6 +291,197 @@ def label_seconds(t: HNSWTeacher, xt: np.ndarray, K: int) -> float:
     return memo[key]
 
 
+# ----------------------------------------------------------------------------- KDindex rows
+_LABEL_CACHE: dict = {}
+_KD_CACHE: dict = {}
+
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _label_K(p: dict) -> int:
+    """Neighbours to ask the teacher for: the `K` param, or its largest value when it is a list
+    (Table 4); the smaller K's labels are its prefixes."""
+    return max(int(k) for k in _as_list(p.get("K", 10)))
+
+
+def teacher_labels(ctx, paper_name: str, ds) -> tuple[np.ndarray, np.ndarray]:
+    """Training queries and their teacher labels `D_K^T` (Sec. 3.1).
+
+    xt: float32 (nt, d), the first `n_train_queries` training queries of ds (all when the param
+    is absent or None; the base stands in where ds has no learn set, Table 6);
+    labels: int64 (nt, K), the top-K ids of the teacher HNSW of Table 7 (`get_teacher`, params
+    M / efConstruction / efSearch), nearest first, K = the `K` param (10 by default, Sec. 4.1;
+    its largest value when `K` is a list). Cached per data set, teacher and query count.
+    """
+    p = ctx.params
+    K = _label_K(p)
+    cap = p.get("n_train_queries")
+    nt = ds.nt if cap is None else min(ds.nt, int(cap))
+    if nt < 1:
+        raise ValueError(f"{paper_name}: n_train_queries={cap} leaves no training query")
+    M, efc, efs = _teacher_params(p, paper_name)
+    if K > efs:
+        raise ValueError(
+            f"{paper_name}: K={K} exceeds the teacher's efSearch={efs} (Table 7): HNSW cannot "
+            "return more neighbours than its search beam"
+        )
+    key = (ds.name, M, efc, efs, int(p.get("hnsw_seed", 100)), nt, K)
+    if key not in _LABEL_CACHE:
+        t = get_teacher(ctx, paper_name, ds)
+        xt = np.ascontiguousarray(ds.xt[:nt], dtype=np.float32)
+        _LABEL_CACHE[key] = (xt, t.label(xt, K))
+    return _LABEL_CACHE[key]
+
+
+# Training params of `TrainConfig` that the table specs may set (the rest keep their defaults)
+TRAIN_PARAMS = (
+    "lr",
+    "batch_size",
+    "epochs",
+    "patience",
+    "val_frac",
+    "init_max_rounds",
+    "rec_weight",
+    "temperature",
+    "sinkhorn_reg",
+    "sinkhorn_iter",
+    "balance_chunk",
+)
+
+
+def train_config(p: dict, seed: int, variant: str = "full", loss: str | None = None):
+    """`TrainConfig` from table params (TRAIN_PARAMS) for one seed and Table 5 variant:
+    "full" | "initialization" (no differentiable epoch) | "no_distillation" (distill_weight 0)
+    | "no_balance" (`TrainConfig.without_balance`)."""
+    from .train import TrainConfig
+
+    kw = {n: type(getattr(TrainConfig, n))(p[n]) for n in TRAIN_PARAMS if n in p}
+    cfg = TrainConfig(seed=seed, progress=False, loss=loss or p.get("loss", "distribution"), **kw)
+    if variant == "full":
+        return cfg
+    if variant == "initialization":
+        cfg.epochs = 0
+        return cfg
+    if variant == "no_distillation":
+        cfg.distill_weight = 0.0
+        return cfg
+    if variant == "no_balance":
+        return cfg.without_balance()
+    raise ValueError(f"unknown KDindex variant {variant!r}")
+
+
+def evaluate_kdindex(
+    kind: str,
+    ds,
+    xt: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    p: dict,
+    variant: str = "full",
+    loss: str | None = None,
+    K: int | None = None,
+) -> dict:
+    """Fit one KDindex (student `kind`, warm-started like the baseline of the same kind: n_train
+    documents, opq_niter, aq_beam, aq_refine) on training queries xt float32 (nt, d) labelled by
+    labels int64 (nt, >= K), search ds.xq through its posting lists with the table's nprobe
+    (the baselines' protocol), score it. Returns the fractions of `evaluate_baseline` plus
+    "memory_bytes" (codes + codebooks + rotation of the trained index) and "train_s"."""
+    k = int(p.get("k", 10))
+    with Timer() as t:
+        index = fit_kdindex(kind, ds, xt, labels, seed, p, variant, loss, K)
+    _, I = index.search(ds.xq, k, nprobe=int(p["nprobe"]))
+    gt = ds.gt(k)
+    return {
+        f"recall@{k}": recall_at(I, gt, k),
+        f"ndcg@{k}": ndcg_at(I, gt, k),
+        f"mrr@{k}": mrr_at(I, gt, k),
+        "memory_bytes": index.memory_bytes()["total"],
+        "train_s": t.s,
+        "best_epoch": index.result.best_epoch,
+    }
+
+
+def fit_kdindex(
+    kind: str,
+    ds,
+    xt: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    p: dict,
+    variant: str = "full",
+    loss: str | None = None,
+    K: int | None = None,
+):
+    """The trained `KDIndex` of `evaluate_kdindex` (same arguments)."""
+    from .api import KDIndex
+
+    K = int(K if K is not None else _label_K(p))
+    index = KDIndex(
+        kind,
+        ds.metric,
+        B=int(p["B"]),
+        W=int(p["W"]),
+        K=K,
+        config=train_config(p, seed, variant, loss),
+        n_warm=int(p["n_train"]),
+        opq_niter=int(p["opq_niter"]),
+        aq_beam=int(p["aq_beam"]),
+        aq_refine=bool(p["aq_refine"]),
+    )
+    return index.fit(ds.xb, xt, labels=labels[:, :K])
+
+
+def _kd_key(ds, kind, seed, variant, loss, K, xt, p) -> tuple:
+    names = ("B", "W", "k", "nprobe", "n_train", "opq_niter", "aq_beam", "aq_refine", "loss")
+    return (
+        (ds.name, kind, seed, variant, loss, K, len(xt))
+        + tuple(p.get(n) for n in names)
+        + tuple(p.get(n) for n in TRAIN_PARAMS)
+    )
+
+
+def kdindex_rows(
+    ctx,
+    paper_name: str,
+    ds,
+    kinds=KINDS,
+    variant: str = "full",
+    loss: str | None = None,
+    K: int | None = None,
+    row: str | None = None,
+) -> list[dict]:
+    """KDindex rows on one data set: per student kind, mean and sample std (ddof = 1) over
+    `kd_n_seeds` seeds (default `n_seeds`) ctx.seed, ctx.seed + 1, ...; std under
+    "<column>:std". Row key "KDindex (<kind>)" unless `row` is given. Runs are cached per data
+    set, kind, seed, variant, loss, K and params, so Tables 2, 4, 5 and 8 share them."""
+    p = ctx.params
+    k = int(p.get("k", 10))
+    cols = [f"recall@{k}", _second_metric(paper_name).replace("@10", f"@{k}")]
+    n_seeds = int(p.get("kd_n_seeds", p.get("n_seeds", 1)))
+    seeds = [ctx.seed + i for i in range(n_seeds)]
+    xt, labels = teacher_labels(ctx, paper_name, ds)
+    K = int(K if K is not None else _label_K(p))
+    rows, notes = [], []
+    for kind in kinds:
+        runs = []
+        name = row or f"KDindex ({kind})"
+        for seed in ctx.progress(seeds, desc=f"{paper_name} {name}", total=len(seeds)):
+            key = _kd_key(ds, kind, seed, variant, loss or p.get("loss", "distribution"), K, xt, p)
+            if key not in _KD_CACHE:
+                _KD_CACHE[key] = evaluate_kdindex(kind, ds, xt, labels, seed, p, variant, loss, K)
+            runs.append(_KD_CACHE[key])
+        rows.append(_mean_std_row(paper_name, name, runs, cols))
+        notes.append(f"{name} {np.mean([r['train_s'] for r in runs]):.1f} s")
+    ctx.note(
+        f"{paper_name} ({ds.name}): KDindex trained on {len(xt)} training queries with the "
+        f"teacher's top-{K}, {n_seeds} seed(s), searched with nprobe={p['nprobe']}; mean fit "
+        f"time (1 seed): {', '.join(notes)}"
+    )
+    return rows
+
+
 @register("kdindex.table3")
 def table3(spec, ctx):
     """Table 3: index memory. HNSW = hnswlib's saved index (vectors + graph); PQ / OPQ / AQ =
@@ -247,11 +507,31 @@ def table3(spec, ctx):
             rows.append(
                 {"dataset": name, "row": kind, "memory_gb": q, "compression_ratio": hnsw / q}
             )
-    ctx.note(
-        "the KDindex index has the layout of its student quantizer (Sec. 3.6): its memory "
-        "is that of the PQ / OPQ / AQ rows; the KDindex row itself awaits the learned method"
-    )
+        rows.append(kdindex_memory_row(ctx, name, ds, hnsw))
     return rows
+
+
+def kdindex_memory_row(ctx, paper_name: str, ds, hnsw_bytes: float) -> dict:
+    """Table 3's KDindex row: the bytes held by a trained KDindex index (student `kd_kind`,
+    default AQ; packed codes + codebooks + rotation, `KDIndex.memory_bytes`) and HNSW / it."""
+    p = ctx.params
+    kind = p.get("kd_kind", "AQ")
+    xt, labels = teacher_labels(ctx, paper_name, ds)
+    K = _label_K(p)
+    key = _kd_key(ds, kind, ctx.seed, "full", p.get("loss", "distribution"), K, xt, p)
+    if key not in _KD_CACHE:
+        _KD_CACHE[key] = evaluate_kdindex(kind, ds, xt, labels, ctx.seed, p)
+    mem = _KD_CACHE[key]["memory_bytes"]
+    ctx.note(
+        f"{paper_name}: KDindex = a trained KDindex ({kind}) index, {mem / ds.nb:.2f} B per "
+        f"vector (codes {p['B']} x log2({p['W']}) bits + codebooks, Sec. 3.6)"
+    )
+    return {
+        "dataset": paper_name,
+        "row": "KDindex",
+        "memory_gb": mem,
+        "compression_ratio": hnsw_bytes / mem,
+    }
 
 
 @register("kdindex.table6")
@@ -316,5 +596,183 @@ def table7(spec, ctx):
     return rows
 
 
-# Tables 4 and 8 have KDindex rows only: no producer until the learned method exists (a producer
-# that returns no cell is an error for the tiny-scale snapshot tests).
+# Table 8 rows -> TrainConfig.loss (Sec. 3.3, App. C.2)
+LOSSES = {
+    "Lambdarank loss": "lambdarank",
+    "Weighted KL loss": "weighted_kl",
+    "Distributed-based loss": "distribution",
+}
+
+
+@register("kdindex.table8")
+def table8(spec, ctx):
+    """Table 8 (App. C.2): KDindex under the Lambdarank (Eq. 4), weighted KL (Eq. 5) and
+    distribution-based (Eq. 6) distillation losses. Student: the `kd_kind` param (AQ: the
+    distribution-based row equals KDindex (AQ) of Table 2)."""
+    kind = ctx.params.get("kd_kind", "AQ")
+    rows = []
+    for name, ds in ctx.each_dataset():
+        for row, loss in LOSSES.items():
+            rows += kdindex_rows(ctx, name, ds, kinds=(kind,), loss=loss, row=row)
+    ctx.note(f"student {kind} (unnamed in the paper; its default-loss row equals KDindex (AQ))")
+    return rows
+
+
+@register("kdindex.table4")
+def table4(spec, ctx):
+    """Table 4 (Sec. 4.5): KDindex trained with the teacher's top-K, K in the `K` param list, on
+    MS MARCO Doc; student `kd_kind` (AQ: the K = 10 row equals KDindex (AQ) of Table 2)."""
+    kind = ctx.params.get("kd_kind", "AQ")
+    name = "MSMARCO-Doc"
+    ds = ctx.dataset(name)
+    rows = []
+    for K in _as_list(ctx.params["K"]):
+        rows += kdindex_rows(ctx, name, ds, kinds=(kind,), K=int(K), row=f"K={int(K)}")
+    ctx.note(
+        f"student {kind}; the top-K labels of every K are the first K of one teacher search "
+        f"for max(K) neighbours (efSearch >= max(K))"
+    )
+    return rows
+
+
+@register("kdindex.figure4")
+def figure4(spec, ctx):
+    """Figure 4 (App. D): recall@10 against the latency of the top-10 search per query, for
+    KDindex (`kd_kind`) and its native student over the `nprobe_sweep` posting lists probed per
+    codebook, and the teacher HNSW over `ef_sweep`. Latency: wall time of searching all test
+    queries with ctx.threads threads / nq, in ms. Writes figure4.csv (every point) and
+    figure4.png (one panel per data set) as artifacts."""
+    p = ctx.params
+    k = int(p.get("k", 10))
+    kind = p.get("kd_kind", "AQ")
+    rows, points = [], []
+
+    def point(name, method, setting, I, gt, seconds, nq):
+        r = {"recall@10": recall_at(I, gt, k), "latency": seconds / nq}  # s (spec unit: ms)
+        rows.append({"dataset": name, "row": f"{method} {setting}", **r})
+        points.append((name, method, setting, r["recall@10"], 1e3 * r["latency"]))
+
+    for name, ds in ctx.each_dataset():
+        gt = ds.gt(k)
+        xt, labels = teacher_labels(ctx, name, ds)
+        kd = fit_kdindex(kind, ds, xt, labels, ctx.seed, p)
+        qz = train_quantizer(
+            kind,
+            _train_sample(ds, p["n_train"], ctx.seed),
+            B=int(p["B"]),
+            W=int(p["W"]),
+            seed=ctx.seed,
+            opq_niter=int(p["opq_niter"]),
+            aq_beam=int(p["aq_beam"]),
+            aq_refine=bool(p["aq_refine"]),
+        )
+        indexes = {
+            f"KDindex ({kind})": PostingListIndex(kd.quantizer, ds.metric, codes=kd.codes),
+            kind: PostingListIndex(qz, ds.metric, xb=ds.xb),
+        }
+        for method, index in indexes.items():
+            for nprobe in _as_list(p["nprobe_sweep"]):
+                if int(nprobe) > int(p["W"]):
+                    continue
+                with Timer() as t:
+                    _, I = index.search(ds.xq, k, int(nprobe))
+                point(name, method, f"nprobe={int(nprobe)}", I, gt, t.s, ds.nq)
+        teacher = get_teacher(ctx, name, ds)
+        for ef in _as_list(p["ef_sweep"]):
+            with Timer() as t:
+                _, I = teacher.search(ds.xq, k, ef=max(int(ef), k))
+            point(name, "HNSW", f"ef={int(ef)}", I, gt, t.s, ds.nq)
+    _write_figure4(ctx, points)
+    ctx.note(
+        f"latency with {ctx.threads} thread(s) on this machine (the paper's points come from "
+        "ANN-Benchmarks hardware); KDindex and the student searched by the same Python posting-"
+        "list code, HNSW by hnswlib (C++): compare KDindex with its student, not with HNSW"
+    )
+    return rows
+
+
+def _write_figure4(ctx, points) -> None:
+    from annrepro.plotting import pyplot, save_figure
+    from annrepro.vecio import atomic_write_text
+
+    lines = ["dataset,method,setting,recall@10,latency_ms"]
+    lines += [f"{d},{m},{s},{r:.6f},{ms:.6f}" for d, m, s, r, ms in points]
+    atomic_write_text(ctx.artifact("figure4.csv"), "\n".join(lines) + "\n")
+    plt = pyplot()
+    if plt is None:
+        ctx.note("matplotlib is not installed: figure4.png skipped (figure4.csv has the points)")
+        return
+    names = list(dict.fromkeys(d for d, *_ in points))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for method in dict.fromkeys(m for d, m, *_ in points if d == name):
+            pts = [(ms, r) for d, m, _, r, ms in points if d == name and m == method]
+            ax.plot([x for x, _ in pts], [100 * y for _, y in pts], marker="o", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per query (ms)")
+        ax.set_ylabel("Recall@10 (%)")
+        ax.set_title(f"{name} ({ctx.scale})")
+        ax.legend()
+    save_figure(fig, ctx.artifact("figure4.png"))
+
+
+@register("kdindex.figure3")
+def figure3(spec, ctx):
+    """Figure 3 (Sec. 4.7): recall@10 of each student X (PQ / OPQ / AQ, `kinds`) and of KDindex
+    (X) for every B in `B_grid` and W in `W_grid`, one seed, searched through the posting lists
+    with the table's nprobe. Writes figure3.csv and figure3.png (heat maps: first line the
+    quantizers, second line KDindex, as the paper)."""
+    p = ctx.params
+    k = int(p.get("k", 10))
+    rows, points = [], []
+    for name, ds in ctx.each_dataset():
+        xt, labels = teacher_labels(ctx, name, ds)
+        for kind in _as_list(p["kinds"]):
+            for B in _as_list(p["B_grid"]):
+                for W in _as_list(p["W_grid"]):
+                    q = dict(p, B=int(B), W=int(W))
+                    base = evaluate_baseline(kind, ds, ctx.seed, q)[f"recall@{k}"]
+                    kd = evaluate_kdindex(kind, ds, xt, labels, ctx.seed, q)[f"recall@{k}"]
+                    for method, r in ((kind, base), (f"KDindex ({kind})", kd)):
+                        rows.append(
+                            {"dataset": name, "row": f"{method} B={B} W={W}", "recall@10": r}
+                        )
+                        points.append((name, method, int(B), int(W), r))
+    _write_figure3(ctx, points)
+    return rows
+
+
+def _write_figure3(ctx, points) -> None:
+    from annrepro.plotting import pyplot, save_figure
+    from annrepro.vecio import atomic_write_text
+
+    lines = ["dataset,method,B,W,recall@10"]
+    lines += [f"{d},{m},{B},{W},{r:.6f}" for d, m, B, W, r in points]
+    atomic_write_text(ctx.artifact("figure3.csv"), "\n".join(lines) + "\n")
+    plt = pyplot()
+    if plt is None:
+        ctx.note("matplotlib is not installed: figure3.png skipped (figure3.csv has the points)")
+        return
+    methods = list(dict.fromkeys(m for _, m, *_ in points))
+    kinds = [m for m in methods if not m.startswith("KDindex")]
+    Bs = sorted({B for _, _, B, _, _ in points})
+    Ws = sorted({W for _, _, _, W, _ in points})
+    fig, axes = plt.subplots(2, len(kinds), figsize=(4 * len(kinds), 7), squeeze=False)
+    for j, kind in enumerate(kinds):
+        for i, method in enumerate((kind, f"KDindex ({kind})")):
+            grid = np.full((len(Bs), len(Ws)), np.nan)
+            for _, m, B, W, r in points:
+                if m == method:
+                    grid[Bs.index(B), Ws.index(W)] = 100 * r
+            ax = axes[i][j]
+            ax.imshow(grid, cmap="Blues", vmin=0, vmax=100)
+            ax.set_xticks(range(len(Ws)), [str(w) for w in Ws])
+            ax.set_yticks(range(len(Bs)), [str(b) for b in Bs])
+            if i == 1:
+                ax.set_xlabel("W")
+            ax.set_ylabel("B")
+            ax.set_title(method)
+            for (bi, wi), v in np.ndenumerate(grid):
+                ax.text(wi, bi, f"{v:.1f}", ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, ctx.artifact("figure3.png"))

@@ -1,0 +1,60 @@
+"""`kdindex teacher | train | search`: the learned method end to end from vector files."""
+
+import numpy as np
+import pytest
+from annrepro.groundtruth import knn_exact
+from annrepro.vecio import read_vectors, write_vectors
+from kdindex.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((300, 8)).astype(np.float32)
+    xt = rng.standard_normal((80, 8)).astype(np.float32)
+    xq = rng.standard_normal((20, 8)).astype(np.float32)
+    paths = {n: tmp_path / f"{n}.fvecs" for n in ("xb", "xt", "xq")}
+    for n, x in zip(paths, (xb, xt, xq), strict=True):
+        write_vectors(paths[n], x)
+    paths["gt"] = tmp_path / "gt.ivecs"
+    write_vectors(paths["gt"], knn_exact(xq, xb, 10, "l2")[1].astype(np.int32))
+    return tmp_path, paths, xb, xt
+
+
+def test_teacher_train_search(files, capsys):
+    tmp, p, xb, xt = files
+    labels = tmp / "labels.npy"
+    assert main(["teacher", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--out", str(labels),
+                 "-K", "10", "--M", "16", "--ef-search", "64"]) == 0  # fmt: skip
+    lab = np.load(labels)
+    exact = knn_exact(xt, xb, 10, "l2")[1]
+    assert lab.shape == (80, 10) and lab.dtype == np.int64
+    assert (lab[:, 0] == exact[:, 0]).mean() > 0.9  # the teacher finds the true nearest
+    index = tmp / "kd.npz"
+    args = ["train", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--labels", str(labels),
+            "--out", str(index), "--kind", "PQ", "-B", "2", "-W", "16", "--epochs", "1",
+            "--init-rounds", "1", "--n-warm", "300"]  # fmt: skip
+    assert main(args) == 0
+    assert "trained KDindex (PQ)" in capsys.readouterr().out
+    out = tmp / "I.ivecs"
+    assert main(["search", "--index", str(index), "--xq", str(p["xq"]), "--out", str(out),
+                 "--nprobe", "4", "--gt", str(p["gt"])]) == 0  # fmt: skip
+    msg = capsys.readouterr().out
+    I = read_vectors(out)
+    assert I.shape == (20, 10) and I.min() >= 0 and I.max() < 300
+    recall = float(msg.rsplit(" ", 1)[1])
+    assert 0.2 < recall <= 1  # 2 x 4-bit codes of 8-d Gaussians: far above chance (10 / 300)
+
+
+def test_cli_errors(files, capsys):
+    tmp, p, _, _ = files
+    bad = ["teacher", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--out", str(tmp / "l.npy"),
+           "-K", "50", "--ef-search", "20"]  # fmt: skip
+    assert main(bad) == 1
+    assert "exceeds --ef-search" in capsys.readouterr().err
+    missing = ["search", "--index", str(tmp / "none.npz"), "--xq", str(p["xq"]),
+               "--out", str(tmp / "I.npy")]  # fmt: skip
+    assert main(missing) == 1
+    assert "kdindex search: error" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--kind", "PQ"])  # required arguments missing
