@@ -7,11 +7,13 @@ points of every figure are always written as CSV, so no number depends on the pl
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["pyplot", "save_figure"]
+__all__ = ["pyplot", "pyplot_or_note", "save_figure", "write_points"]
 
 
 def pyplot():
@@ -41,3 +43,26 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     finally:
         pyplot().close(fig)
     return path
+
+
+def write_points(ctx, name: str, header, points) -> Path:
+    """The points of a figure as the CSV artifact `name` of a table run (always written: no
+    number depends on the plot). Floats are written with repr (round-trip exact)."""
+    from .vecio import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for pt in points:
+        w.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in pt])
+    path = ctx.artifact(name)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def pyplot_or_note(ctx, what: str):
+    """pyplot(), or None with a note on the table run that the PNG of `what` is skipped."""
+    plt = pyplot()
+    if plt is None:
+        ctx.note(f"no {what} PNG: matplotlib is not installed (the points are in the CSV artifact)")
+    return plt

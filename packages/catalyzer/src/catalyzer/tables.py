@@ -22,13 +22,12 @@ matplotlib is installed; otherwise a note says so).
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from typing import NamedTuple
 
 import numpy as np
 from annrepro.metrics import one_recall_at
+from annrepro.plotting import pyplot_or_note, save_figure, write_points
 from annrepro.tables import register
 from annrepro.threads import threads
 
@@ -378,39 +377,16 @@ def figure5(spec, ctx):
             rec = one_recall_at(I, gt, k)
             rows.append({"dataset": name, "row": f"OPQ {bits}b", "1-recall@10": rec, "bits": bits})
             points.append(_Fig5Point(name, ds.name, f"OPQ {bits}b", "OPQ", None, None, bits, rec))
-    _write_points(ctx, "figure5.csv", _Fig5Point._fields[:-1] + ("1-recall@10",), points)
+    write_points(ctx, "figure5.csv", _Fig5Point._fields[:-1] + ("1-recall@10",), points)
     _plot_figure5(ctx, points)
     _catalyzer_summary(ctx)
     return rows
 
 
-def _write_points(ctx, name: str, header, points) -> None:
-    """The points of a figure as a CSV artifact (always written: no number depends on the plot)."""
-    from annrepro.vecio import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for pt in points:
-        w.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in pt])
-    atomic_write_text(ctx.artifact(name), buf.getvalue())
-
-
-def _pyplot_or_note(ctx, what: str):
-    from annrepro import plotting
-
-    plt = plotting.pyplot()
-    if plt is None:
-        ctx.note(f"no {what} PNG: matplotlib is not installed (the points are in the CSV artifact)")
-    return plt
-
-
 def _plot_figure5(ctx, points) -> None:
     """Figure 5: one panel per data set, 1-recall@10 (%) vs bits per vector; one curve per d_out
     (radius varied along the curve) and OPQ."""
-    from annrepro.plotting import save_figure
-
-    plt = _pyplot_or_note(ctx, "Figure 5")
+    plt = pyplot_or_note(ctx, "Figure 5")
     if plt is None or not points:
         return
     names = list(dict.fromkeys(pt.dataset for pt in points))
@@ -521,20 +497,18 @@ def _figure3(ctx, hist, n_rank: int) -> None:
     of two panels per data set). The overlap of the two histograms is what p_nn1_gt_nn100
     measures.
     """
-    from annrepro.plotting import save_figure
-
     points = [
         (name, stand_in, space, i, float(a), float(b))
         for name, stand_in, space, d1, dn in hist
         for i, (a, b) in enumerate(zip(d1, dn, strict=True))
     ]
-    _write_points(
+    write_points(
         ctx,
         "figure3.csv",
         ("dataset", "stand_in", "space", "query", "d_nn1", f"d_nn{n_rank}"),
         points,
     )
-    plt = _pyplot_or_note(ctx, "Figure 3")
+    plt = pyplot_or_note(ctx, "Figure 3")
     if plt is None or not hist:
         return
     names = list(dict.fromkeys(h[0] for h in hist))

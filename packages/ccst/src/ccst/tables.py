@@ -269,12 +269,7 @@ def table3(spec, ctx) -> list[dict]:
             spaces.append(("CSST+", xt_c, xb_c, _compress(model, xq, ctx)[0]))
         for nbytes in _param(ctx, "pq_bytes", dataset):
             for prefix, xt, xb, xq_s in spaces:
-                m = nearest_pq_m(xb.shape[1], int(nbytes))
-                if m != nbytes:
-                    ctx.note(
-                        f"{dataset} ({ds.name}, d={xb.shape[1]}): {prefix}PQ {nbytes}B uses m={m}"
-                        f" sub-quantizers ({m} bytes), the divisor of d nearest to {nbytes}"
-                    )
+                m = _pq_m(ctx, dataset, ds, xb.shape[1], int(nbytes), f"{prefix}PQ")
                 rows.append(_ivfadc_row(dataset, f"{prefix}PQ {nbytes}B", xt, xb, xq_s, gt, m, ctx))
                 if ctx.params.get("lc_beta_nsq"):
                     rows.append(
@@ -283,6 +278,18 @@ def table3(spec, ctx) -> list[dict]:
         if dataset in ctx.params.get("catalyst_datasets", ()):
             rows += _catalyst_pq_rows(ds, dataset, xq, gt, ctx)
     return rows
+
+
+def _pq_m(ctx, dataset: str, ds, d: int, nbytes: int, method: str) -> int:
+    """Sub-quantizers for a code of `nbytes` bytes over d dimensions: nbytes if it divides d,
+    else the nearest divisor of d (noted: the row keeps the paper's budget in its name)."""
+    m = nearest_pq_m(d, nbytes)
+    if m != nbytes:
+        ctx.note(
+            f"{dataset} ({ds.name}, d={d}): {method} {nbytes}B uses m={m}"
+            f" sub-quantizers ({m} bytes), the divisor of d nearest to {nbytes}"
+        )
+    return m
 
 
 def _catalyst_pq_rows(ds, dataset: str, xq, gt, ctx) -> list[dict]:
@@ -298,12 +305,7 @@ def _catalyst_pq_rows(ds, dataset: str, xq, gt, ctx) -> list[dict]:
     xb_c, xq_c = out
     rows = []
     for nbytes in ctx.params.get("catalyst_pq_bytes", ()):
-        m = nearest_pq_m(xb_c.shape[1], int(nbytes))
-        if m != nbytes:
-            ctx.note(
-                f"{dataset} ({ds.name}, d={xb_c.shape[1]}): Catalyst+PQ {nbytes}B uses m={m}"
-                f" sub-quantizers ({m} bytes), the divisor of d nearest to {nbytes}"
-            )
+        m = _pq_m(ctx, dataset, ds, xb_c.shape[1], int(nbytes), "Catalyst+PQ")
         rows.append(_ivfadc_row(dataset, f"Catalyst+PQ {nbytes}B", xb_c, xb_c, xq_c, gt, m, ctx))
     return rows
 

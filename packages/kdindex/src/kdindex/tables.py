@@ -33,6 +33,7 @@ import logging
 
 import numpy as np
 from annrepro.metrics import mrr_at, ndcg_at, recall_at
+from annrepro.plotting import pyplot_or_note, save_figure, write_points
 from annrepro.tables import register
 from annrepro.timing import Timer
 
@@ -692,15 +693,10 @@ def figure4(spec, ctx):
 
 
 def _write_figure4(ctx, points) -> None:
-    from annrepro.plotting import pyplot, save_figure
-    from annrepro.vecio import atomic_write_text
-
-    lines = ["dataset,method,setting,recall@10,latency_ms"]
-    lines += [f"{d},{m},{s},{r:.6f},{ms:.6f}" for d, m, s, r, ms in points]
-    atomic_write_text(ctx.artifact("figure4.csv"), "\n".join(lines) + "\n")
-    plt = pyplot()
+    header = ("dataset", "method", "setting", "recall@10", "latency_ms")
+    write_points(ctx, "figure4.csv", header, points)
+    plt = pyplot_or_note(ctx, "Figure 4")
     if plt is None:
-        ctx.note("matplotlib is not installed: figure4.png skipped (figure4.csv has the points)")
         return
     names = list(dict.fromkeys(d for d, *_ in points))
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
@@ -743,15 +739,9 @@ def figure3(spec, ctx):
 
 
 def _write_figure3(ctx, points) -> None:
-    from annrepro.plotting import pyplot, save_figure
-    from annrepro.vecio import atomic_write_text
-
-    lines = ["dataset,method,B,W,recall@10"]
-    lines += [f"{d},{m},{B},{W},{r:.6f}" for d, m, B, W, r in points]
-    atomic_write_text(ctx.artifact("figure3.csv"), "\n".join(lines) + "\n")
-    plt = pyplot()
+    write_points(ctx, "figure3.csv", ("dataset", "method", "B", "W", "recall@10"), points)
+    plt = pyplot_or_note(ctx, "Figure 3")
     if plt is None:
-        ctx.note("matplotlib is not installed: figure3.png skipped (figure3.csv has the points)")
         return
     methods = list(dict.fromkeys(m for _, m, *_ in points))
     kinds = [m for m in methods if not m.startswith("KDindex")]
