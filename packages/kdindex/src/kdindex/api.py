@@ -125,18 +125,23 @@ class KDIndex:
         return self
 
     # --------------------------------------------------------------- search
-    def search(self, xq: np.ndarray, k: int = 10, nprobe: int | None = None):
+    def search(
+        self, xq: np.ndarray, k: int = 10, nprobe: int | None = None, return_ncand: bool = False
+    ):
         """Top-k of queries xq float32 (nq, d). nprobe None: exhaustive asymmetric-distance
         search with look-up tables; else through the nprobe best posting lists per codebook
-        (`PostingListIndex`). Returns (D float32 (nq, k), I int64 (nq, k))."""
+        (`PostingListIndex`). Returns (D float32 (nq, k), I int64 (nq, k)), and with
+        return_ncand the number of documents scored per query, int64 (nq,)."""
         if self.quantizer is None:
             raise RuntimeError("fit or load the index before searching it")
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         if xq.ndim != 2 or xq.shape[1] != self.quantizer.d_in:
             raise ValueError(f"queries must be (nq, {self.quantizer.d_in}); got {xq.shape}")
         if nprobe is None:
-            return adc_search(self.quantizer, self.codes, xq, k, self.metric, self.norms2)
-        return PostingListIndex(self.quantizer, self.metric, codes=self.codes).search(xq, k, nprobe)
+            D, I = adc_search(self.quantizer, self.codes, xq, k, self.metric, self.norms2)
+            return (D, I, np.full(len(xq), len(self.codes), np.int64)) if return_ncand else (D, I)
+        index = PostingListIndex(self.quantizer, self.metric, codes=self.codes)
+        return index.search(xq, k, nprobe, return_ncand=return_ncand)
 
     def memory_bytes(self) -> dict[str, int]:
         """Codes + codebooks (+ rotation) bytes (Table 3)."""
