@@ -61,3 +61,38 @@ def test_list_sizes_and_arguments():
         index.search(xq, 5, nprobe=0)
     with pytest.raises(ValueError):
         PostingListIndex(index.quantizer, "l2")  # neither xb nor codes
+
+
+@pytest.mark.parametrize("kind", ["PQ", "OPQ", "AQ"])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("nprobe", [1, 3, 16])
+def test_list_scan_equals_dense_search(kind, metric, nprobe):
+    """search_lists (per query, candidates only) = search (dense, masked), up to float ties."""
+    xb, xq, index = _setup(kind, metric)
+    D, I, n = index.search(xq, 10, nprobe, return_ncand=True, base_batch=128)
+    Dl, Il, nl = index.search_lists(xq, 10, nprobe, return_ncand=True)
+    np.testing.assert_array_equal(nl, n)
+    np.testing.assert_allclose(Dl, D, rtol=1e-4, atol=1e-3)
+    # ids may differ only among equal scores (many documents share a code here): each returned
+    # id really has the returned score, and each row has no repeated id
+    q = index.quantizer
+    rec, xt = q.decode(index.codes), q.transform(xq)
+    if metric == "ip":
+        S = np.einsum("qd,qkd->qk", xt, rec[Il])
+    else:
+        S = ((xt[:, None, :] - rec[Il]) ** 2).sum(2)
+    np.testing.assert_allclose(S, Dl, rtol=1e-4, atol=1e-3)
+    assert all(len(set(r)) == len(r) for r in Il)
+    top = np.argsort(-q.codeword_scores(xt, metric), axis=2)[:, :, :nprobe]
+    for i in range(len(xq)):  # every id lies in a probed list
+        codes = index.codes[Il[i]]
+        assert np.any([np.isin(codes[:, b], top[i, b]) for b in range(q.B)], axis=0).all()
+    with pytest.raises(ValueError, match="nprobe"):
+        index.search_lists(xq, 10, 0)
+
+
+def test_list_scan_pads_with_minus_one():
+    xb, xq, index = _setup("PQ", "ip", nb=40)
+    _, I = index.search_lists(xq, 40, nprobe=1)
+    assert (I == -1).any()
+    assert all(len(set(r[r >= 0])) == (r >= 0).sum() for r in I)

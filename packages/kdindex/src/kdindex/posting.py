@@ -139,6 +139,63 @@ class PostingListIndex:
             return D, I, ncand
         return D, I
 
+    def search_lists(self, xq: np.ndarray, k: int, nprobe: int, return_ncand: bool = False):
+        """As `search`, query by query, scoring only the documents of the probed lists: its
+        cost follows the number of candidates (what a posting-list index is for), where
+        `search` scores every document of a batch densely and masks the others (fast in
+        numpy, but its time does not fall with nprobe). Used for latency (Figure 4).
+
+        Each document's score is assembled from per-codebook look-up tables: q.r = sum_b
+        <q, c^b_{code_b}> (product and additive codebooks alike), and for L2 |q|^2 - 2 q.r +
+        |r|^2 with |r|^2 stored per document. Same results as `search` up to float ties.
+        """
+        q = self.quantizer
+        if not 1 <= nprobe <= q.W:
+            raise ValueError(f"nprobe={nprobe} must be in [1, W={q.W}]")
+        ip = self.metric == "ip"
+        lists, rnorm2 = self._inverted_lists()
+        nq = len(xq)
+        D = np.full((nq, k), -np.inf if ip else np.inf, dtype=np.float32)
+        I = np.full((nq, k), -1, dtype=np.int64)
+        ncand = np.zeros(nq, dtype=np.int64)
+        xt = q.transform(xq)
+        probe = np.argsort(-q.codeword_scores(xt, self.metric), axis=2)[:, :, :nprobe]
+        dsub = q.codebooks.shape[2]
+        arange_b = np.arange(q.B)
+        for i in range(nq):
+            cand = np.unique(np.concatenate([lists[b][w] for b in range(q.B) for w in probe[i, b]]))
+            ncand[i] = len(cand)
+            if q.product:
+                sub = xt[i].reshape(q.B, dsub)
+                lut = np.einsum("bwd,bd->bw", q.codebooks, sub)
+            else:
+                lut = q.codebooks @ xt[i]  # (B, W)
+            s = lut[arange_b[None, :], self.codes[cand]].sum(1)
+            if not ip:
+                s = float(xt[i] @ xt[i]) - 2 * s + rnorm2[cand]
+            kk = min(k, len(cand))
+            order = np.argsort(-s if ip else s, kind="stable")[:kk]
+            D[i, :kk] = s[order]
+            I[i, :kk] = cand[order]
+        return (D, I, ncand) if return_ncand else (D, I)
+
+    def _inverted_lists(self):
+        """Per codebook b and codeword w, the sorted ids of the documents whose code picks w,
+        and |r|^2 of every reconstruction; built once."""
+        if getattr(self, "_lists", None) is None:
+            q = self.quantizer
+            lists = []
+            for b in range(q.B):
+                order = np.argsort(self.codes[:, b], kind="stable")
+                bounds = np.searchsorted(self.codes[order, b], np.arange(q.W + 1))
+                lists.append([order[bounds[w] : bounds[w + 1]] for w in range(q.W)])
+            rnorm2 = np.empty(self.nb, dtype=np.float32)
+            for b0 in range(0, self.nb, 1 << 15):
+                rec = q.decode(self.codes[b0 : b0 + (1 << 15)])
+                rnorm2[b0 : b0 + len(rec)] = (rec * rec).sum(1)
+            self._lists = (lists, rnorm2)
+        return self._lists
+
     @staticmethod
     def _probe_table(scores: np.ndarray, nprobe: int) -> np.ndarray:
         """scores float32 (nq, B, W) -> bool (nq, B, W): the nprobe best codewords per codebook."""
