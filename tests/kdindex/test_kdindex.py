@@ -218,3 +218,13 @@ def test_bad_inputs():
         KDIndex("PQ", K=4).fit(xb, xq)
     with pytest.raises(RuntimeError):
         KDIndex("PQ").search(xq, 5)
+
+
+def test_public_names_load_lazily():
+    import kdindex
+    from kdindex.api import KDIndex
+    from kdindex.train import TrainConfig
+
+    assert kdindex.KDIndex is KDIndex and kdindex.TrainConfig is TrainConfig
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        kdindex.Nope  # noqa: B018

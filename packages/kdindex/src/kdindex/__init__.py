@@ -10,7 +10,7 @@ Public API:
 - `KDIndex` (`kdindex.api`): the distilled student index (Sec. 3, Algorithm 2): fit / search /
   save / load; its parts are `kdindex.losses` (Eq. 2, 4-6), `kdindex.balance` (Algorithm 1),
   `kdindex.student` (differentiable PQ / OPQ / AQ, ADC search), `kdindex.train` (Algorithm 2).
-  They import torch, so they are not imported here.
+  They import torch: `kdindex.KDIndex` and `kdindex.TrainConfig` load on first access.
 
 Table producers live in `kdindex.tables` (entry point `annrepro.tables`).
 """
@@ -20,6 +20,7 @@ from .quantizers import KINDS, CodebookQuantizer, pad_dim, quantizer_memory_byte
 from .teacher import HNSWTeacher, hnsw_memory_bytes_estimate
 
 __all__ = [
+    "KDIndex",
     "KINDS",
     "CodebookQuantizer",
     "HNSWTeacher",
@@ -29,6 +30,20 @@ __all__ = [
     "posting_list_sizes",
     "quantizer_memory_bytes",
     "train_quantizer",
+    "TrainConfig",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # torch is imported on first use of the learned index only
+    if name == "KDIndex":
+        from .api import KDIndex
+
+        return KDIndex
+    if name == "TrainConfig":
+        from .train import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module 'kdindex' has no attribute {name!r}")
