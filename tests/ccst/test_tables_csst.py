@@ -6,6 +6,7 @@ returned (dataset, row, column) must exist in the published CSV.
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -211,3 +212,30 @@ def test_transform_into_given_array(pixels):
     np.testing.assert_allclose(out, model.transform(pixels), rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="out must be float32"):
         model.transform(pixels, out=np.zeros((200, 3), dtype=np.float32))
+
+
+def test_comp_rows_measure_gpu_memory_only_on_a_gpu(monkeypatch):
+    """gpu_mem_gb (Tables 1-2 'Comp' rows) is torch's peak GPU memory of the compression when
+    CSST runs on CUDA; on the CPU the cell is absent and a note says why."""
+
+    class Model:
+        device = "cpu"
+
+        def transform(self, x, max_memory_mb=None, out=None):
+            return x[:, :2].copy()
+
+    x = np.ones((5, 4), np.float32)
+    ctx = SimpleNamespace(params={}, threads=1, notes=[])
+    ctx.note = ctx.notes.append
+    _, _, gpu = tables._compress_measured(Model(), x, ctx)
+    assert gpu is None and any("gpu_mem_gb not measured" in n for n in ctx.notes)
+    assert "gpu_mem_gb" not in tables._comp_row("GIST1M", 2, "compress_s", 1.0, gpu)
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 1.5e9)
+    Model.device = "cuda:0"
+    _, _, gpu = tables._compress_measured(Model(), x, ctx)
+    assert calls == ["reset"] and gpu == 1.5
+    row = tables._comp_row("GIST1M", 2, "compress_s", 1.0, gpu)
+    assert row == {"dataset": "GIST1M", "row": "Comp cf=2", "compress_s": 1.0, "gpu_mem_gb": 1.5}
