@@ -106,9 +106,14 @@ def evaluate_baseline(kind: str, ds, seed: int, p: dict) -> dict:
     }
 
 
-def _mean_std_row(paper_name: str, row: str, runs: list[dict], cols) -> dict:
+def _mean_std_row(
+    paper_name: str, row: str, runs: list[dict], cols, seeds=(), per_seed: dict | None = None
+) -> dict:
     """One table row from per-seed runs: the mean of each column and, with more than one run,
-    its sample std (ddof = 1, as '± std' over the paper's 5 runs) under "<column>:std"."""
+    its sample std (ddof = 1, as '± std' over the paper's 5 runs) under "<column>:std".
+    per_seed (optional) receives {row: {seed: run}} for the paired t-test of Table 2."""
+    if per_seed is not None:
+        per_seed[row] = dict(zip(seeds, runs, strict=True))
     out = {"dataset": paper_name, "row": row}
     for c in cols:
         v = np.array([r[c] for r in runs])
@@ -118,7 +123,7 @@ def _mean_std_row(paper_name: str, row: str, runs: list[dict], cols) -> dict:
     return out
 
 
-def learned_baseline_rows(ctx, paper_name: str, ds) -> list[dict]:
+def learned_baseline_rows(ctx, paper_name: str, ds, per_seed: dict | None = None) -> list[dict]:
     """Table 2 rows of the re-implemented learned baselines (kdindex.learned_baselines: DiffPQ,
     DeepPQ, GCD, RepCONC, PQVAE), trained with KDindex's distillation objective on the same
     teacher-labelled training queries as KDindex (Sec. 4.1) and searched through the same
@@ -141,7 +146,7 @@ def learned_baseline_rows(ctx, paper_name: str, ds) -> list[dict]:
                     name, ds, xt, labels, seed, {**_baseline_params(p), **lb}
                 )
             runs.append(_BASELINE_CACHE[key])
-        rows.append(_mean_std_row(paper_name, name, runs, cols))
+        rows.append(_mean_std_row(paper_name, name, runs, cols, seeds, per_seed))
         times.append(
             f"{name} {np.mean([r['train_s'] for r in runs]):.1f} s, "
             f"{100 * np.mean([r['scanned'] for r in runs]):.1f}% of the base scored per query"
@@ -163,7 +168,9 @@ def _baseline_key(ds, kind: str, seed: int, p: dict) -> tuple:
     return (ds.name, kind, seed) + tuple(p.get(n) for n in names)
 
 
-def baseline_rows(ctx, paper_name: str, ds, kinds=KINDS) -> list[dict]:
+def baseline_rows(
+    ctx, paper_name: str, ds, kinds=KINDS, per_seed: dict | None = None
+) -> list[dict]:
     """Table 2 / Table 5 rows of the faiss baselines on one data set: mean and sample std
     (ddof = 1) over `n_seeds` seeds ctx.seed, ctx.seed + 1, ...; std under "<column>:std"."""
     p = ctx.params
@@ -178,7 +185,7 @@ def baseline_rows(ctx, paper_name: str, ds, kinds=KINDS) -> list[dict]:
             if key not in _BASELINE_CACHE:
                 _BASELINE_CACHE[key] = evaluate_baseline(kind, ds, seed, p)
             runs.append(_BASELINE_CACHE[key])
-        rows.append(_mean_std_row(paper_name, kind, runs, cols))
+        rows.append(_mean_std_row(paper_name, kind, runs, cols, seeds, per_seed))
         scanned.append(f"{kind} {100 * np.mean([r['scanned'] for r in runs]):.1f}%")
     ctx.note(
         f"{paper_name} ({ds.name}): {len(seeds)} seeds; nprobe={p['nprobe']} of W={p['W']} "
@@ -208,10 +215,52 @@ def table2(spec, ctx):
     _check_shared_standins(ctx, spec.datasets(ctx.scale))
     rows = []
     for name, ds in ctx.each_dataset():
-        rows += baseline_rows(ctx, name, ds)
-        rows += learned_baseline_rows(ctx, name, ds)
-        rows += kdindex_rows(ctx, name, ds)
+        per_seed: dict = {}
+        rows += baseline_rows(ctx, name, ds, per_seed=per_seed)
+        rows += learned_baseline_rows(ctx, name, ds, per_seed=per_seed)
+        rows += kdindex_rows(ctx, name, ds, per_seed=per_seed)
+        ctx.note(paired_t_test_note(name, ds, per_seed, f"recall@{int(ctx.params.get('k', 10))}"))
     return rows
+
+
+def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Two-sided paired t-test of a against b (same seeds): (t, p). Needs two pairs or more;
+    identical pairs give (nan, nan)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"a paired t-test needs two or more pairs; got {a.size} and {b.size}")
+    res = stats.ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def paired_t_test_note(paper_name: str, ds, per_seed: dict, column: str) -> str:
+    """Table 2 caption: 'The improvement over the strongest baseline is statistically significant
+    on a paired t-test (p < 0.05)': the best KDindex row against the best other row by mean
+    `column`, paired over the seeds both ran."""
+
+    def mean(row):
+        return np.mean([r[column] for r in per_seed[row].values()])
+
+    kd = [r for r in per_seed if r.startswith("KDindex")]
+    other = [r for r in per_seed if not r.startswith("KDindex")]
+    if not kd or not other:
+        return f"{paper_name}: no paired t-test (KDindex or baseline rows missing)"
+    best_kd, best_base = max(kd, key=mean), max(other, key=mean)
+    seeds = sorted(set(per_seed[best_kd]) & set(per_seed[best_base]))
+    head = (
+        f"{paper_name} ({ds.name}): paired t-test on {column}, best KDindex {best_kd} "
+        f"({100 * mean(best_kd):.2f}) vs strongest baseline {best_base} "
+        f"({100 * mean(best_base):.2f}) over seeds {seeds}: "
+    )
+    if len(seeds) < 2:
+        return head + "not computed (fewer than two common seeds)"
+    a = [per_seed[best_kd][s][column] for s in seeds]
+    b = [per_seed[best_base][s][column] for s in seeds]
+    t, p = paired_t_test(a, b)
+    verdict = "significant" if p < 0.05 and t > 0 else "not significant"
+    return head + f"t = {t:.3g}, two-sided p = {p:.3g} ({verdict} at 0.05)"
 
 
 # Table 5 columns (Sec. 4.6) -> `evaluate_kdindex` variant
@@ -455,6 +504,7 @@ def kdindex_rows(
     loss: str | None = None,
     K: int | None = None,
     row: str | None = None,
+    per_seed: dict | None = None,
 ) -> list[dict]:
     """KDindex rows on one data set: per student kind, mean and sample std (ddof = 1) over
     `kd_n_seeds` seeds (default `n_seeds`) ctx.seed, ctx.seed + 1, ...; std under
@@ -476,7 +526,7 @@ def kdindex_rows(
             if key not in _KD_CACHE:
                 _KD_CACHE[key] = evaluate_kdindex(kind, ds, xt, labels, seed, p, variant, loss, K)
             runs.append(_KD_CACHE[key])
-        rows.append(_mean_std_row(paper_name, name, runs, cols))
+        rows.append(_mean_std_row(paper_name, name, runs, cols, seeds, per_seed))
         notes.append(
             f"{name} {np.mean([r['train_s'] for r in runs]):.1f} s, "
             f"{100 * np.mean([r['scanned'] for r in runs]):.1f}% of the base scored per query"
