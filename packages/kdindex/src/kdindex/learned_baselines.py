@@ -63,7 +63,6 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 import torch.nn.functional as F
-from annrepro.metrics import mrr_at, ndcg_at, recall_at
 from annrepro.timing import Timer
 from torch import nn
 from tqdm.auto import tqdm
@@ -77,7 +76,7 @@ from .losses import (
     reconstruction_loss,
     weighted_kl_loss,
 )
-from .posting import PostingListIndex
+from .posting import PostingListIndex, search_scores
 from .quantizers import CodebookQuantizer, pad_dim, train_quantizer
 from .student import Student
 
@@ -782,12 +781,4 @@ def evaluate_learned_baseline(
     losses = [round(c["loss"], 4) for c in curve]
     log.info("%s on %s: epoch losses %s, %.1f s", name, getattr(ds, "name", "?"), losses, t.s)
     index = model.index(np.ascontiguousarray(xb, dtype=np.float32))
-    _, I, ncand = index.search(ds.xq, k, int(p["nprobe"]), return_ncand=True)
-    gt = ds.gt(k)
-    return {
-        f"recall@{k}": recall_at(I, gt, k),
-        f"ndcg@{k}": ndcg_at(I, gt, k),
-        f"mrr@{k}": mrr_at(I, gt, k),
-        "scanned": float(ncand.mean() / ds.nb),
-        "train_s": t.s,
-    }
+    return {**search_scores(index, ds, k, p["nprobe"]), "train_s": t.s}

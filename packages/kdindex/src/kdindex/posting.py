@@ -35,6 +35,22 @@ __all__ = ["PostingListIndex", "posting_list_sizes"]
 log = logging.getLogger(__name__)
 
 
+def search_scores(index, ds, k: int, nprobe: int) -> dict:
+    """Search ds.xq (annrepro Dataset) in `index` through its nprobe best lists per codebook and
+    score the top-k against ds.gt(k): fractions {"recall@k", "ndcg@k", "mrr@k"} (Table 2's
+    metrics, annrepro.metrics) and "scanned", the mean share of the base scored per query."""
+    from annrepro.metrics import mrr_at, ndcg_at, recall_at
+
+    _, I, ncand = index.search(ds.xq, k, int(nprobe), return_ncand=True)
+    gt = ds.gt(k)
+    return {
+        f"recall@{k}": recall_at(I, gt, k),
+        f"ndcg@{k}": ndcg_at(I, gt, k),
+        f"mrr@{k}": mrr_at(I, gt, k),
+        "scanned": float(ncand.mean() / ds.nb),
+    }
+
+
 def posting_list_sizes(codes: np.ndarray, W: int) -> np.ndarray:
     """codes: int (n, B) -> int64 (B, W): length of every posting list (Sec. 3.4 balance)."""
     codes = np.asarray(codes)

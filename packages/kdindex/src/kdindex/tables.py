@@ -32,12 +32,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from annrepro.metrics import mrr_at, ndcg_at, recall_at
+from annrepro.metrics import recall_at
 from annrepro.plotting import pyplot_or_note, save_figure, write_points
 from annrepro.tables import register
 from annrepro.timing import Timer
 
-from .posting import PostingListIndex
+from .posting import PostingListIndex, search_scores
 from .quantizers import KINDS, quantizer_memory_bytes, train_quantizer
 from .teacher import HNSWTeacher
 
@@ -95,15 +95,7 @@ def evaluate_baseline(kind: str, ds, seed: int, p: dict) -> dict:
             aq_refine=bool(p["aq_refine"]),
         )
     index = PostingListIndex(qz, ds.metric, xb=ds.xb)
-    _, I, ncand = index.search(ds.xq, k, int(p["nprobe"]), return_ncand=True)
-    gt = ds.gt(k)
-    return {
-        f"recall@{k}": recall_at(I, gt, k),
-        f"ndcg@{k}": ndcg_at(I, gt, k),
-        f"mrr@{k}": mrr_at(I, gt, k),
-        "scanned": float(ncand.mean() / ds.nb),
-        "train_s": t.s,
-    }
+    return {**search_scores(index, ds, k, p["nprobe"]), "train_s": t.s}
 
 
 def _mean_std_row(
@@ -443,13 +435,8 @@ def evaluate_kdindex(
     k = int(p.get("k", 10))
     with Timer() as t:
         index = fit_kdindex(kind, ds, xt, labels, seed, p, variant, loss, K)
-    _, I, ncand = index.search(ds.xq, k, nprobe=int(p["nprobe"]), return_ncand=True)
-    gt = ds.gt(k)
     return {
-        f"recall@{k}": recall_at(I, gt, k),
-        f"ndcg@{k}": ndcg_at(I, gt, k),
-        f"mrr@{k}": mrr_at(I, gt, k),
-        "scanned": float(ncand.mean() / ds.nb),
+        **search_scores(index, ds, k, p["nprobe"]),
         "memory_bytes": index.memory_bytes()["total"],
         "train_s": t.s,
         "best_epoch": index.result.best_epoch,
