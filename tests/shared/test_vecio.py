@@ -1,4 +1,5 @@
 """Vector IO round trips and every bad-input case of the foundation issue."""
+import os
 
 import numpy as np
 import pytest
@@ -148,3 +149,25 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         write_vectors(p, _data(".fvecs", n=2))
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["x.fvecs"]  # no temporary left behind
+
+
+def test_atomic_files_follow_the_umask(tmp_path):
+    from annrepro.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.csv", "a\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_temporaries_are_unique(tmp_path):
+    from annrepro.atomic import atomic_path
+
+    with atomic_path(tmp_path / "m.pt") as a, atomic_path(tmp_path / "m.pt") as b:
+        assert a != b
+        a.write_text("a")
+        b.write_text("b")
+    assert (tmp_path / "m.pt").read_text() == "a"  # the outer block renamed last
+    assert [f.name for f in tmp_path.iterdir()] == ["m.pt"]

@@ -14,11 +14,12 @@ Formats:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+# re-exported: vecio was their first home; annrepro.atomic is the one implementation
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 __all__ = [
     "VectorFileError",
@@ -243,7 +244,7 @@ def write_vectors(path, x: np.ndarray) -> None:
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise VectorFileError(path, f"refusing to write an array of shape {x.shape}")
     if layout == "npy":
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             np.save(tmp, x)
         return
     if dtype.kind in "iu":
@@ -257,39 +258,6 @@ def write_vectors(path, x: np.ndarray) -> None:
         header = np.array(x.shape, dtype="<u4").tobytes()
         data = header + np.ascontiguousarray(x, dtype=dtype).tobytes()
     atomic_write_bytes(path, data)
-
-
-class _atomic:
-    """Context manager yielding a temporary path beside `path`, renamed onto it on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=self.path.suffix
-        )
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write bytes to path atomically: readers see the old file or the whole new one."""
-    with _atomic(Path(path)) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # Named helpers, verb first (STYLE.md). Each checks the extension it is named for.
