@@ -46,8 +46,11 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own cache and results folders (never the user's)."""
+    """Each test session gets its own cache and results folders (never the user's), and no
+    behaviour switch of the caller's environment (nox sets ANNREPRO_AUTO_FETCH=1 on a machine
+    without ../shared): a test that wants one sets it itself."""
     base = tmp_path_factory.getbasetemp()
+    monkeypatch.delenv("ANNREPRO_AUTO_FETCH", raising=False)
     monkeypatch.setenv("ANNREPRO_CACHE", str(base / "cache"))
     monkeypatch.setenv("ANNREPRO_RESULTS", str(base / "results"))
 
