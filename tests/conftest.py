@@ -17,6 +17,9 @@ os.environ["ANNREPRO_THREADS"] = "1"
 for var, value in (
     ("FAISS_SIMD_LEVEL", "AVX2"),
     ("OPENBLAS_CORETYPE", "Haswell"),
+    # OpenBLAS sizes some GEMM blocks by the L2 cache it detects; this project's AMD machines set
+    # 512 (KiB) in their environment, so the same value everywhere gives one summation order
+    ("OPENBLAS_L2_SIZE", "512"),
     ("MKL_CBWR", "AVX2"),
     ("ONEDNN_MAX_CPU_ISA", "AVX2"),
     ("ATEN_CPU_CAPABILITY", "avx2"),

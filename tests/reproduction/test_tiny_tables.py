@@ -15,10 +15,49 @@ import pytest
 from annrepro.tables import compare_run, find_specs, producers, run_table
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
+MACHINE_FILE = SNAPSHOTS / "MACHINE.txt"
 UPDATE = os.environ.get("ANNREPRO_UPDATE_SNAPSHOTS") == "1"
-# Tight: tiny runs are single-threaded, seeded, and faiss is pinned to one SIMD level (conftest);
-# only floating-point summation order across library builds may move a value.
+# Tight on the kind of CPU the snapshots were made on: tiny runs are single-threaded, seeded, and
+# the kernels are pinned to AVX2 (conftest), so only the last bits of a float may move there.
 ABS_TOL = 1e-6
+# On another kind of x86-64 CPU the BLAS libraries (torch's MKL, numpy's and faiss's OpenBLAS)
+# still block their loops by the detected cache sizes, so sums come out in another order; a
+# near-tie then flips and a trained network or a k-means takes another path. Seen on an Intel
+# AVX-512 machine against snapshots made on AMD AVX2: 1 to 2 queries of 100 moved in five tables
+# (ccst.table3 Catalyst+PQ 1-recall@5 36 vs 38, kdindex.table2 GCD recall@10 34.1 vs 34.05), and
+# only in per-query means. So there, and only there, a column that is a mean over the queries of
+# a per-query value in [0, 1] (unit "%": recalls, NDCG, MRR, shares of queries) may move by
+# OTHER_CPU_QUERIES queries' worth (100 / nq points each); every other column stays at ABS_TOL.
+OTHER_CPU_QUERIES = 2
+
+
+def machine_kind() -> str:
+    """What decides the kernels' summation order: CPU vendor, model and widest SIMD level."""
+    vendor = model = ""
+    flags: set = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "vendor_id" and not vendor:
+                vendor = value.strip()
+            elif key == "model name" and not model:
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        import platform
+
+        return f"{platform.machine()} {platform.processor()}".strip()
+    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    return f"{vendor} | {model} | {simd}"
+
+
+def cell_tolerance(spec, column: str, nq: int | None, same_machine: bool) -> float:
+    """The tolerance of one snapshot cell (see OTHER_CPU_QUERIES)."""
+    if same_machine or spec.columns[column].unit != "%" or not nq:
+        return ABS_TOL
+    return OTHER_CPU_QUERIES * 100.0 / nq + ABS_TOL
 
 
 def _tiny_specs():
@@ -68,6 +107,7 @@ def test_table_tiny_matches_snapshot(spec, tmp_path):
         if not UPDATE:
             pytest.fail(f"no snapshot for {spec.id}: run with ANNREPRO_UPDATE_SNAPSHOTS=1")
         snap.write_text(text)
+        MACHINE_FILE.write_text(machine_kind() + "\n")
         return
     want = {
         (r["dataset"], r["row"], r["column"]): float(r["measured"])
@@ -78,5 +118,27 @@ def test_table_tiny_matches_snapshot(spec, tmp_path):
         for r in csv.DictReader(io.StringIO(text))
     }
     assert sorted(got) == sorted(want), "cells differ from the snapshot"
-    bad = {k: (got[k], want[k]) for k in want if not math.isclose(got[k], want[k], abs_tol=ABS_TOL)}
-    assert not bad, f"{spec.id}: values moved from the snapshot (got, want): {bad}"
+    made_on = MACHINE_FILE.read_text().strip() if MACHINE_FILE.exists() else ""
+    same = made_on == machine_kind()
+    nqs = {ds: info.get("nq") for ds, info in prov["datasets"].items()}
+    bad = {
+        k: (got[k], want[k])
+        for k in want
+        if not math.isclose(
+            got[k], want[k], abs_tol=cell_tolerance(spec, k[2], nqs.get(k[0]), same)
+        )
+    }
+    where = "this kind of CPU" if same else f"another CPU than the snapshots' ({made_on})"
+    assert not bad, f"{spec.id}: values moved from the snapshot on {where} (got, want): {bad}"
+
+
+def test_cross_cpu_tolerance_is_per_query_and_only_for_query_means():
+    """Two queries of 100 on per-query means, nothing on any other column or on the same CPU."""
+    spec = next(s for s in SPECS if any(c.unit == "%" for c in s.columns.values()))
+    pct = next(n for n, c in spec.columns.items() if c.unit == "%")
+    assert cell_tolerance(spec, pct, 100, same_machine=True) == ABS_TOL
+    assert cell_tolerance(spec, pct, 100, same_machine=False) == pytest.approx(2.0, abs=1e-5)
+    assert cell_tolerance(spec, pct, 200, same_machine=False) == pytest.approx(1.0, abs=1e-5)
+    other = [n for n, c in spec.columns.items() if c.unit != "%"]
+    for n in other:
+        assert cell_tolerance(spec, n, 100, same_machine=False) == ABS_TOL
