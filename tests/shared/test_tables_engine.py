@@ -232,3 +232,151 @@ def test_timing_flag_marks_a_ratio_of_timings(toy):
     (toy / "toy" / "table9.toml").write_text(spec_text.replace("timing = true", 'timing = "yes"'))
     with pytest.raises(SpecError, match="timing must be true or false"):
         load_spec(toy / "toy" / "table9.toml")
+
+
+# ------------------------------------------------------------------ units, intervals, results
+def _one(spec_text, toy, **cols):
+    (toy / "toy" / "table9.toml").write_text(spec_text)
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        return [{"dataset": "Toy", "row": "A", **cols}]
+
+    return run_table(load_spec(toy / "toy" / "table9.toml"), "tiny", write=False)
+
+
+UNITS_IN_USE = {  # every unit of paper_tables/*/*.toml: (producer's value, published value)
+    "%": (0.25, 25.0),
+    "GB": (1.19e9, 1.19),
+    "h": (7200.0, 2.0),
+    "ms": (0.5, 500.0),
+    "s": (3.0, 3.0),
+    "x": (2.5, 2.5),
+    "bits": (64, 64.0),
+    "dims": (24, 24.0),
+    "fraction": (0.3, 0.3),
+    "points": (79, 79.0),
+    "q/s": (1000.0, 1000.0),
+    "queries": (5, 5.0),
+    "vectors": (10, 10.0),
+    "": (0.7, 0.7),
+}
+
+
+def test_every_unit_in_use_is_converted_once(toy):
+    import glob
+    from pathlib import Path
+    import tomllib
+
+    from annrepro.paths import tables_root
+
+    used = set()
+    for f in glob.glob(str(tables_root() / "*" / "*.toml")):
+        cols = tomllib.loads(Path(f).read_text()).get("columns", {})
+        used |= {c.get("unit", "") for c in cols.values()}
+    assert used <= set(UNITS_IN_USE), f"units without a test: {used - set(UNITS_IN_USE)}"
+    for unit, (given, published) in UNITS_IN_USE.items():
+        text = SPEC.replace('[columns.build_s]\nunit = "s"', f'[columns.build_s]\nunit = "{unit}"')
+        run = _one(text, toy, build_s=given)
+        assert run.error is None, (unit, run.error)
+        assert run.measured[("Toy", "A", "build_s")][0] == pytest.approx(published), unit
+
+
+def test_a_producer_that_converted_itself_is_refused(toy):
+    gb = SPEC.replace('[columns.build_s]\nunit = "s"', '[columns.build_s]\nunit = "GB"')
+    run = _one(gb, toy, build_s=1.19)  # already GB: would print 1.19e-09
+    assert "bytes is implausibly small" in run.error and "build_s" in run.error
+    run = _one(SPEC, toy, **{"1-recall@1": 36.0})  # already a percentage: would print 3600
+    assert "36.0 is not a fraction in [0, 1]" in run.error
+
+
+def test_per_query_values_give_a_bootstrap_interval(toy, tmp_path):
+    import numpy as np
+
+    per_query = np.random.default_rng(0).random(400) * 0.6  # 10-recall-like values, not 0/1
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        v = float(per_query.mean())
+        return [{"dataset": "Toy", "row": "A", "1-recall@1": v, "1-recall@1:per_query": per_query}]
+
+    (spec,) = find_specs("toy.table9")
+    run = run_table(spec, "tiny")
+    lo, hi = run.intervals[("Toy", "A", "1-recall@1")]
+    mean, sem = 100 * per_query.mean(), 100 * per_query.std(ddof=1) / np.sqrt(400)
+    assert lo < mean < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * sem, rel=0.15)  # the normal interval, roughly
+    again = run_table(spec, "tiny")  # seeded: the same interval every run
+    assert again.intervals == run.intervals
+    from annrepro.tables import load_run
+
+    assert load_run(spec, "tiny").intervals[("Toy", "A", "1-recall@1")] == pytest.approx((lo, hi))
+    assert f"[{lo:.1f}, {hi:.1f}]" in write_report().read_text()
+
+
+def test_no_binomial_interval_on_values_that_are_not_zero_one(toy):
+    from annrepro.tables.report import _ci
+
+    text = SPEC.replace('"1-recall@1"', '"10-recall@10"').replace("1-recall@1", "10-recall@10")
+    (toy / "toy" / "table9.csv").write_text(CSV.replace("1-recall@1", "10-recall@10"))
+    (toy / "toy" / "table9.toml").write_text(text)
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ctx.dataset("Toy")
+        return [{"dataset": "Toy", "row": "A", "10-recall@10": 0.5}]
+
+    spec = load_spec(toy / "toy" / "table9.toml")
+    comp = compare_run(spec, run_table(spec, "tiny"))
+    (cell,) = [c for c in comp.cells if c.row == "A" and c.column == "10-recall@10"]
+    assert _ci(comp, cell) == ""
+
+
+def test_a_failing_rerun_keeps_the_good_result(toy, tmp_path):
+    state = {"fail": False}
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ctx.dataset("Toy")
+        if state["fail"]:
+            raise RuntimeError("out of memory")
+        return [{"dataset": "Toy", "row": "A", "1-recall@1": 0.9}]
+
+    (spec,) = find_specs("toy.table9")
+    out = tmp_path / "results" / "tiny"
+    assert run_table(spec, "tiny").error is None
+    good = (out / "toy.table9.csv").read_bytes()
+    state["fail"] = True
+    assert "out of memory" in run_table(spec, "tiny").error
+    assert (out / "toy.table9.csv").read_bytes() == good
+    report = write_report().read_text()
+    assert "The latest rerun failed" in report and "out of memory" in report
+    assert "| Toy | A | 1-recall@1 | 90.0 | 90.00" in report  # still shown
+    state["fail"] = False
+    assert run_table(spec, "tiny").error is None
+    assert not (out / "toy.table9.failed.json").exists()
+    assert "The latest rerun failed" not in write_report().read_text()
+
+
+def test_reproduce_resumes_what_is_up_to_date(toy, tmp_path):
+    from annrepro.tables.reproduce import reproduce
+
+    calls = []
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ctx.dataset("Toy")
+        calls.append(ctx.params["k"])
+        return [{"dataset": "Toy", "row": "A", "1-recall@1": 0.9}]
+
+    lines = []
+    specs = find_specs("toy.table9")
+    assert reproduce(specs, "tiny", echo=lines.append)[0][1] == "ran"
+    assert reproduce(specs, "tiny", echo=lines.append)[0][1] == "up to date"
+    assert calls == [3] and any("up to date" in ln for ln in lines)
+    assert any(ln.startswith("timings [tiny]") for ln in lines)
+    assert reproduce(specs, "tiny", force=True, echo=lines.append)[0][1] == "ran"
+    assert reproduce(specs, "tiny", seed=1, echo=lines.append)[0][1] == "ran"  # another seed
+    (toy / "toy" / "table9.toml").write_text(SPEC.replace("k = 3", "k = 4"))  # spec changed
+    assert reproduce(find_specs("toy.table9"), "tiny", echo=lines.append)[0][1] == "ran"
+    assert calls == [3, 3, 3, 4]

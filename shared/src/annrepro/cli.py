@@ -20,26 +20,23 @@ __all__ = ["main", "reproduce_paper"]
 
 def _reproduce(args) -> int:
     from .paths import results_root
-    from .tables import compare_run, find_specs, run_table, write_report
+    from .tables import find_specs, write_report
+    from .tables.reproduce import reproduce
 
     specs = find_specs(args.tables)
-    out_dir = results_root() / args.scale
-    failed = 0
-    for spec in specs:
-        print(f"running {spec.id} [{args.scale}] ...", flush=True)
-        run = run_table(
-            spec,
-            args.scale,
-            seed=args.seed,
-            n_threads=args.threads,
-            out_dir=out_dir,
-            progress=not args.no_progress,
-        )
-        comp = compare_run(spec, run)
-        print(f"  {comp.summary_line()}  ({run.provenance['wall_s']:.1f} s)", flush=True)
-        failed += run.error is not None
+    done = reproduce(
+        specs,
+        args.scale,
+        seed=args.seed,
+        n_threads=args.threads,
+        out_dir=results_root() / args.scale,
+        progress=not args.no_progress,
+        force=args.force,
+        echo=lambda line: print(line, flush=True),
+    )
     path = write_report()
     print(f"report: {path}")
+    failed = sum(status == "failed" for _, status, *_ in done)
     if failed:
         print(f"{failed} of {len(specs)} tables failed (see the report)", file=sys.stderr)
     return 1 if failed else 0
@@ -115,6 +112,9 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=None, help="threads for index building")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument(
+        "--force", action="store_true", help="recompute tables whose results are up to date"
+    )
     r.set_defaults(fn=_reproduce)
 
     rp = sub.add_parser("report", help="(re)write results/REPORT.md from the results on disk")

@@ -35,11 +35,16 @@ def _fmt(v, digits=4):
 
 
 def _ci(comp: Comparison, cell) -> str:
-    col = comp.spec.columns[cell.column]
-    if cell.measured is None or col.unit != "%" or "recall" not in cell.column:
+    """The cell's 95 % interval (see the module docstring), or ""."""
+    if cell.measured is None:
         return ""
+    stored = comp.run.intervals.get((cell.dataset, cell.row, cell.column))
+    if stored is not None:
+        return f" [{stored[0]:.1f}, {stored[1]:.1f}]"
+    col = comp.spec.columns[cell.column]
+    binary = col.unit == "%" and cell.column.startswith("1-recall@")  # 0/1 per query
     info = comp.run.provenance.get("datasets", {}).get(cell.dataset)
-    if not info:
+    if not binary or cell.measured_std is not None or not info:  # a mean over seeds is not 0/1
         return ""
     lo, hi = binomial_ci(cell.measured / 100, info["nq"])
     return f" [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -103,6 +108,14 @@ def _table_md(comp: Comparison, base: Path | None = None) -> list[str]:
         ]
     if run.error:
         L += ["", f"**ERROR**: {run.error}"]
+    if run.failed_rerun:
+        f = run.failed_rerun
+        L += [
+            "",
+            f"**The latest rerun failed** ({f.get('started', '?')}, commit "
+            f"`{str(f.get('git_commit', '?'))[:12]}`): {f.get('error')}. The numbers below are "
+            f"the earlier good run's ({prov.get('started', '?')}).",
+        ]
     if prov.get("pending"):
         L += ["", f"*Not produced*: {prov['pending']}."]
     L += [
@@ -138,6 +151,22 @@ def _table_md(comp: Comparison, base: Path | None = None) -> list[str]:
     return L
 
 
+def _timing_md(comps: list[Comparison]) -> list[str]:
+    """Wall time of each table's last run and their sum, with the threads each used."""
+    L = ["| table | wall time | threads | started | commit |", "|---|---|---|---|---|"]
+    total = 0.0
+    for c in comps:
+        p = c.run.provenance
+        wall = float(p.get("wall_s") or 0.0)
+        total += wall
+        L.append(
+            f"| {c.spec.id} | {wall / 60:.1f} min | {p.get('threads', '?')} | "
+            f"{p.get('started', '?')} | `{str(p.get('git_commit', '?'))[:12]}` |"
+        )
+    L += [f"| **all** | **{total / 60:.1f} min** | | | |", ""]
+    return L
+
+
 def write_report(pattern: str = "*", path: Path | None = None, root: Path | None = None) -> Path:
     """Write REPORT.md for every table that has results; returns its path."""
     root = root or results_root()
@@ -150,8 +179,8 @@ def write_report(pattern: str = "*", path: Path | None = None, root: Path | None
         "sets that are much smaller than the papers' (differences from the paper are expected "
         "and say nothing about the method by themselves), `full` uses the papers' own data. "
         "Timings are measured on this machine and shown as `info`, or compared as ratios to a "
-        "baseline row of the same run. Recall cells show a 95 % Wilson interval over the "
-        "queries."
+        "baseline row of the same run. Brackets are 95 % intervals over the queries: a "
+        "bootstrap of the per-query values, or for a single run's 1-recall the Wilson interval."
     )
     L.append("")
     if not comps:
@@ -161,6 +190,7 @@ def write_report(pattern: str = "*", path: Path | None = None, root: Path | None
         if not sc:
             continue
         L += [f"## Scale `{scale}`", "", "```"] + [c.summary_line() for c in sc] + ["```", ""]
+        L += _timing_md(sc)
         for c in sc:
             L += _table_md(c, base=path.parent.resolve())
     atomic_write_text(path, "\n".join(L) + "\n")

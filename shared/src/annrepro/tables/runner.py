@@ -9,6 +9,7 @@ Outputs per table and scale, under `results/<scale>/`:
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import io
 import json
@@ -162,6 +163,35 @@ class TableRun:
     measured: dict  # (dataset, row, column) -> (value in published unit, std or None)
     provenance: dict
     error: str | None = None
+    # (dataset, row, column) -> (lo, hi): 95 % bootstrap interval over the queries, published unit
+    intervals: dict = field(default_factory=dict)
+    # a later rerun that failed while these (older, good) results were kept: its provenance
+    failed_rerun: dict | None = None
+
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query values (seeded, deterministic).
+
+    values: (nq,) per-query values, e.g. each query's 10-recall@10 (not 0/1, so the binomial
+    interval does not apply). BOOTSTRAP_RESAMPLES resamples of the queries with replacement."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError("per-query values must be a non-empty array of finite numbers")
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = np.empty(BOOTSTRAP_RESAMPLES)
+    step = max(1, 2_000_000 // v.size)  # resamples per block: bounded memory for large nq
+    for i in range(0, BOOTSTRAP_RESAMPLES, step):
+        n = min(step, BOOTSTRAP_RESAMPLES - i)
+        means[i : i + n] = v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 def _faiss_simd_level() -> str:
@@ -203,13 +233,22 @@ def _versions(paper: str) -> dict:
     return out
 
 
-def _accept(spec: TableSpec, rows) -> dict:
-    """Validate producer rows; return (dataset, row, column) -> (value, std) in published units."""
+PER_QUERY = ":per_query"
+
+
+def _accept(spec: TableSpec, rows) -> tuple[dict, dict]:
+    """Validate producer rows; return ((dataset, row, column) -> (value, std),
+    (dataset, row, column) -> (lo, hi)), both in published units.
+
+    A row's value for a column is in the column's `measured_unit` (spec.MEASURED_UNITS: a
+    fraction for "%", bytes for "GB", seconds for "h"); the runner alone converts. A row may give
+    `"<column>:std"` (same unit) and `"<column>:per_query"`: the per-query values whose mean is
+    the cell (same unit), from which the runner computes a 95 % bootstrap interval."""
     if not isinstance(rows, list):
         raise ProducerError(f"{spec.id}: producer returned {type(rows).__name__}, not a list")
     known_ds = set(spec.datasets("tiny")) | set(spec.datasets("small")) | set(spec.datasets("full"))
     known_ds |= {c.dataset for c in spec.cells}
-    out = {}
+    out, intervals = {}, {}
     for r in rows:
         if not isinstance(r, dict) or "dataset" not in r or "row" not in r:
             raise ProducerError(f"{spec.id}: each row must be a dict with 'dataset' and 'row': {r}")
@@ -217,7 +256,7 @@ def _accept(spec: TableSpec, rows) -> dict:
         if ds not in known_ds:
             raise ProducerError(f"{spec.id}: row {name!r} names unknown data set {ds!r}")
         for key, v in r.items():
-            if key in ("dataset", "row") or key.endswith(":std"):
+            if key in ("dataset", "row") or key.endswith(":std") or key.endswith(PER_QUERY):
                 continue
             if key not in spec.columns:
                 raise ProducerError(
@@ -229,24 +268,99 @@ def _accept(spec: TableSpec, rows) -> dict:
             if not math.isfinite(v):
                 raise ProducerError(f"{spec.id}: {ds} / {name} / {key} is {v}: not a number")
             col = spec.columns[key]
+            why = col.implausible(v)
+            if why:
+                raise ProducerError(f"{spec.id}: {ds} / {name} / {key}: {why}")
             std = r.get(f"{key}:std")
             std = None if std is None else float(std) * col.factor
             if (ds, name, key) in out:
                 raise ProducerError(f"{spec.id}: {ds} / {name} / {key} returned twice")
             out[(ds, name, key)] = (v * col.factor, std)
-    return out
+            pq = r.get(key + PER_QUERY)
+            if pq is not None:
+                try:
+                    lo, hi = bootstrap_interval(pq)
+                except ValueError as e:
+                    raise ProducerError(f"{spec.id}: {ds} / {name} / {key}{PER_QUERY}: {e}") from e
+                intervals[(ds, name, key)] = (lo * col.factor, hi * col.factor)
+    for key in {k for r in rows for k in r if k.endswith(PER_QUERY)}:
+        if key[: -len(PER_QUERY)] not in spec.columns:
+            raise ProducerError(f"{spec.id}: {key!r} is for a column the spec does not declare")
+    return out, intervals
 
 
 def _write_results(run: TableRun, out_dir: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "row", "column", "measured", "measured_std"])
-    for (ds, row, col), (v, s) in run.measured.items():
-        w.writerow([ds, row, col, repr(round(v, 10)), "" if s is None else repr(round(s, 10))])
+    w.writerow(["dataset", "row", "column", "measured", "measured_std", "ci_lo", "ci_hi"])
+
+    def num(x):
+        return "" if x is None else repr(round(x, 10))
+
+    for key, (v, s) in run.measured.items():
+        lo, hi = run.intervals.get(key, (None, None))
+        w.writerow([*key, num(v), num(s), num(lo), num(hi)])
     atomic_write_text(out_dir / f"{run.spec.id}.csv", buf.getvalue())
     atomic_write_text(
         out_dir / f"{run.spec.id}.json", json.dumps(run.provenance, indent=2, sort_keys=True) + "\n"
     )
+    (out_dir / f"{run.spec.id}{FAILED_SUFFIX}").unlink(missing_ok=True)
+
+
+FAILED_SUFFIX = ".failed.json"
+
+
+def _source_digest(module_name: str) -> str:
+    """sha256 over the .py files of an installed package (its code version, dirty or not)."""
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError:
+        return "absent"
+    h = hashlib.sha256()
+    root = Path(mod.__file__).parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def fingerprint(spec: TableSpec, scale: str, seed: int) -> str:
+    """What a table's result depends on: its spec and published CSV, the scale and seed, the code
+    of annrepro and of the paper's package, and the registry entries (file checksums) of the data
+    sets the spec names at this scale. Threads are left out: they move only timings (and the
+    last bits of some sums)."""
+    from ..datasets import registry
+
+    reg = registry()
+    data = {}
+    for paper_name, reg_name in sorted(spec.datasets(scale).items()):
+        entry = reg["datasets"].get(reg_name, {})
+        files = {
+            r: reg["files"].get(entry[r], entry[r]) for r in entry if isinstance(entry[r], str)
+        }
+        data[paper_name] = {"entry": entry, "files": files}
+    published = spec.path.with_suffix(".csv")
+    parts = {
+        "spec": spec.path.read_text(encoding="utf-8") if spec.path.is_file() else repr(spec.raw),
+        "published": published.read_text(encoding="utf-8") if published.is_file() else "",
+        "scale": scale,
+        "seed": seed,
+        "code": {m: _source_digest(m) for m in ("annrepro", spec.paper)},
+        "data": data,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def up_to_date(spec: TableSpec, scale: str, seed: int, out_dir: Path | None = None):
+    """The good result on disk if it was made from exactly this spec, code, data and seed."""
+    run = load_run(spec, scale, out_dir)
+    if (
+        run is None
+        or run.error is not None
+        or not run.measured
+        and not run.provenance.get("pending")
+    ):
+        return None
+    return run if run.provenance.get("fingerprint") == fingerprint(spec, scale, seed) else None
 
 
 def run_table(
@@ -260,8 +374,9 @@ def run_table(
 ) -> TableRun:
     """Run the producer of `spec` at `scale`; write results unless write=False.
 
-    A failing producer yields a TableRun with `error` set (and a provenance file saying so);
-    no partial CSV is written.
+    A failing producer yields a TableRun with `error` set and no partial CSV. A good result of
+    an earlier run is never destroyed by a failing rerun: it stays, and the failure is written
+    beside it (`<table>.failed.json`, shown in the report) until a rerun succeeds.
     """
     prods = producers(spec.paper)
     ctx = Context(
@@ -288,8 +403,9 @@ def run_table(
             "faiss_simd": _faiss_simd_level(),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fingerprint": fingerprint(spec, scale, seed),
     }
-    measured, error = {}, None
+    measured, intervals, error = {}, {}, None
     t0 = time.perf_counter()
     if scale not in spec.scales:
         error = f"{spec.id} declares no [scales.{scale}]"
@@ -304,7 +420,7 @@ def run_table(
         try:
             with threads(ctx.threads):
                 rows = prods[spec.id](spec, ctx)
-            measured = _accept(spec, rows)
+            measured, intervals = _accept(spec, rows)
         except (DatasetError, ProducerError) as e:
             error = str(e)
         except Exception as e:  # a bug in a producer: keep the traceback in the provenance
@@ -315,14 +431,25 @@ def run_table(
     prov["notes"] = ctx.notes
     prov["artifacts"] = ctx.artifacts
     prov["error"] = error
-    run = TableRun(spec, scale, measured, prov, error)
+    run = TableRun(spec, scale, measured, prov, error, intervals)
     if write:
-        out_dir = out_dir or results_root() / scale
+        out_dir = Path(out_dir or results_root() / scale)
         if error is None:
             _write_results(run, out_dir)
         else:
-            (out_dir / f"{spec.id}.csv").unlink(missing_ok=True)
-            atomic_write_text(out_dir / f"{spec.id}.json", json.dumps(prov, indent=2) + "\n")
+            previous = load_run(spec, scale, out_dir)
+            text = json.dumps(prov, indent=2, sort_keys=True) + "\n"
+            if previous is not None and previous.error is None and previous.measured:
+                atomic_write_text(out_dir / f"{spec.id}{FAILED_SUFFIX}", text)
+                log.warning(
+                    "%s failed; the earlier result (%s) is kept, the failure is in %s",
+                    spec.id,
+                    previous.provenance.get("started", "?"),
+                    out_dir / f"{spec.id}{FAILED_SUFFIX}",
+                )
+            else:
+                atomic_write_text(out_dir / f"{spec.id}.json", text)
+                (out_dir / f"{spec.id}.csv").unlink(missing_ok=True)
     return run
 
 
@@ -341,14 +468,16 @@ def load_run(spec: TableSpec, scale: str, out_dir: Path | None = None) -> TableR
     if not pj.exists():
         return None
     prov = json.loads(pj.read_text())
-    measured = {}
+    measured, intervals = {}, {}
     pc = out_dir / f"{spec.id}.csv"
     if prov.get("error") is None and pc.exists():
         with open(pc, newline="") as f:
             for r in csv.DictReader(f):
+                key = (r["dataset"], r["row"], r["column"])
                 s = r["measured_std"]
-                measured[(r["dataset"], r["row"], r["column"])] = (
-                    float(r["measured"]),
-                    float(s) if s else None,
-                )
-    return TableRun(spec, scale, measured, prov, prov.get("error"))
+                measured[key] = (float(r["measured"]), float(s) if s else None)
+                if r.get("ci_lo") and r.get("ci_hi"):
+                    intervals[key] = (float(r["ci_lo"]), float(r["ci_hi"]))
+    pf = out_dir / f"{spec.id}{FAILED_SUFFIX}"
+    failed = json.loads(pf.read_text()) if pf.exists() else None
+    return TableRun(spec, scale, measured, prov, prov.get("error"), intervals, failed)

@@ -22,16 +22,19 @@ SCALES = ("tiny", "small", "full")
 COMPARES = ("abs", "rel", "info", "ratio")
 CSV_FIELDS = ["dataset", "row", "column", "published", "std", "source", "note"]
 
-# canonical measured unit -> published unit: factor applied to the measured value
-UNIT_FACTORS = {
-    "%": 100.0,
-    "h": 1 / 3600,
-    "ms": 1000.0,
-    "min": 1 / 60,
-    "GB": 1 / 1e9,
-    "GiB": 1 / 2**30,
-    "MB": 1 / 1e6,
+# What a producer returns for a column of each published unit, and the factor the runner applies
+# to get the published unit. The one place units are converted: a producer never converts. A
+# unit not listed here is returned as published (factor 1): "s", "x", "bits", "q/s", ...
+MEASURED_UNITS = {
+    "%": ("fraction", 100.0),  # recalls, NDCG, MRR: a fraction in [0, 1]
+    "h": ("s", 1 / 3600),
+    "min": ("s", 1 / 60),
+    "ms": ("s", 1000.0),
+    "GB": ("bytes", 1 / 1e9),
+    "GiB": ("bytes", 1 / 2**30),
+    "MB": ("bytes", 1 / 1e6),
 }
+UNIT_FACTORS = {unit: factor for unit, (_, factor) in MEASURED_UNITS.items()}
 TIMING_UNITS = ("s", "h", "ms", "min", "q/s", "vec/s")
 
 
@@ -66,8 +69,26 @@ class Column:
 
     @property
     def factor(self) -> float:
-        """Multiply a measured (canonical) value by this to get the published unit."""
+        """Multiply a measured value (in `measured_unit`) by this to get the published unit."""
         return UNIT_FACTORS.get(self.unit, 1.0)
+
+    @property
+    def measured_unit(self) -> str:
+        """The unit a producer returns for this column (MEASURED_UNITS), e.g. bytes for "GB"."""
+        return MEASURED_UNITS.get(self.unit, (self.unit, 1.0))[0]
+
+    def implausible(self, v: float) -> str | None:
+        """Why v cannot be a value in `measured_unit` (a producer that converted itself), or None:
+        a fraction outside [0, 1] (a recall of 36 is a percentage), or a positive byte count
+        under 1 KiB (1.19 "bytes" of memory is a size already in GB)."""
+        unit = self.measured_unit
+        if unit == "fraction" and not -1e-9 <= v <= 1 + 1e-9:
+            return f"{v} is not a fraction in [0, 1] (producers return fractions for % columns)"
+        if unit == "bytes" and 0 < v < 1024:
+            return (
+                f"{v} bytes is implausibly small (producers return bytes for {self.unit} columns)"
+            )
+        return None
 
 
 @dataclass
