@@ -360,7 +360,11 @@ def up_to_date(spec: TableSpec, scale: str, seed: int, out_dir: Path | None = No
         and not run.provenance.get("pending")
     ):
         return None
-    return run if run.provenance.get("fingerprint") == fingerprint(spec, scale, seed) else None
+    try:
+        now = fingerprint(spec, scale, seed)
+    except (DatasetError, OSError):
+        return None
+    return run if now is not None and run.provenance.get("fingerprint") == now else None
 
 
 def run_table(
@@ -403,8 +407,12 @@ def run_table(
             "faiss_simd": _faiss_simd_level(),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "fingerprint": fingerprint(spec, scale, seed),
     }
+    try:
+        prov["fingerprint"] = fingerprint(spec, scale, seed)
+    except (DatasetError, OSError) as e:  # a broken registry fails the table below, not here
+        prov["fingerprint"] = None
+        log.debug("no fingerprint for %s: %s", spec.id, e)
     measured, intervals, error = {}, {}, None
     t0 = time.perf_counter()
     if scale not in spec.scales:
