@@ -265,8 +265,8 @@ UNITS_IN_USE = {  # every unit of paper_tables/*/*.toml: (producer's value, publ
 
 def test_every_unit_in_use_is_converted_once(toy):
     import glob
-    from pathlib import Path
     import tomllib
+    from pathlib import Path
 
     from annrepro.paths import tables_root
 
@@ -380,3 +380,62 @@ def test_reproduce_resumes_what_is_up_to_date(toy, tmp_path):
     (toy / "toy" / "table9.toml").write_text(SPEC.replace("k = 3", "k = 4"))  # spec changed
     assert reproduce(find_specs("toy.table9"), "tiny", echo=lines.append)[0][1] == "ran"
     assert calls == [3, 3, 3, 4]
+
+
+TOY_PRODUCERS = """
+import os, time
+from annrepro.tables import register
+
+@register("toy.table8")
+def table8(spec, ctx):
+    ctx.dataset("Toy")
+    with open(os.environ["TOY_LOG"], "a") as f:
+        f.write("table8\\n")
+    return [{"dataset": "Toy", "row": "A", "1-recall@1": 0.9}]
+
+@register("toy.table9")
+def table9(spec, ctx):
+    ctx.dataset("Toy")
+    with open(os.environ["TOY_LOG"], "a") as f:
+        f.write("table9\\n")
+    while os.environ.get("TOY_BLOCK"):
+        time.sleep(0.05)  # killed here
+    return [{"dataset": "Toy", "row": "A", "1-recall@1": 0.8}]
+"""
+
+
+def test_reproduce_killed_mid_run_resumes_where_it_stopped(toy, tmp_path):
+    """kill -9 during the second table; the rerun keeps the first and computes the second."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (toy / "toy" / "table8.csv").write_text(CSV)
+    (toy / "toy" / "table8.toml").write_text(SPEC.replace("toy.table9", "toy.table8"))
+    pkg = tmp_path / "plugins" / "toy"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tables.py").write_text(TOY_PRODUCERS)
+    log = tmp_path / "calls.log"
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "plugins"), TOY_LOG=str(log), TOY_BLOCK="1")
+    cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", "tiny", "--tables", "toy.*"]
+    cmd.append("--no-progress")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "table9" not in (log.read_text() if log.exists() else ""):
+            assert proc.poll() is None and time.monotonic() < deadline, "reproduce did not start"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    out = tmp_path / "results" / "tiny"
+    assert (out / "toy.table8.csv").exists() and not (out / "toy.table9.csv").exists()
+    del env["TOY_BLOCK"]
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "toy.table8 [tiny]: up to date" in rerun.stdout
+    assert log.read_text().split() == ["table8", "table9", "table9"]
+    assert (out / "toy.table9.csv").exists()
