@@ -1,4 +1,4 @@
-"""Atomic writes shared by every result, model and cache file: two writers never break each other."""
+"""Atomic writes of every result, model and cache file: two writers never break each other."""
 
 import os
 import subprocess
@@ -9,7 +9,8 @@ import sys
 from annrepro.atomic import atomic_torch_save
 import torch
 for i in range(40):
-    atomic_torch_save({"writer": sys.argv[2], "i": i, "w": torch.full((256,), float(i))}, sys.argv[1])
+    blob = {"writer": sys.argv[2], "i": i, "w": torch.full((256,), float(i))}
+    atomic_torch_save(blob, sys.argv[1])
 """
 
 
