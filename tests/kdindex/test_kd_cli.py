@@ -58,3 +58,27 @@ def test_cli_errors(files, capsys):
     assert "kdindex search: error" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--kind", "PQ"])  # required arguments missing
+
+
+def test_train_balance_index_switch(files, capsys):
+    """`--balance-index` (default) stores Algorithm 1's balanced codes, every list within one of
+    n / W; `--no-balance-index` the nearest codes of the learned codebooks (the AQ encoder)."""
+    from kdindex.api import KDIndex
+    from kdindex.posting import posting_list_sizes
+
+    tmp, p, xb, xt = files
+    labels = tmp / "labels.npy"
+    write_vectors(labels, knn_exact(xt, xb, 10, "l2")[1].astype(np.int64))
+    common = ["train", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--labels", str(labels),
+              "--kind", "AQ", "-B", "2", "-W", "16", "--epochs", "1", "--init-rounds", "1",
+              "--n-warm", "300", "--aq-beam", "3"]  # fmt: skip
+    assert main([*common, "--out", str(tmp / "bal.npz")]) == 0
+    assert "on balanced codes" in capsys.readouterr().out
+    bal = KDIndex.load(tmp / "bal.npz")
+    sizes = posting_list_sizes(bal.codes, 16)
+    assert sizes.min() >= 300 // 16 and sizes.max() <= -(-300 // 16)
+    assert main([*common, "--no-balance-index", "--out", str(tmp / "near.npz")]) == 0
+    assert "on nearest codes" in capsys.readouterr().out
+    near = KDIndex.load(tmp / "near.npz")
+    assert near.quantizer.aq_beam == 3
+    np.testing.assert_array_equal(near.codes, near.quantizer.encode(xb))

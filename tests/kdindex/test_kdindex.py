@@ -14,6 +14,7 @@ from kdindex.losses import (
     lambdarank_loss,
     reconstruction_loss,
     weighted_kl_loss,
+    weighted_kl_target,
 )
 from kdindex.quantizers import KINDS, train_quantizer
 from kdindex.student import Student, adc_search, reconstruction_norms2
@@ -43,12 +44,44 @@ def test_distribution_loss_hand_values():
 
 
 def test_weighted_kl_hand_value():
-    # p^g = softmax([0, 0]) = [1/2, 1/2]; p = softmax([log 3 * 1, 0 * 1/2]) = [3/4, 1/4]
+    # default reading (losses.py): the rank weight multiplies the softmax probability,
+    # p~ ∝ w exp(S): with w = [1, 1/2], p^g = softmax([0, log 1/2]) = [2/3, 1/3] and
+    # p = softmax([log 3, log 1/2]) = [6/7, 1/7]
     s_true = torch.zeros(1, 2)
     s_quant = torch.tensor([[math.log(3.0), 0.0]])
-    want = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    want = 2 / 3 * math.log((2 / 3) / (6 / 7)) + 1 / 3 * math.log((1 / 3) / (1 / 7))
     assert weighted_kl_loss(s_quant, s_true).item() == pytest.approx(want, rel=1e-6)
     assert weighted_kl_loss(s_true, s_true).item() == pytest.approx(0.0, abs=1e-7)
+    # the literal reading w * S: p^g = softmax([0, 0]), p = softmax([log 3, 0])
+    want = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    got = weighted_kl_loss(s_quant, s_true, weighting="score").item()
+    assert got == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="weighting"):
+        weighted_kl_loss(s_quant, s_true, weighting="other")
+
+
+# teacher-ordered similarities S(q, d_i) of K = 10 neighbours (nearest first): minus squared L2
+# distances (always negative) and inner products of both signs
+_TEACHER_SCORES = {
+    "l2": -torch.linspace(2.0, 6.5, 10)[None, :],
+    "ip": torch.linspace(1.5, -3.0, 10)[None, :],
+}
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_weighted_kl_target_mass_decreases_with_rank(metric):
+    """Eq. 5: 'the high-ranked items are more concerned': the teacher's target distribution puts
+    more mass on its first neighbour than on its second, ..., than on its tenth, whatever the
+    sign of the similarity (minus L2 distances are all negative)."""
+    pg = weighted_kl_target(_TEACHER_SCORES[metric])
+    assert pg.shape == (1, 10)
+    assert torch.all(pg[0, :-1] > pg[0, 1:]), pg
+    # even with tied similarities the rank weight alone orders the mass
+    tied = weighted_kl_target(torch.full((1, 10), -4.0))
+    assert torch.all(tied[0, :-1] > tied[0, 1:]), tied
+    # the literal reading p = w * S inverts it on negative similarities (the defect this guards)
+    literal = weighted_kl_target(_TEACHER_SCORES["l2"], weighting="score")
+    assert torch.all(literal[0, :-1] < literal[0, 1:]), literal
 
 
 def test_lambdarank_hand_value():

@@ -91,3 +91,30 @@ def test_bad_arguments():
         train_quantizer("PQ", _x(), W=100)
     with pytest.raises(ValueError):
         CodebookQuantizer("PQ", 6, 6, np.zeros((4, 16, 2), np.float32))  # 4 x 2 != 6
+
+
+def test_aq_equal_codebooks_give_equal_codes():
+    """KDindex (AQ) and the AQ baseline encode with one encoder: faiss's residual beam search
+    at the same beam. The same codebooks, handed to a learned index (no faiss object attached)
+    or to the trained baseline, give the same codes; beam search beats greedy assignment."""
+    from kdindex.student import Student
+
+    x = _x(800, 12)
+    base = train_quantizer("AQ", x, B=3, W=16, seed=0, aq_beam=4, aq_refine=False)
+    assert base.aq_beam == 4
+    learned = Student.from_quantizer(base, x).to_quantizer()  # what KDIndex.fit keeps
+    assert learned.faiss_quantizer is None and learned.aq_beam == 4
+    np.testing.assert_array_equal(learned.encode(x), base.encode(x))
+    bare = CodebookQuantizer("AQ", 12, 12, base.codebooks.copy(), aq_beam=4)
+    np.testing.assert_array_equal(bare.encode(x), base.encode(x))
+    # the beam matters: beam 1 is greedy residual assignment, with a larger error
+    greedy = CodebookQuantizer("AQ", 12, 12, base.codebooks.copy(), aq_beam=1)
+    cg, cb = greedy.encode(x), base.encode(x)
+    assert (cg != cb).any(axis=1).mean() > 0.05
+
+    def err(c):
+        return float(((x - base.decode(c)) ** 2).sum(1).mean())
+
+    assert err(cb) < err(cg)
+    with pytest.raises(ValueError, match="aq_beam"):
+        CodebookQuantizer("AQ", 12, 12, base.codebooks.copy(), aq_beam=0)

@@ -106,12 +106,42 @@ def test_baseline_rows_mean_std_and_cache():
     rows = tables.baseline_rows(ctx, "MSMARCO-Doc", ds, kinds=("PQ",))
     assert [r["row"] for r in rows] == ["PQ"]
     r = rows[0]
-    assert set(r) == {"dataset", "row", "recall@10", "recall@10:std", "mrr@10", "mrr@10:std"}
+    cells = {"recall@10", "mrr@10"}
+    assert set(r) == {"dataset", "row"} | {
+        f"{c}{s}" for c in cells for s in ("", ":std", ":per_query")
+    }
     assert 0 < r["recall@10"] <= 1 and r["recall@10:std"] >= 0
+    # per-query values for the report's bootstrap interval: one per test query, averaged over the
+    # seeds, in the unit of the cell (a fraction), their mean the cell
+    for c in cells:
+        pq = np.asarray(r[f"{c}:per_query"])
+        assert pq.shape == (ds.nq,) and pq.min() >= 0 and pq.max() <= 1
+        assert pq.mean() == pytest.approx(r[c], abs=1e-12)
     assert len(tables._BASELINE_CACHE) == 2  # one entry per seed
     again = tables.baseline_rows(ctx, "MSMARCO-Passage", ds, kinds=("PQ",))
     assert again[0]["recall@10"] == r["recall@10"] and len(tables._BASELINE_CACHE) == 2
     tables._BASELINE_CACHE.clear()
+
+
+def test_per_query_scores_are_the_metrics_per_query():
+    """Per-query recall / NDCG / MRR whose means are annrepro.metrics' values, with padding (-1)
+    and repeated ids (counted once) as the metrics treat them."""
+    from annrepro.metrics import mrr_at, ndcg_at, recall_at
+    from kdindex.posting import per_query_scores
+
+    rng = np.random.default_rng(0)
+    gt = np.stack([rng.permutation(50)[:10] for _ in range(40)])
+    I = rng.integers(-1, 50, size=(40, 12))
+    I[0, :3] = gt[0, 0]  # one true neighbour repeated
+    I[1] = -1
+    I[2, :10] = gt[2]  # perfect
+    pq = per_query_scores(I, gt, 10)
+    assert set(pq) == {"recall@10", "ndcg@10", "mrr@10"}
+    for name, fn in (("recall@10", recall_at), ("ndcg@10", ndcg_at), ("mrr@10", mrr_at)):
+        assert pq[name].shape == (40,)
+        assert pq[name].mean() == pytest.approx(fn(I, gt, 10), abs=1e-12), name
+        assert pq[name][1] == 0 and pq[name][2] == pytest.approx(1.0)
+    assert pq["recall@10"][0] == pytest.approx(recall_at(I[:1], gt[:1], 10))
 
 
 def test_evaluate_baseline_fractions():

@@ -7,7 +7,10 @@
 
 fit: warm start from faiss (Sec. 4.3), teacher labels (Sec. 3.1), iterative initialisation and
 differentiable training (Algorithm 2, `train.train_student`), then the base's codes and posting
-lists (Algorithm 1). The index has the layout of its student quantizer (Sec. 3.6).
+lists: Algorithm 1's balanced codes by default (`TrainConfig.balance_index`, the paper's final
+index), else the nearest codes of the learned codebooks (AQ: faiss's beam search of width
+`aq_beam`, the AQ baseline's encoder). Early stopping measures exactly the codes stored
+(`train.index_codes`). The index has the layout of its student quantizer (Sec. 3.6).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from .posting import PostingListIndex
 from .quantizers import KINDS, CodebookQuantizer, train_quantizer
 from .student import Student, adc_search, reconstruction_norms2
-from .train import TrainConfig, TrainResult, encode, train_student
+from .train import TrainConfig, TrainResult, index_codes, train_student
 
 __all__ = ["KDIndex"]
 
@@ -120,7 +123,7 @@ class KDIndex:
         student = Student.from_quantizer(warm, sample, self.metric, cfg.temperature)
         self.result = train_student(student, xb, xq, labels, self.metric, cfg)
         self.quantizer = student.to_quantizer()
-        self.codes = encode(student, xb, cfg, balanced=cfg.balance_index)
+        self.codes = index_codes(student, xb, cfg)  # what early stopping measured
         self.norms2 = reconstruction_norms2(self.quantizer, self.codes)
         return self
 
@@ -161,6 +164,8 @@ class KDIndex:
             "K": self.K,
             "d_in": q.d_in,
             "d_out": q.d_out,
+            "aq_beam": q.aq_beam,
+            "balance_index": bool(self.config.balance_index),
             "curve": self.result.curve if self.result else [],
         }
         arrays = {"codebooks": q.codebooks, "codes": self.codes, "meta": np.array(json.dumps(meta))}
@@ -176,7 +181,12 @@ class KDIndex:
             meta = json.loads(str(z["meta"]))
             rotation = z["rotation"] if "rotation" in z.files else None
             q = CodebookQuantizer(
-                meta["kind"], meta["d_in"], meta["d_out"], z["codebooks"], rotation
+                meta["kind"],
+                meta["d_in"],
+                meta["d_out"],
+                z["codebooks"],
+                rotation,
+                aq_beam=meta.get("aq_beam", 5),
             )
             codes = z["codes"]
         index = cls(meta["kind"], meta["metric"], meta["B"], meta["W"], meta["K"])

@@ -3,7 +3,8 @@
     kdindex teacher --xb base.fvecs --xt learn.fvecs --out labels.npy [--metric l2 -K 10
                     --M 32 --ef-construction 40 --ef-search 100 --n-train 100000]
     kdindex train --xb base.fvecs --xt learn.fvecs --labels labels.npy --out index.npz
-                  [--kind AQ --metric l2 -B 8 -W 256 -K 10 --lr 0.01 --batch-size 64 ...]
+                  [--kind AQ --metric l2 -B 8 -W 256 -K 10 --lr 0.01 --batch-size 64
+                   --balance-index/--no-balance-index --val-codes index --aq-beam 5 ...]
     kdindex search --index index.npz --xq query.fvecs --out I.npy [--k 10 --nprobe 16
                    --gt gt.ivecs]
     kdindex reproduce [OPTIONS]
@@ -64,6 +65,28 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--patience", type=int, default=3, help="early stopping patience")
     f.add_argument("--init-rounds", type=int, default=10, help="iterative init rounds at most")
     f.add_argument("--n-warm", type=int, default=100_000, help="documents for the faiss warm start")
+    f.add_argument(
+        "--balance-index",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store the balanced codes of Algorithm 1 (the paper's final index, Sec. 3.4; "
+        "default) or, with --no-balance-index, the nearest codes of the learned codebooks",
+    )
+    f.add_argument(
+        "--val-codes",
+        default="index",
+        choices=["index", "nearest"],
+        help="codes early stopping measures: those the index stores (default) or nearest ones",
+    )
+    f.add_argument(
+        "--aq-beam", type=int, default=5, help="AQ: beam of the faiss warm start and the encoder"
+    )
+    f.add_argument(
+        "--distill-weight",
+        type=float,
+        default=1.0,
+        help="weight of the distillation loss (1: the paper's; 0: reconstruction only)",
+    )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=None)
     s = sub.add_parser("search", help="search a saved KDindex")
@@ -127,16 +150,22 @@ def _train(args) -> int:
         patience=args.patience,
         init_max_rounds=args.init_rounds,
         seed=args.seed,
+        balance_index=args.balance_index,
+        val_codes=args.val_codes,
+        distill_weight=args.distill_weight,
     )
-    index = KDIndex(args.kind, args.metric, args.B, args.W, args.K, cfg, n_warm=args.n_warm)
+    warm = {"aq_beam": args.aq_beam} if args.kind == "AQ" else {}
+    index = KDIndex(args.kind, args.metric, args.B, args.W, args.K, cfg, n_warm=args.n_warm, **warm)
     with _threads(args):
         index.fit(xb, xt, labels=labels)
     index.save(args.out)
     r = index.result
+    codes = "balanced" if args.balance_index else "nearest"
+    measured = codes if args.val_codes == "index" else "nearest"
     print(
         f"trained KDindex ({args.kind}) on {len(xt)} queries: {r.init_rounds} init rounds, best "
-        f"epoch {r.best_epoch}, validation recall {r.best_val_recall:.4f}; "
-        f"{index.memory_bytes()['total']} bytes; saved {args.out}"
+        f"epoch {r.best_epoch}, validation recall {r.best_val_recall:.4f} (on {measured} codes); "
+        f"{index.memory_bytes()['total']} bytes, {codes} codes; saved {args.out}"
     )
     return 0
 

@@ -16,6 +16,14 @@ Where the paper's formulas, read literally, do not train (each choice is a param
 - Eq. 5 (weighted KL) is printed as `- sum p^g log(p^g / p~)`, i.e. minus a KL divergence, which
   minimisation would push *up*; the text says the loss "attempts to minimize the distance", so it
   is implemented as the KL divergence `sum p^g log(p^g / p~)` (>= 0).
+- Eq. 5's rank weight, `p_i = w_i S(q, Q(d_i))` then a softmax, read literally (`weighting=
+  "score"`), puts *more* target mass on low ranks whenever S is negative: minus squared L2
+  distances always are, so on L2 data the teacher's first neighbour gets the least mass and its
+  tenth the most (measured: 3 % vs 13 % on 10 neighbours), against App. C.1's intent ("the rank
+  information is also considered where the high-ranked items are more concerned"). Default
+  (`weighting="prob"`): the weight multiplies the softmax *probability*, `p~_i ∝ w_i exp(S_i)`,
+  i.e. logits `S_i + log w_i`, the way Eq. 6 applies the same w_i (`log(p~ w_i)`). Then the target
+  mass decreases with rank for any sign of S, so for L2 and inner product alike.
 - Eq. 4 (Lambdarank) sums `log(1 + exp(p_i - p_j)) |dNDCG_ij|` over i, j without saying which of
   the pair should win, and with binary relevance every swap inside the teacher's list leaves NDCG
   unchanged. Here: pairs with rank(i) < rank(j) (i should score higher), loss
@@ -36,9 +44,11 @@ __all__ = [
     "rank_weights",
     "reconstruction_loss",
     "weighted_kl_loss",
+    "weighted_kl_target",
 ]
 
 LOSSES = ("distribution", "weighted_kl", "lambdarank")
+KL_WEIGHTINGS = ("prob", "score")  # Eq. 5's rank weight: on the probability, or on the score
 
 
 def rank_weights(K: int, dtype=torch.float32) -> torch.Tensor:
@@ -77,20 +87,45 @@ def distribution_loss(
     return per_query.mean()
 
 
+def _kl_logits(s: torch.Tensor, w: torch.Tensor, weighting: str) -> torch.Tensor:
+    """Eq. 5's weighted scores before the softmax: `S + log w` ("prob", the default: the weight
+    multiplies the softmax probability) or `w S` ("score", literal; inverts on negative S)."""
+    if weighting == "prob":
+        return s + torch.log(w)
+    if weighting == "score":
+        return s * w
+    raise ValueError(f"weighting must be one of {KL_WEIGHTINGS}; got {weighting!r}")
+
+
+def weighted_kl_target(
+    s_true: torch.Tensor, weights: torch.Tensor | None = None, weighting: str = "prob"
+) -> torch.Tensor:
+    """The teacher's target distribution of Eq. 5, `p~^g` float (n, K): softmax over the K
+    candidates of the rank-weighted similarities `S(q, d_i)` (s_true float (n, K), teacher order;
+    weights float (K,), default 1 / rank; weighting: see the module docstring)."""
+    K = s_true.shape[1]
+    w = rank_weights(K, s_true.dtype) if weights is None else weights.to(s_true.dtype)
+    return F.softmax(_kl_logits(s_true, w, weighting), dim=1)
+
+
 def weighted_kl_loss(
-    s_quant: torch.Tensor, s_true: torch.Tensor, weights: torch.Tensor | None = None
+    s_quant: torch.Tensor,
+    s_true: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    weighting: str = "prob",
 ) -> torch.Tensor:
     """Weighted KL loss (Eq. 5).
 
     s_quant: float (n, K) `S(q, Q(d_i))` to the quantized candidates; s_true: float (n, K)
     `S(q, d_i)` to the original vectors (no gradient needed); weights: float (K,) (default
-    1 / rank). With `p_i = w_i S(q, Q(d_i))`, `p^g_i = w_i S(q, d_i)` normalised by softmax over
-    the K candidates: `KL(p~^g || p~) = sum_i p~^g_i log(p~^g_i / p~_i)`, mean over queries.
+    1 / rank). `p~` and `p~^g` are softmaxes over the K candidates of the rank-weighted scores
+    (`weighting` "prob": `S + log w`, the default; "score": `w S`, literal; module docstring):
+    `KL(p~^g || p~) = sum_i p~^g_i log(p~^g_i / p~_i)`, mean over queries.
     """
     K = s_quant.shape[1]
     w = rank_weights(K, s_quant.dtype) if weights is None else weights.to(s_quant.dtype)
-    log_p = F.log_softmax(s_quant * w, dim=1)
-    log_pg = F.log_softmax(s_true * w, dim=1)
+    log_p = F.log_softmax(_kl_logits(s_quant, w, weighting), dim=1)
+    log_pg = F.log_softmax(_kl_logits(s_true, w, weighting), dim=1)
     return (log_pg.exp() * (log_pg - log_p)).sum(1).mean()
 
 
@@ -135,6 +170,12 @@ def reconstruction_loss(x: torch.Tensor, xr: torch.Tensor, scale: float = 1.0) -
     if x.shape != xr.shape:
         raise ValueError(f"x {tuple(x.shape)} and reconstruction {tuple(xr.shape)} differ")
     return ((x - xr) ** 2).mean() / scale
+
+
+def check_kl_weighting(name: str) -> str:
+    if name not in KL_WEIGHTINGS:
+        raise ValueError(f"unknown weighted-KL weighting {name!r}; expected one of {KL_WEIGHTINGS}")
+    return name
 
 
 def check_loss(name: str) -> str:

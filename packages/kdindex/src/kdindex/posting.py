@@ -30,25 +30,66 @@ import numpy as np
 
 from .quantizers import CodebookQuantizer
 
-__all__ = ["PostingListIndex", "posting_list_sizes"]
+__all__ = [
+    "PER_QUERY",
+    "PostingListIndex",
+    "per_query_scores",
+    "posting_list_sizes",
+    "search_scores",
+]
 
 log = logging.getLogger(__name__)
+
+
+PER_QUERY = ":per_query"  # row key suffix the annrepro runner reads per-query values from
+
+
+def per_query_scores(I: np.ndarray, gt: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-query Recall@k (k-recall@k), NDCG@k and MRR@k, float64 (nq,) each, defined as in
+    `annrepro.metrics` (binary relevance of the true top-k, padding ids -1 never match, a
+    repeated id counts once), so that their means are `recall_at`, `ndcg_at` and `mrr_at`.
+
+    I: int (nq, >= k) result ids; gt: int (nq, >= k) exact ids, nearest first."""
+    I = np.asarray(I)[:, :k].astype(np.int64)
+    g = np.asarray(gt)[:, :k].astype(np.int64)
+    if I.shape[0] != g.shape[0] or I.shape[1] < k or g.shape[1] < k:
+        raise ValueError(f"results {I.shape} and ground truth {g.shape} do not fit k={k}")
+    hit = (I[:, :, None] == g[:, None, :]).any(2) & (I >= 0)
+    earlier = np.tril(np.ones((k, k), dtype=bool), -1)  # [j, j'] with j' < j
+    hit &= ~((I[:, :, None] == I[:, None, :]) & earlier[None]).any(2)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    first = np.where(hit.any(1), hit.argmax(1) + 1, np.inf)
+    return {
+        f"recall@{k}": hit.sum(1) / k,
+        f"ndcg@{k}": (hit @ disc) / disc.sum(),
+        f"mrr@{k}": 1.0 / first,
+    }
 
 
 def search_scores(index, ds, k: int, nprobe: int) -> dict:
     """Search ds.xq (annrepro Dataset) in `index` through its nprobe best lists per codebook and
     score the top-k against ds.gt(k): fractions {"recall@k", "ndcg@k", "mrr@k"} (Table 2's
-    metrics, annrepro.metrics) and "scanned", the mean share of the base scored per query."""
+    metrics, annrepro.metrics), the same per query under "<metric>:per_query" (float64 (nq,),
+    for the report's bootstrap intervals) and "scanned", the mean share of the base scored per
+    query."""
     from annrepro.metrics import mrr_at, ndcg_at, recall_at
 
     _, I, ncand = index.search(ds.xq, k, int(nprobe), return_ncand=True)
     gt = ds.gt(k)
-    return {
+    out = {
         f"recall@{k}": recall_at(I, gt, k),
         f"ndcg@{k}": ndcg_at(I, gt, k),
         f"mrr@{k}": mrr_at(I, gt, k),
         "scanned": float(ncand.mean() / ds.nb),
     }
+    for name, v in per_query_scores(I, gt, k).items():
+        # the per-query values must average to the metric (same definitions, same tie policy)
+        if abs(v.mean() - out[name]) > 1e-9:
+            raise RuntimeError(
+                f"per-query {name} averages {v.mean()} but the metric is {out[name]}"
+            )
+        out[name + PER_QUERY] = v
+    return out
 
 
 def posting_list_sizes(codes: np.ndarray, W: int) -> np.ndarray:

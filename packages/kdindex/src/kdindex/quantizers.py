@@ -9,7 +9,10 @@ trained faiss object or a learned model can fill; encoding goes through faiss wh
 
 Choice where the paper is silent: AQ is faiss's `ResidualQuantizer` (beam search encoding, as
 Babenko & Lempitsky's AQ, with least-squares codebook refinement), not `LocalSearchQuantizer`; see
-`train_quantizer`.
+`train_quantizer`. Every AQ quantizer, trained by faiss or learned (KDindex (AQ)), encodes with
+the same encoder: faiss's residual beam search of width `aq_beam` over its codebooks
+(`CodebookQuantizer.encode`), so equal codebooks give equal codes; beam 1 is greedy residual
+assignment.
 """
 
 from __future__ import annotations
@@ -76,8 +79,10 @@ class CodebookQuantizer(CodebookShape):
     d_in: input dimension; d_out: dimension after zero padding / rotation.
     rotation: float32 (d_out, d_in) applied as `x @ rotation.T` (OPQ), or None: then the input is
     zero padded to d_out (padding changes neither L2 distances nor inner products).
-    faiss_quantizer: the trained faiss `ProductQuantizer` / `AdditiveQuantizer` used to encode;
-    None for codebooks learned elsewhere (then `encode` assigns greedily, see there).
+    faiss_quantizer: the trained faiss `ProductQuantizer` / `ResidualQuantizer`, or None for
+    codebooks learned elsewhere; it does not change the codes (see `encode`).
+    aq_beam: AQ only: beam width of the residual beam search that encodes (faiss's
+    `max_beam_size`; its default 5; 1 = greedy residual assignment).
     """
 
     kind: str
@@ -86,6 +91,7 @@ class CodebookQuantizer(CodebookShape):
     codebooks: np.ndarray
     rotation: np.ndarray | None = None
     faiss_quantizer: object = field(default=None, repr=False)
+    aq_beam: int = 5
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -99,6 +105,9 @@ class CodebookQuantizer(CodebookShape):
             raise ValueError(f"d_out={self.d_out} is not a multiple of B={B}")
         if dsub != want:
             raise ValueError(f"codebooks {self.codebooks.shape} do not fit d_out={self.d_out}")
+        self.aq_beam = int(self.aq_beam)
+        if self.aq_beam < 1:
+            raise ValueError(f"aq_beam={self.aq_beam} must be >= 1 (1 = greedy residual search)")
         if self.rotation is not None:
             self.rotation = np.ascontiguousarray(self.rotation, dtype=np.float32)
             if self.rotation.shape != (self.d_out, self.d_in):
@@ -127,37 +136,50 @@ class CodebookQuantizer(CodebookShape):
     def encode(self, x: np.ndarray, batch: int = 1 << 16) -> np.ndarray:
         """x: float32 (n, d_in) -> codes int32 (n, B), each in [0, W).
 
-        With a faiss quantizer attached its encoder is used (PQ: nearest codeword per subspace;
-        AQ: the residual quantizer's beam search). Without one, PQ/OPQ take the nearest codeword
-        per subspace and AQ assigns greedily on the residual, codebook after codebook.
+        PQ / OPQ: the nearest codeword per subspace (faiss's encoder when attached: the same
+        codes). AQ: faiss's residual beam search of width `aq_beam` over these codebooks
+        (`aq_encoder`), whether they were trained by faiss or learned: one encoder for the AQ
+        baseline and KDindex (AQ).
         """
         n = len(x)
         codes = np.empty((n, self.B), dtype=np.int32)
+        rq = None if self.product else self.aq_encoder()
         for i0 in range(0, n, batch):
             xt = self.transform(x[i0 : i0 + batch])
-            if self.faiss_quantizer is not None:
+            if rq is not None:
+                codes[i0 : i0 + len(xt)] = _unpack_codes(rq.compute_codes(xt), self.B, self.W)
+            elif self.faiss_quantizer is not None:
                 raw = self.faiss_quantizer.compute_codes(xt)
                 codes[i0 : i0 + len(xt)] = _unpack_codes(raw, self.B, self.W)
             else:
                 codes[i0 : i0 + len(xt)] = self._assign(xt)
         return codes
 
+    def aq_encoder(self):
+        """A faiss `ResidualQuantizer` holding these AQ codebooks (`copy_array_to_vector` into
+        `rq.codebooks`, `is_trained`), searching with beam `aq_beam`. Built from the arrays on
+        every call, so codebooks changed in place are always the ones used."""
+        import faiss
+
+        if self.product:
+            raise ValueError("aq_encoder is for additive (AQ) codebooks only")
+        B, W, d = self.codebooks.shape
+        rq = faiss.ResidualQuantizer(d, B, int(np.log2(W)))
+        faiss.copy_array_to_vector(np.ascontiguousarray(self.codebooks.ravel()), rq.codebooks)
+        rq.is_trained = True
+        rq.max_beam_size = self.aq_beam
+        return rq
+
     def _assign(self, xt: np.ndarray) -> np.ndarray:
+        """Nearest codeword per subspace (PQ / OPQ)."""
         import faiss
 
         codes = np.empty((len(xt), self.B), dtype=np.int32)
-        if self.product:
-            dsub = self.codebooks.shape[2]
-            for b in range(self.B):
-                sub = np.ascontiguousarray(xt[:, b * dsub : (b + 1) * dsub])
-                _, I = faiss.knn(sub, self.codebooks[b], 1)
-                codes[:, b] = I[:, 0]
-        else:
-            r = xt.copy()
-            for b in range(self.B):
-                _, I = faiss.knn(r, self.codebooks[b], 1)
-                codes[:, b] = I[:, 0]
-                r -= self.codebooks[b][I[:, 0]]
+        dsub = self.codebooks.shape[2]
+        for b in range(self.B):
+            sub = np.ascontiguousarray(xt[:, b * dsub : (b + 1) * dsub])
+            _, I = faiss.knn(sub, self.codebooks[b], 1)
+            codes[:, b] = I[:, 0]
         return codes
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -271,7 +293,7 @@ def train_quantizer(
         rq.cp.seed = seed
         rq.train(xt)
         cb = faiss.vector_to_array(rq.codebooks).reshape(B, W, d)
-        return CodebookQuantizer("AQ", d, d, cb, None, rq)
+        return CodebookQuantizer("AQ", d, d, cb, None, rq, aq_beam=aq_beam)
     d_out = pad_dim(d, B)
     pq = faiss.ProductQuantizer(d_out, B, nbits)
     pq.cp.seed = seed

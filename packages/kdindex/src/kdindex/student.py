@@ -7,8 +7,10 @@ quantization methods such as PQ, OPQ, and AQ"):
 - PQ / OPQ: `codebooks` (B, W, d_out / B); `Q(x)` concatenates one codeword per subspace. OPQ's
   rotation stays the one faiss learned (choice: the paper does not say whether it is trained;
   Adam would not keep it orthogonal).
-- AQ: `codebooks` (B, W, d_out); `Q(x)` sums one codeword per codebook, assigned greedily on the
-  residual (codebook b sees `x - sum_{b' < b} c_{t_b'}`).
+- AQ: `codebooks` (B, W, d_out); `Q(x)` sums one codeword per codebook. In training (the
+  straight-through forward pass) the codes are assigned greedily on the residual (codebook b sees
+  `x - sum_{b' < b} c_{t_b'}`); the index encodes with the quantizer's beam search
+  (`to_quantizer`, `aq_beam`, the same encoder as the faiss AQ baseline).
 
 Assignment probabilities `p_k = softmax(-||x_b - c_k||^2 / tau_b)` (Algorithm 1 line 2, on the
 quantization distance); the hard code is their argmax or a balanced one from Sinkhorn
@@ -47,7 +49,8 @@ class Student(nn.Module, CodebookShape):
 
     kind: "PQ" | "OPQ" | "AQ"; codebooks: float32 (B, W, dsub); d_in, d_out: input and
     transformed dimensions; rotation: float32 (d_out, d_in) for OPQ, else None (zero padding);
-    tau: float32 (B,) softmax temperatures of the assignment probabilities.
+    tau: float32 (B,) softmax temperatures of the assignment probabilities; aq_beam: AQ only,
+    the beam width of the encoder of `to_quantizer` (the warm-start quantizer's).
     """
 
     def __init__(
@@ -58,8 +61,10 @@ class Student(nn.Module, CodebookShape):
         d_out: int,
         rotation: np.ndarray | None = None,
         tau: np.ndarray | None = None,
+        aq_beam: int = 5,
     ):
         super().__init__()
+        self.aq_beam = int(aq_beam)  # AQ: beam of the index's encoder (`to_quantizer`)
         self.kind, self.d_in, self.d_out = kind, int(d_in), int(d_out)
         cb = torch.from_numpy(np.array(codebooks, dtype=np.float32))
         self.codebooks = nn.Parameter(cb)
@@ -77,7 +82,7 @@ class Student(nn.Module, CodebookShape):
     ):
         """Warm start from a trained quantizer; xs: float32 (n, d_in) documents that set the
         temperatures `tau` (assignment distances) and `tau_s` (metric scores of Eq. 6)."""
-        s = cls(q.kind, q.codebooks, q.d_in, q.d_out, q.rotation)
+        s = cls(q.kind, q.codebooks, q.d_in, q.d_out, q.rotation, aq_beam=q.aq_beam)
         with torch.no_grad():
             xt = s.transform(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32)))
             _, dists = s.assign(xt)
@@ -150,10 +155,11 @@ class Student(nn.Module, CodebookShape):
         return torch.stack(out, 1)
 
     def to_quantizer(self) -> CodebookQuantizer:
-        """The learned codebooks as a `CodebookQuantizer` (no faiss object: greedy encoding)."""
+        """The learned codebooks as a `CodebookQuantizer` (no faiss object; AQ encodes with
+        faiss's beam search of width `aq_beam`, as the AQ baseline)."""
         R = None if self.rotation is None else self.rotation.detach().numpy().copy()
         cb = self.codebooks.detach().numpy().copy()
-        return CodebookQuantizer(self.kind, self.d_in, self.d_out, cb, R)
+        return CodebookQuantizer(self.kind, self.d_in, self.d_out, cb, R, aq_beam=self.aq_beam)
 
 
 def lookup_tables(q: CodebookQuantizer, xq_t: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from annrepro.plotting import pyplot_or_note, save_figure, write_points
 from annrepro.tables import register
 from annrepro.timing import Timer
 
-from .posting import PostingListIndex, search_scores
+from .posting import PER_QUERY, PostingListIndex, per_query_scores, search_scores
 from .quantizers import KINDS, quantizer_memory_bytes, train_quantizer
 from .teacher import HNSWTeacher
 
@@ -102,7 +102,9 @@ def _mean_std_row(
     paper_name: str, row: str, runs: list[dict], cols, seeds=(), per_seed: dict | None = None
 ) -> dict:
     """One table row from per-seed runs: the mean of each column and, with more than one run,
-    its sample std (ddof = 1, as '± std' over the paper's 5 runs) under "<column>:std".
+    its sample std (ddof = 1, as '± std' over the paper's 5 runs) under "<column>:std"; where
+    every run has per-query values ("<column>:per_query", `posting.search_scores`), their mean
+    over the runs, one value per query, under the same key (the runner's bootstrap interval).
     per_seed (optional) receives {row: {seed: run}} for the paired t-test of Table 2."""
     if per_seed is not None:
         per_seed[row] = dict(zip(seeds, runs, strict=True))
@@ -112,6 +114,9 @@ def _mean_std_row(
         out[c] = float(v.mean())
         if len(v) > 1:
             out[f"{c}:std"] = float(v.std(ddof=1))
+        if all(c + PER_QUERY in r for r in runs):
+            # the runner's bootstrap interval: each query's value averaged over the seeds
+            out[c + PER_QUERY] = np.mean([r[c + PER_QUERY] for r in runs], axis=0).tolist()
     return out
 
 
@@ -392,6 +397,9 @@ TRAIN_PARAMS = (
     "sinkhorn_reg",
     "sinkhorn_iter",
     "balance_chunk",
+    "kl_weighting",
+    "balance_rounding",
+    "val_codes",
 )
 
 
@@ -631,6 +639,7 @@ def table7(spec, ctx):
                 "build_s": t.build_s,
                 "search_s": search_s,
                 "recall@10": recall_at(I, gt, 10),
+                "recall@10" + PER_QUERY: per_query_scores(I, gt, 10)["recall@10"].tolist(),
             }
         )
         ctx.note(
@@ -694,7 +703,8 @@ def figure4(spec, ctx):
 
     def point(name, method, setting, I, gt, seconds, nq):
         r = {"recall@10": recall_at(I, gt, k), "latency": seconds / nq}  # s (spec unit: ms)
-        rows.append({"dataset": name, "row": f"{method} {setting}", **r})
+        pq = {"recall@10" + PER_QUERY: per_query_scores(I, gt, k)[f"recall@{k}"].tolist()}
+        rows.append({"dataset": name, "row": f"{method} {setting}", **r, **pq})
         points.append((name, method, setting, r["recall@10"], 1e3 * r["latency"]))
 
     for name, ds in ctx.each_dataset():
@@ -773,11 +783,18 @@ def figure3(spec, ctx):
             for B in _as_list(p["B_grid"]):
                 for W in _as_list(p["W_grid"]):
                     q = dict(p, B=int(B), W=int(W))
-                    base = evaluate_baseline(kind, ds, ctx.seed, q)[f"recall@{k}"]
-                    kd = evaluate_kdindex(kind, ds, xt, labels, ctx.seed, q)[f"recall@{k}"]
-                    for method, r in ((kind, base), (f"KDindex ({kind})", kd)):
+                    base = evaluate_baseline(kind, ds, ctx.seed, q)
+                    kd = evaluate_kdindex(kind, ds, xt, labels, ctx.seed, q)
+                    for method, res in ((kind, base), (f"KDindex ({kind})", kd)):
+                        r = res[f"recall@{k}"]
+                        pq = res[f"recall@{k}" + PER_QUERY].tolist()
                         rows.append(
-                            {"dataset": name, "row": f"{method} B={B} W={W}", "recall@10": r}
+                            {
+                                "dataset": name,
+                                "row": f"{method} B={B} W={W}",
+                                "recall@10": r,
+                                "recall@10" + PER_QUERY: pq,
+                            }
                         )
                         points.append((name, method, int(B), int(W), r))
     _write_figure3(ctx, points)

@@ -11,7 +11,19 @@
    the straight-through one-hot `(e - p).detach() + p` (lines 9-11) gives `Q(d)`, and Adam
    updates the codebooks on the distillation loss plus the reconstruction loss of queries and
    documents (line 14). Early stopping on the recall of the teacher's top-K of held-out training
-   queries (Sec. 4.3: "We adopt the early stop strategy to get the best model").
+   queries (Sec. 4.3: "We adopt the early stop strategy to get the best model"), measured on the
+   codes the index will store (`val_codes="index"`, see `index_codes`).
+
+What the final index stores (`balance_index`). Algorithm 2's output is "Codebooks and Index
+assignment", the assignment of Algorithm 1 (line 5), whose output is the posting lists of all M
+documents (`{d_i}_{i=1}^M`, Sec. 2.1's M candidates) balanced by Sinkhorn-Knopp (Sec. 3.4, Eq. 3).
+So the paper's final index holds the *balanced* codes of the whole base (default True). Against
+it: Sec. 3.6 says "the indexing and inference way of KDIndex and Quantization methods are
+consistent" with Table 1's indexing cost O(NWD) of plain encoding; `balance_index=False` stores
+the nearest codes (AQ: the faiss beam search, `CodebookQuantizer.encode`) of the learned
+codebooks instead. Early stopping measures the same codes the index stores (the "best model"
+of Sec. 4.3 is the model returned: codebooks and assignment); `val_codes="nearest"` measures
+nearest codes whatever the index stores (the earlier behaviour).
 
 Hyper-parameters from the paper: Adam, learning rate 0.01, batch 64 (Sec. 4.1), K = 10
 (Sec. 4.1). Choices where it is silent are fields of `TrainConfig`, each commented.
@@ -26,8 +38,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .balance import balance_gap, balanced_assign, is_balanced
+from .balance import balance_gap, balanced_assign, balanced_round, check_rounding, is_balanced
 from .losses import (
+    check_kl_weighting,
     check_loss,
     distribution_loss,
     lambdarank_loss,
@@ -37,7 +50,7 @@ from .losses import (
 )
 from .student import Student, adc_search
 
-__all__ = ["TrainConfig", "encode", "sinkhorn_codes", "train_student"]
+__all__ = ["TrainConfig", "encode", "index_codes", "sinkhorn_codes", "train_student"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,7 @@ class TrainConfig:
 
     loss: str = "distribution"  # Sec. 3.3: the distribution-based loss is the default
     rank_weighting: str = "eq6"  # see losses.py: Eq. 6 literally
+    kl_weighting: str = "prob"  # Eq. 5's rank weight on the probability (losses.py; "score")
     lr: float = 0.01  # Sec. 4.1
     batch_size: int = 64  # Sec. 4.1
     epochs: int = 20  # differentiable epochs at most (silent; early stopping ends sooner)
@@ -67,11 +81,21 @@ class TrainConfig:
     init_max_rounds: int = 10  # iterative-initialisation rounds at most (silent)
     balance_chunk: int = 8192  # documents per Sinkhorn problem when encoding the base (silent)
     balance_index: bool = True  # the final posting lists come from Algorithm 1 (Sec. 3.4)
+    # balanced codes from the Sinkhorn plan: "capacity" (every list floor / ceil of n / W, Eq. 3)
+    # or "argmax" (Algorithm 1 line 5 literally; unbalanced on real data, balance.py)
+    balance_rounding: str = "capacity"
+    # codes that early stopping measures: "index" (what the index stores: balanced iff
+    # balance_index, Sec. 4.3 "the best model") or "nearest" (nearest codes in any case)
+    val_codes: str = "index"
     seed: int = 0
     progress: bool = True
 
     def __post_init__(self):
         check_loss(self.loss)
+        check_kl_weighting(self.kl_weighting)
+        check_rounding(self.balance_rounding)
+        if self.val_codes not in ("index", "nearest"):
+            raise ValueError(f"val_codes must be 'index' or 'nearest'; got {self.val_codes!r}")
         if self.sinkhorn_method not in ("torch", "sinkhorn", "sinkhorn_log", "auto"):
             raise ValueError(f"unknown Sinkhorn method {self.sinkhorn_method!r}")
         if self.distill_weight < 0 or self.rec_weight < 0:
@@ -93,26 +117,33 @@ class TrainResult:
     best_epoch: int = -1
     best_val_recall: float = float("nan")
     init_rounds: int = 0
+    val_ids: list = field(default_factory=list)  # training queries held out for early stopping
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def sinkhorn_codes(
-    sq_dist: torch.Tensor, reg: float = 0.05, num_iter: int = 200, tol: float = 1e-3
+    sq_dist: torch.Tensor,
+    reg: float = 0.05,
+    num_iter: int = 200,
+    tol: float = 1e-3,
+    rounding: str = "capacity",
 ) -> torch.Tensor:
     """Algorithm 1 for one codebook, in torch: balanced codes int64 (M,) from squared distances
-    float64 (M, W), the argmax of each row of the Sinkhorn plan of `balance.balanced_assign`
-    (same cost normalisation, same uniform marginals, same entropic `reg`).
+    float64 (M, W), from the Sinkhorn plan of `balance.balanced_assign` (same cost
+    normalisation, same uniform marginals, same entropic `reg`, same `rounding`: "capacity",
+    every list floor / ceil of M / W, or "argmax" of each row).
 
     Plain-domain Sinkhorn on K = exp(-cost / reg) with matrix-vector products (two per
     iteration), stopped as soon as the column marginals are within `tol` (checked every 10
-    iterations) or after `num_iter` iterations. Only the column scaling v decides each row's
-    argmax (`argmax_k K_ik v_k`), so stopping at `tol` changes few codes. 10-40x faster than
-    POT's log-domain solver on the 640 x 256 mini-batch and 8192 x 256 encoding problems
-    (measured here, 1 thread); where K underflows (a cost / reg beyond float64's range) it
-    falls back to `balance.balanced_assign`, the log-domain solver.
+    iterations) or after `num_iter` iterations. 10-40x faster than POT's log-domain solver on the
+    640 x 256 mini-batch and 8192 x 256 encoding problems (measured here, 1 thread); where K
+    underflows (a cost / reg beyond float64's range) it falls back to `balance.balanced_assign`,
+    the log-domain solver. The rounding reads the plan in the log domain,
+    `log u_i - cost_ik / reg + log v_k`, so entries that underflow keep their order.
     """
+    check_rounding(rounding)
     c = sq_dist - sq_dist.min(1, keepdim=True).values
     m = c.mean()
     c = c / m if m > 0 else c
@@ -126,9 +157,17 @@ def sinkhorn_codes(
         if it % 10 == 9 and float((v * Ktu / b - 1).abs().max()) < tol:
             break
         v = b / Ktu
-    if not bool(torch.isfinite(v).all()) or not bool((v > 0).all()):
-        return torch.from_numpy(balanced_assign(sq_dist.numpy(), reg=reg, num_iter=num_iter))
-    return (K * v[None, :]).argmax(1)
+    u = a / (K @ v)
+    ok = bool(torch.isfinite(v).all()) and bool((v > 0).all())
+    ok = ok and bool(torch.isfinite(u).all()) and bool((u > 0).all())
+    if not ok:
+        return torch.from_numpy(
+            balanced_assign(sq_dist.numpy(), reg=reg, num_iter=num_iter, rounding=rounding)
+        )
+    if rounding == "argmax":
+        return (K * v[None, :]).argmax(1)
+    score = torch.log(u)[:, None] - c / reg + torch.log(v)[None, :]
+    return torch.from_numpy(balanced_round(score.numpy()))
 
 
 def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -143,7 +182,9 @@ def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> tor
             x_b = xt[:, b * dsub : (b + 1) * dsub] if student.product else r
             d = (x_b * x_b).sum(1, keepdim=True) - 2 * x_b @ C[b].T + (C[b] * C[b]).sum(1)
             if cfg.sinkhorn_method == "torch":
-                t = sinkhorn_codes(d.double(), cfg.sinkhorn_reg, cfg.sinkhorn_iter)
+                t = sinkhorn_codes(
+                    d.double(), cfg.sinkhorn_reg, cfg.sinkhorn_iter, rounding=cfg.balance_rounding
+                )
             else:
                 t = torch.from_numpy(
                     balanced_assign(
@@ -151,6 +192,7 @@ def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> tor
                         reg=cfg.sinkhorn_reg,
                         method=cfg.sinkhorn_method,
                         num_iter=cfg.sinkhorn_iter,
+                        rounding=cfg.balance_rounding,
                     )
                 )
             codes[:, b] = t
@@ -161,8 +203,12 @@ def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> tor
 
 def encode(student: Student, x: np.ndarray, cfg: TrainConfig, balanced: bool) -> np.ndarray:
     """Codes int32 (n, B) of documents x float32 (n, d_in): balanced (Algorithm 1, in seeded
-    random chunks of `balance_chunk`, each balanced) or nearest codeword / greedy residual."""
+    random chunks of `balance_chunk`, each balanced: with the default rounding every list holds
+    n / W documents to within one per chunk) or nearest (PQ / OPQ: nearest codeword per
+    subspace; AQ: the residual beam search of `CodebookQuantizer.encode`, as the AQ baseline)."""
     n = len(x)
+    if not balanced and not student.product:
+        return student.to_quantizer().encode(np.ascontiguousarray(x, np.float32))
     codes = np.empty((n, student.B), dtype=np.int32)
     order = np.random.default_rng(cfg.seed).permutation(n) if balanced else np.arange(n)
     step = cfg.balance_chunk if balanced else 1 << 15
@@ -173,6 +219,13 @@ def encode(student: Student, x: np.ndarray, cfg: TrainConfig, balanced: bool) ->
             c = _balanced_codes(student, xt, cfg) if balanced else student.assign(xt)[0]
             codes[idx] = c.numpy()
     return codes
+
+
+def index_codes(student: Student, xb: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """The codes int32 (nb, B) the index stores for the base xb: balanced (Algorithm 1) when
+    `cfg.balance_index`, else nearest (module docstring). Deterministic for a given student and
+    seed, so early stopping (`val_codes="index"`) measures exactly the codes `KDIndex.fit` saves."""
+    return encode(student, xb, cfg, balanced=cfg.balance_index)
 
 
 def _pair_scores(qt: torch.Tensor, dt: torch.Tensor, metric: str) -> torch.Tensor:
@@ -208,17 +261,21 @@ def _batch_loss(student, xq, xd, metric, cfg, doc_codes, rec_scale, differentiab
         s_quant = _pair_scores(qt, dr.reshape(n, K, -1), metric)
         scale = s_true.std().clamp_min(1e-12) * cfg.temperature  # scale-free scores (silent)
         if cfg.loss == "weighted_kl":
-            distill = weighted_kl_loss(s_quant / scale, s_true / scale, w)
+            distill = weighted_kl_loss(s_quant / scale, s_true / scale, w, cfg.kl_weighting)
         else:
             distill = lambdarank_loss(s_quant / scale, w)
     return cfg.distill_weight * distill + cfg.rec_weight * rec
 
 
 def _val_recall(student, xb, xv, labels_v, metric, cfg) -> float:
-    """Recall of the teacher's top-K among the student's top-K (exhaustive ADC, nearest codes)."""
+    """Recall of the teacher's top-K among the student's top-K (exhaustive ADC) on the codes the
+    index stores (`index_codes`; nearest codes with `val_codes="nearest"`)."""
     K = labels_v.shape[1]
     q = student.to_quantizer()
-    codes = encode(student, xb, cfg, balanced=False)
+    if cfg.val_codes == "index":
+        codes = index_codes(student, xb, cfg)
+    else:
+        codes = encode(student, xb, cfg, balanced=False)
     _, I = adc_search(q, codes, xv, K, metric)
     hits = [len(np.intersect1d(I[i], labels_v[i])) for i in range(len(I))]
     return float(np.mean(hits) / K)
@@ -247,7 +304,7 @@ def train_student(
     with torch.no_grad():
         rec_scale = float((student.transform(xbt[: 1 << 14]) ** 2).mean().clamp_min(1e-12))
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    res = TrainResult()
+    res = TrainResult(val_ids=[int(i) for i in val])
     W = student.W
 
     def batches():
