@@ -107,7 +107,10 @@ def test_file_backed_dataset_and_shipped_gt(reg):
 
 def test_wrong_shipped_groundtruth_is_caught(reg):
     gt = reg["data"] / "toy" / "gt.ivecs"
-    bad = np.tile(np.arange(10, dtype=np.int32)[::-1] + 40, (5, 1))
+    # ten wrong ids per query, listed nearest first (so only the exact comparison catches them)
+    ids = np.arange(40, 50)
+    d2 = ((reg["xq"][:, None] - reg["xb"][ids][None]) ** 2).sum(-1)
+    bad = ids[np.argsort(d2, axis=1)].astype(np.int32)
     write_vectors(gt, bad)
     b = gt.read_bytes()
     import tomllib
@@ -116,7 +119,7 @@ def test_wrong_shipped_groundtruth_is_caught(reg):
     text = path.read_text()
     old = tomllib.loads(text)["files"]["toy/gt.ivecs"]["sha256"]
     path.write_text(text.replace(old, _sha(b)))
-    with pytest.raises(DatasetError, match="shipped ground truth: query 0 does not list"):
+    with pytest.raises(DatasetError, match=r"ground truth \(toy/gt.ivecs\): query 0 does not list"):
         get_dataset("toy").gt(10)
 
 

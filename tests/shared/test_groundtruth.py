@@ -71,8 +71,15 @@ def test_check_shipped_accepts_tie_reordering_and_rejects_wrong():
     gt[0, i3], gt[0, i7] = 7, 3  # swap the tied ids
     check_groundtruth(gt, xq, xb)
     wrong = I.copy()
-    wrong[2, 0] = (set(range(50)) - set(I[2])).pop()
+    # a wrong last neighbour (farther than the true 5th, so the row stays nearest first)
+    wrong[2, -1] = (set(range(50)) - set(I[2])).pop()
     with pytest.raises(GroundTruthError, match="query 2 does not list its exact top-5"):
+        check_groundtruth(wrong, xq, xb)
+    # a wrong first neighbour breaks the order before the exact comparison is reached
+    wrong = I.copy()
+    wrong[2, 0] = I[2, -1]
+    wrong[2, -1] = I[2, 0]
+    with pytest.raises(GroundTruthError, match="query 2 is not ordered nearest first"):
         check_groundtruth(wrong, xq, xb)
     with pytest.raises(GroundTruthError, match="outside \\[0, 50\\)"):
         check_groundtruth(I + 1000, xq, xb)

@@ -1,4 +1,5 @@
 """Vector IO round trips and every bad-input case of the foundation issue."""
+
 import os
 
 import numpy as np
@@ -12,6 +13,15 @@ from annrepro.vecio import (
 )
 
 EXTS = [".fvecs", ".ivecs", ".bvecs", ".fbin", ".u8bin", ".ibin", ".npy"]
+
+
+def _write_texmex_unchecked(path, x):
+    """Write x as .fvecs bytes without write_vectors' checks (for files with bad values)."""
+    x = np.asarray(x, dtype="<f4")
+    rec = np.empty((x.shape[0], 1 + x.shape[1]), dtype="<f4")
+    rec[:, 0] = np.int32(x.shape[1]).view("<f4")
+    rec[:, 1:] = x
+    path.write_bytes(rec.tobytes())
 
 
 def _data(ext, n=7, d=5):
@@ -114,7 +124,9 @@ def test_nan_or_inf_named_by_row(tmp_path, bad):
     x = _data(".fvecs")
     x[4, 2] = bad
     p = tmp_path / "x.fvecs"
-    write_vectors(p, x)
+    with pytest.raises(VectorFileError, match="refusing to write: row 4 contains NaN or inf"):
+        write_vectors(p, x)
+    _write_texmex_unchecked(p, x)  # such files exist: the reader must catch them
     with pytest.raises(VectorFileError, match="row 4 contains NaN or inf"):
         read_vectors(p)
     # a row range not containing it reads fine, and offsets are reported in file rows

@@ -4,6 +4,9 @@ annrepro reproduce --scale small --tables 'catalyzer.*'
 annrepro report
 annrepro tables                      # list tables and which have producers
 annrepro data list | info NAME | fetch NAME | check NAME
+
+Bad input (a file, an option, a variable, a registry entry) ends in one line
+`annrepro: error: <what>: <problem>` on stderr and exit code 2 (`run_cli`).
 """
 
 from __future__ import annotations
@@ -13,23 +16,81 @@ import logging
 import sys
 
 from .datasets import DatasetError, get_dataset, list_datasets, registry
+from .errors import AnnreproError
 from .tables.spec import SCALES, SpecError
 
-__all__ = ["main", "reproduce_paper"]
+__all__ = ["main", "reproduce_paper", "run_cli", "ArgumentParser", "positive_int", "UsageError"]
+
+
+class UsageError(AnnreproError):
+    """A command line that argparse rejects (unknown option, bad value)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error raises UsageError (one line through `run_cli`) instead of
+    printing the usage and exiting. Subparsers made by `add_subparsers` inherit this class."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} -h)")
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts such as --threads: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v is None or v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return v
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# the table engine's errors are bad input too (SpecError is not an AnnreproError subclass yet)
+_INPUT_ERRORS = (AnnreproError, SpecError)
+
+
+def run_cli(prog: str, main_fn, argv=None) -> int:
+    """Run `main_fn(argv) -> int` as the command `prog`.
+
+    Bad input, i.e. any AnnreproError (VectorFileError, DatasetError, GroundTruthError,
+    InputError, SettingError, UsageError), a table SpecError, or an OSError that names a file,
+    becomes one line `<prog>: error: <message>` on stderr and exit code 2, without a
+    traceback. Anything else is a bug and propagates with its traceback.
+    """
+    try:
+        return main_fn(argv)
+    except _INPUT_ERRORS as e:
+        msg = str(e)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        names = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+        msg = f"{names}: {e.strerror or type(e).__name__}"
+    print(f"{prog}: error: {_one_line(msg)}", file=sys.stderr)
+    return 2
 
 
 def _reproduce(args) -> int:
     from .paths import results_root
     from .tables import find_specs, write_report
     from .tables.reproduce import reproduce
+    from .threads import default_threads
 
+    # settings first: a bad ANNREPRO_THREADS / ANNREPRO_RESULTS fails before any table runs
+    if args.threads is None:
+        default_threads()
+    out_dir = results_root(writable=True) / args.scale
     specs = find_specs(args.tables)
     done = reproduce(
         specs,
         args.scale,
         seed=args.seed,
         n_threads=args.threads,
-        out_dir=results_root() / args.scale,
+        out_dir=out_dir,
         progress=not args.no_progress,
         force=args.force,
         echo=lambda line: print(line, flush=True),
@@ -43,9 +104,11 @@ def _reproduce(args) -> int:
 
 
 def _report(args) -> int:
+    from .paths import results_root
     from .tables import write_report
     from .tables.report import collect
 
+    results_root(writable=True)  # REPORT.md goes there: a file or read-only folder is refused
     for c in collect(args.tables):
         print(c.summary_line())
     print(f"report: {write_report(args.tables)}")
@@ -87,7 +150,10 @@ def _data(args) -> int:
     if args.action == "info":
         print(ds.describe())
         return 0
-    ds.check()  # "check": load, validate, compare the shipped ground truth
+    # "check": re-hash every file (a verified stamp is not trusted here), load, validate, and
+    # compare the shipped ground truth
+    ds.verify(rehash=True)
+    ds.check()
     ds.gt(min(100, ds.nb))
     print(f"{args.name}: ok ({ds.nb} base, {ds.nq} queries, {ds.nt} learn, d={ds.d})")
     return 0
@@ -100,7 +166,12 @@ def reproduce_paper(paper: str, argv: list[str]) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    """`annrepro` (console script): exit code 0, 1 (a table failed) or 2 (bad input)."""
+    return run_cli("annrepro", _main, argv)
+
+
+def _main(argv=None) -> int:
+    p = ArgumentParser(
         prog="annrepro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("-v", "--verbose", action="store_true")
@@ -110,7 +181,7 @@ def main(argv=None) -> int:
     r.add_argument("--scale", choices=SCALES, default="small")
     r.add_argument("--tables", default="*", help="glob(s) on table ids, comma-separated")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--threads", type=int, default=None, help="threads for index building")
+    r.add_argument("--threads", type=positive_int, default=None, help="threads for index building")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument(
         "--force", action="store_true", help="recompute tables whose results are up to date"
@@ -137,11 +208,7 @@ def main(argv=None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    try:
-        return args.fn(args)
-    except (SpecError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return args.fn(args)
 
 
 if __name__ == "__main__":

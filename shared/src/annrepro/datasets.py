@@ -2,7 +2,10 @@
 
 A data set is found by name (`get_dataset("sift-10K")`); its files are looked up under each data
 root in turn (`paths.data_roots()`: $ANNREPRO_DATA, then the user cache), checked against the
-registry (size at every load, sha256 once per file version), and loaded lazily. Splits that the
+registry (size at every load; sha256 once per file version, re-hashed by `annrepro data check`),
+and loaded lazily. The registry itself is validated when read (known metric and scale, integer
+sizes and row ranges, no inf / NaN), and every problem with a data set's files or values is a
+`DatasetError` naming the data set, the file and the problem. Splits that the
 stand-ins lack are derived deterministically (row ranges or a seeded permutation), and the `tiny`
 data sets are seeded Gaussian mixtures. A missing data set raises `DatasetError` with one message
 that says how to get it.
@@ -10,9 +13,11 @@ that says how to get it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,20 +27,21 @@ from pathlib import Path
 import numpy as np
 
 from . import groundtruth as _gt
+from .errors import AnnreproError, DatasetError
 from .paths import data_roots, tables_root
-from .vecio import VectorFileError, check_finite_rows, read_vectors, vectors_shape
+from .validate import METRICS, check_same_dim
+from .vecio import check_finite_rows, read_vectors, vectors_shape
 
 __all__ = ["DatasetError", "Dataset", "get_dataset", "registry", "list_datasets", "locate_file"]
 
 log = logging.getLogger(__name__)
 
-
-class DatasetError(RuntimeError):
-    """A data set is unknown, missing, or does not match the registry."""
+SCALES = ("tiny", "small", "full")  # annrepro.tables.spec.SCALES (not imported: no cycle)
+ROLES = ("base", "learn", "query", "groundtruth")
 
 
 def registry(path: Path | None = None) -> dict:
-    """The parsed `datasets.toml` ({'sources', 'files', 'datasets'})."""
+    """The parsed and validated `datasets.toml` ({'sources', 'files', 'datasets'})."""
     path = path or tables_root() / "datasets.toml"
     try:
         with open(path, "rb") as f:
@@ -46,7 +52,92 @@ def registry(path: Path | None = None) -> dict:
         raise DatasetError(f"{path}: invalid TOML: {e}") from None
     for key in ("sources", "files", "datasets"):
         reg.setdefault(key, {})
+    check_registry(reg, path)
     return reg
+
+
+def _int_problem(v, minimum: int = 0) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        kind = "inf / NaN" if isinstance(v, float) and not math.isfinite(v) else type(v).__name__
+        return f"{v!r} ({kind}): expected an integer >= {minimum}"
+    return None if v >= minimum else f"{v!r}: expected an integer >= {minimum}"
+
+
+def check_registry(reg: dict, path) -> None:
+    """Raise DatasetError naming `path`, the entry and the problem for the first bad value:
+    unknown metric or scale, a non-string file reference, a size, shape, row range or split
+    that is not a non-negative integer (TOML's inf / nan included), a bad sha256."""
+
+    def bad(where: str, problem: str):
+        raise DatasetError(f"{path}: {where}: {problem}")
+
+    for rel, e in reg["files"].items():
+        where = f"[files.{rel!r}]"
+        if not isinstance(e, dict):
+            bad(where, "expected a table")
+        if "bytes" in e and (p := _int_problem(e["bytes"])):
+            bad(where, f"bytes = {p}")
+        if "shape" in e:
+            sh = e["shape"]
+            if not isinstance(sh, list) or any(_int_problem(v, 1) for v in sh):
+                bad(where, f"shape = {sh!r}: expected a list of positive integers")
+        sha = e.get("sha256")
+        if sha is not None and not (
+            isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        ):
+            bad(where, f"sha256 = {sha!r}: expected 64 lowercase hex digits")
+        if "source" in e and e["source"] not in reg["sources"]:
+            bad(where, f"source = {e['source']!r} is not in [sources]")
+    for name, e in reg["datasets"].items():
+        where = f"[datasets.{name!r}]"
+        if not isinstance(e, dict):
+            bad(where, "expected a table")
+        if e.get("metric", "l2") not in METRICS:
+            bad(where, f"unknown metric {e['metric']!r}; expected one of {', '.join(METRICS)}")
+        if "scale" in e and e["scale"] not in SCALES:
+            bad(where, f"unknown scale {e['scale']!r}; expected one of {', '.join(SCALES)}")
+        for role in ROLES:
+            if role in e and not isinstance(e[role], str):
+                bad(where, f"{role} = {e[role]!r}: expected a file path")
+            rows = e.get(f"{role}_rows")
+            if rows is not None and (
+                not isinstance(rows, list)
+                or len(rows) != 2
+                or any(_int_problem(v) for v in rows)
+                or rows[0] >= rows[1]
+            ):
+                bad(where, f"{role}_rows = {rows!r}: expected [start, stop) integers")
+        for key in ("n", "d"):
+            if key in e and (p := _int_problem(e[key], 1)):
+                bad(where, f"{key} = {p}")
+        dv = e.get("derive")
+        if dv is not None:
+            if not isinstance(dv, dict) or not isinstance(dv.get("from"), str):
+                bad(where, "derive needs from = <file path>")
+            for role in ("base", "learn", "query"):
+                v = dv.get(role)
+                if v is None:
+                    continue
+                if "seed" in dv:
+                    if p := _int_problem(v, 1):
+                        bad(where, f"derive.{role} = {p}")
+                elif (
+                    not isinstance(v, list) or len(v) != 2 or any(_int_problem(x) for x in v)
+                ) or v[0] >= v[1]:
+                    bad(where, f"derive.{role} = {v!r}: expected [start, stop) integers")
+            if "seed" in dv and (p := _int_problem(dv["seed"])):
+                bad(where, f"derive.seed = {p}")
+        syn = e.get("synthetic")
+        if syn is not None:
+            for key in ("d", "nb", "nt", "nq", "clusters"):
+                if key in syn and (p := _int_problem(syn[key], 1)):
+                    bad(where, f"synthetic.{key} = {p}")
+            for key in ("d", "nb", "nt", "nq"):
+                if key not in syn:
+                    bad(where, f"synthetic needs {key}")
+            sp = syn.get("spread", 0.5)
+            if isinstance(sp, bool) or not isinstance(sp, (int, float)) or not 0 < sp < math.inf:
+                bad(where, f"synthetic.spread = {sp!r}: expected a finite number > 0")
 
 
 def list_datasets(scale: str | None = None) -> list[str]:
@@ -54,9 +145,19 @@ def list_datasets(scale: str | None = None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- file lookup
-def _verified_stamp(path: Path) -> Path:
+def _verified_stamp(path: Path, entry: dict) -> Path:
+    """The cache file saying `path` was hashed and matched `entry`'s sha256.
+
+    Size and mtime alone are not trusted (a write that keeps the size and restores the mtime
+    would pass): the key also holds the inode, the change time (which no user call can set
+    back) and the expected digest, so a rewritten file or an edited registry is hashed again.
+    """
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    ident = (
+        f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_dev}|"
+        f"{st.st_ino}|{entry.get('sha256')}"
+    )
+    key = hashlib.sha256(ident.encode()).hexdigest()
     return _gt.cache_dir() / "verified" / key[:32]
 
 
@@ -68,8 +169,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, entry: dict) -> None:
-    """Check size (always) and sha256 (once per file version, remembered in the cache)."""
+def verify_file(path: Path, entry: dict, rehash: bool = False) -> None:
+    """Check size (always) and sha256 (once per file version, remembered in the cache; every
+    time with `rehash`, as `annrepro data check` does)."""
     size = path.stat().st_size
     if "bytes" in entry and size != entry["bytes"]:
         raise DatasetError(
@@ -78,8 +180,8 @@ def verify_file(path: Path, entry: dict) -> None:
         )
     if "sha256" not in entry:
         return
-    stamp = _verified_stamp(path)
-    if stamp.exists():
+    stamp = _verified_stamp(path, entry)
+    if stamp.exists() and not rehash:
         return
     digest = sha256_file(path)
     if digest != entry["sha256"]:
@@ -88,17 +190,19 @@ def verify_file(path: Path, entry: dict) -> None:
             "corrupted or another file; delete it and fetch again (annrepro data fetch)"
         )
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(str(path))
+    stamp.write_text(f"{path}\n{digest}\n")
 
 
-def locate_file(rel: str, reg: dict | None = None, verify: bool = True) -> Path | None:
+def locate_file(
+    rel: str, reg: dict | None = None, verify: bool = True, rehash: bool = False
+) -> Path | None:
     """The first data root holding `rel` (verified against the registry), or None."""
     reg = reg or registry()
     for root in data_roots():
         p = root / rel
         if p.is_file():
             if verify and rel in reg["files"]:
-                verify_file(p, reg["files"][rel])
+                verify_file(p, reg["files"][rel], rehash=rehash)
             return p
     return None
 
@@ -166,10 +270,21 @@ class Dataset:
         return self.entry.get("scale", "?")
 
     # -- loading
-    def _require(self, rels: list[str]) -> dict[str, Path]:
+    @contextlib.contextmanager
+    def _errors(self):
+        """Any bad-input error of the layers below (a bad file, NaN / inf, a dimension
+        mismatch, a bad ground truth) leaves as one DatasetError naming this data set."""
+        try:
+            yield
+        except DatasetError:
+            raise
+        except AnnreproError as e:
+            raise DatasetError(f"{self.name}: {e}") from None
+
+    def _require(self, rels: list[str], rehash: bool = False) -> dict[str, Path]:
         found, missing = {}, []
         for rel in rels:
-            p = locate_file(rel, self.reg)
+            p = locate_file(rel, self.reg, rehash=rehash)
             (found.__setitem__(rel, p) if p else missing.append(rel))
         if missing and os.environ.get("ANNREPRO_AUTO_FETCH") == "1":
             if all(self.reg["files"].get(r, {}).get("source") for r in missing):
@@ -183,7 +298,25 @@ class Dataset:
             raise DatasetError(_missing_message(self.name, self.entry, missing, self.reg))
         return found
 
+    def verify(self, rehash: bool = True) -> list[Path]:
+        """Locate every file of the data set and check it against the registry (size, and
+        sha256 again even where a stamp says it was verified, unless rehash=False)."""
+        rels = _file_refs(self.entry)
+        found = self._require(rels, rehash=rehash)
+        return [found[r] for r in rels]
+
+    def _source(self, role: str) -> str | None:
+        """Where a role's vectors come from, for messages."""
+        e = self.entry
+        if "derive" in e:
+            return f"{e['derive']['from']} ({role} split)"
+        return e.get(role)
+
     def _read(self, role: str) -> np.ndarray | None:
+        with self._errors():
+            return self._read_role(role)
+
+    def _read_role(self, role: str) -> np.ndarray | None:
         e = self.entry
         if "synthetic" in e:
             xb, xt, xq = self._synthetic
@@ -208,6 +341,10 @@ class Dataset:
 
     @cached_property
     def _derived(self) -> dict:
+        with self._errors():
+            return self._derive()
+
+    def _derive(self) -> dict:
         dv = self.entry["derive"]
         path = self._require([dv["from"]])[dv["from"]]
         if "seed" in dv:  # seeded permutation: query, then learn, then base
@@ -272,18 +409,17 @@ class Dataset:
         return int(self.xt.shape[0])
 
     def check(self) -> None:
-        """Validate shapes and values: same d everywhere, finite floats."""
-        for role, x in (("base", self.xb), ("query", self.xq), ("learn", self.xt)):
-            if x.shape[1] != self.xb.shape[1]:
-                raise DatasetError(
-                    f"{self.name}: {role} dimension {x.shape[1]} differs from base dimension "
-                    f"{self.xb.shape[1]}"
-                )
+        """Validate shapes and values: same d in base / query / learn (naming the two files
+        that differ), finite floats."""
+        roles = {"base": self.xb, "query": self.xq, "learn": self.xt}
+        paths = {r: src for r in roles if (src := self._source(r))}
+        if not self.has_learn:
+            paths.pop("learn", None)
+        with self._errors():
+            check_same_dim(paths=paths, **roles)
             if not self.entry.get("mmap"):
-                try:
-                    check_finite_rows(x, f"{self.name} {role}")
-                except VectorFileError as e:
-                    raise DatasetError(str(e)) from None
+                for role, x in roles.items():
+                    check_finite_rows(x, f"{role} ({paths.get(role, 'synthetic')})")
 
     # -- ground truth
     def content_key(self) -> str:
@@ -312,12 +448,14 @@ class Dataset:
         if self._shipped_checked or "groundtruth" not in self.entry:
             return
         shipped = self._read("groundtruth")
-        try:
+        with self._errors():
             _gt.check_groundtruth(
-                shipped, self.xq, self.xb, self.metric, name=f"{self.name} shipped ground truth"
+                shipped,
+                self.xq,
+                self.xb,
+                self.metric,
+                name=f"shipped ground truth ({self.entry['groundtruth']})",
             )
-        except _gt.GroundTruthError as e:
-            raise DatasetError(str(e)) from None
         self._shipped_checked = True
 
     def describe(self) -> str:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .vecio import atomic_write_bytes
+from .atomic import atomic_write_bytes
+from .errors import AnnreproError, GroundTruthError
+from .validate import METRICS, check_ground_truth, check_real, check_same_dim
 
 __all__ = [
     "GroundTruthError",
@@ -31,12 +33,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-METRICS = ("l2", "ip")
-
-
-class GroundTruthError(ValueError):
-    """Inputs to ground truth are inconsistent, or a shipped ground truth is wrong."""
 
 
 def _faiss_metric(metric: str):
@@ -50,19 +46,25 @@ def _faiss_metric(metric: str):
 def _check_inputs(xq, xb, k):
     if xq.ndim != 2 or xb.ndim != 2:
         raise GroundTruthError(f"queries and base must be 2-d; got {xq.shape} and {xb.shape}")
-    if xq.shape[1] != xb.shape[1]:
-        raise GroundTruthError(
-            f"query dimension {xq.shape[1]} differs from base dimension {xb.shape[1]}"
-        )
+    try:
+        check_real(xq, "queries")
+        check_real(xb, "base")
+        check_same_dim(base=xb, query=xq)
+    except AnnreproError as e:
+        raise GroundTruthError(str(e)) from None
     if not 1 <= k <= xb.shape[0]:
         raise GroundTruthError(f"k={k} must be between 1 and the base size {xb.shape[0]}")
 
 
 def _finite(x, what, offset=0):
+    """x: the float32 chunk (already cast: a float64 beyond float32's range is inf here)."""
     ok = np.isfinite(x).all(axis=1)
     if not ok.all():
         r = int(np.flatnonzero(~ok)[0]) + offset
-        raise GroundTruthError(f"{what} row {r} contains NaN or inf")
+        raise GroundTruthError(
+            f"{what} row {r} contains NaN or inf (after the cast to float32: values beyond "
+            "+-3.4e38 become inf)"
+        )
 
 
 def knn_exact(
@@ -98,11 +100,13 @@ def knn_exact(
             unit_scale=True,
         )
     for q0 in range(0, nq, query_chunk):
-        q = np.ascontiguousarray(xq[q0 : q0 + query_chunk], dtype=np.float32)
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: _finite says so
+            q = np.ascontiguousarray(xq[q0 : q0 + query_chunk], dtype=np.float32)
         _finite(q, "query", q0)
         heap = faiss.ResultHeap(len(q), k, keep_max=(metric == "ip"))
         for b0 in range(0, nb, base_chunk):
-            b = np.ascontiguousarray(xb[b0 : b0 + base_chunk], dtype=np.float32)
+            with np.errstate(over="ignore"):
+                b = np.ascontiguousarray(xb[b0 : b0 + base_chunk], dtype=np.float32)
             _finite(b, "base", b0)
             kk = min(k, len(b))
             Dc, Ic = faiss.knn(q, b, kk, metric=fm)
@@ -172,20 +176,14 @@ def cached_knn(xq, xb, k: int, metric: str = "l2", key: str | None = None, **kw)
 def check_groundtruth(gt, xq, xb, metric: str = "l2", name: str = "ground truth", rtol=1e-4):
     """Check a shipped ground truth `gt: int (nq, k)` against a brute-force recomputation.
 
-    Passes when, for every query, the ids are in range and the distances of the shipped ids
+    First `annrepro.validate.check_ground_truth` (integer ids in range, one row per query, rows
+    nearest first). Then passes when, for every query, the distances of the shipped ids
     equal the exact top-k distances (so rows may differ only in the order or choice among exactly
     tied distances). Raises GroundTruthError naming the first bad query otherwise.
     """
-    gt = np.asarray(gt)
-    if gt.ndim != 2 or gt.shape[0] != xq.shape[0]:
-        raise GroundTruthError(f"{name}: shape {gt.shape} does not match {xq.shape[0]} queries")
-    nb = xb.shape[0]
-    if gt.min() < 0 or gt.max() >= nb:
-        bad = int(np.flatnonzero((gt < 0).any(axis=1) | (gt >= nb).any(axis=1))[0])
-        raise GroundTruthError(
-            f"{name}: query {bad} lists ids outside [0, {nb}) of the base: ground truth from "
-            "another data set or base size"
-        )
+    # dtype, one row per query, ids in range, no id twice, rows nearest first (the exact check
+    # below compares sorted distances, so it alone would accept rows ordered farthest first)
+    gt = check_ground_truth(gt, xb.shape[0], xq.shape[0], xb=xb, xq=xq, metric=metric, what=name)
     k = gt.shape[1]
     D, _ = knn_exact(xq, xb, k, metric)
     q = np.ascontiguousarray(xq, dtype=np.float32)

@@ -20,6 +20,12 @@ result that returns another tied id counts as a miss. On real data exact ties ar
 shipped ground truths here differ from a recomputation only in the order of tied ids, which these
 set-based metrics ignore except at the cut-off). Padding ids (-1) never match, and a result list
 that repeats an id counts it once.
+
+**Validation.** Every metric first checks its inputs (`check_results`): integer ids on both sides
+(a distances array passed as ids is refused), one ground-truth row per result row, enough
+columns, ground-truth ids >= 0 and never repeated in a row, result ids >= -1, and, with `nb` (the
+base size), every id < nb. A bad input raises `annrepro.errors.InputError` /
+`GroundTruthError` (both ValueError) instead of returning a wrong number.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from .errors import InputError
+from .validate import check_ground_truth
 
 __all__ = [
     "one_recall_at",
@@ -39,26 +48,39 @@ __all__ = [
 ]
 
 
-def check_results(I: np.ndarray, gt: np.ndarray, k: int, n: int = 1) -> None:
-    """Validate shapes: I (nq, >=k), gt (nq, >=n). Raises ValueError naming the problem."""
+def check_results(I: np.ndarray, gt: np.ndarray, k: int, n: int = 1, nb: int | None = None) -> None:
+    """Validate I: int (nq, >=k) result ids and gt: int (nq, >=n) exact ids (see the module
+    docstring); nb: the base size, if known. Raises InputError / GroundTruthError (ValueError)."""
     I = np.asarray(I)
     gt = np.asarray(gt)
     if I.ndim != 2 or gt.ndim != 2:
-        raise ValueError(f"results and ground truth must be 2-d; got {I.shape} and {gt.shape}")
+        raise InputError(f"results and ground truth must be 2-d; got {I.shape} and {gt.shape}")
     if I.shape[0] != gt.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{I.shape[0]} result rows but {gt.shape[0]} ground-truth rows: "
             "results and ground truth come from different query sets"
         )
     if I.shape[1] < k:
-        raise ValueError(f"asked for a metric at k={k} but results have only {I.shape[1]} columns")
+        raise InputError(f"asked for a metric at k={k} but results have only {I.shape[1]} columns")
     if gt.shape[1] < n:
-        raise ValueError(f"metric needs the true top-{n} but ground truth has {gt.shape[1]}")
+        raise InputError(f"metric needs the true top-{n} but ground truth has {gt.shape[1]}")
+    check_ground_truth(gt, nb, I.shape[0], n)
+    if I.dtype.kind not in "iu":
+        hint = ": distances (D) passed instead of ids (I)?" if I.dtype.kind == "f" else ""
+        raise InputError(f"results hold {I.dtype} values, not integer ids{hint}")
+    if I.size and I.min() < -1:
+        r = int(np.flatnonzero((I < -1).any(axis=1))[0])
+        raise InputError(f"results: query {r} lists id {int(I[r].min())} (ids are >= 0, -1 pads)")
+    if nb is not None and I.size and I.max() >= nb:
+        r = int(np.flatnonzero((I >= nb).any(axis=1))[0])
+        raise InputError(
+            f"results: query {r} lists id {int(I[r].max())}, outside [0, {nb}) of the base"
+        )
 
 
-def one_recall_at(I, gt, k: int) -> float:
+def one_recall_at(I, gt, k: int, nb: int | None = None) -> float:
     """1-recall@k: fraction of queries whose true nearest neighbour is among the first k results."""
-    check_results(I, gt, k, 1)
+    check_results(I, gt, k, 1, nb)
     I = np.asarray(I)[:, :k]
     nn = np.asarray(gt)[:, :1]
     return float(((I == nn) & (nn >= 0)).any(axis=1).mean())
@@ -88,28 +110,28 @@ def _hits(I, gt, n, m):
     return hit
 
 
-def n_recall_at(I, gt, n: int, m: int) -> float:
+def n_recall_at(I, gt, n: int, m: int, nb: int | None = None) -> float:
     """n-recall@m: mean over queries of |first m results and true top-n| / n."""
-    check_results(I, gt, m, n)
+    check_results(I, gt, m, n, nb)
     return float(_hits(I, gt, n, m).sum(axis=1).mean() / n)
 
 
-def recall_at(I, gt, k: int) -> float:
+def recall_at(I, gt, k: int, nb: int | None = None) -> float:
     """recall@k = k-recall@k (KDindex's Recall@10)."""
-    return n_recall_at(I, gt, k, k)
+    return n_recall_at(I, gt, k, k, nb)
 
 
-def ndcg_at(I, gt, k: int) -> float:
+def ndcg_at(I, gt, k: int, nb: int | None = None) -> float:
     """NDCG@k with binary relevance: the true top-k ids are relevant (KDindex, Sec. 4.1)."""
-    check_results(I, gt, k, k)
+    check_results(I, gt, k, k, nb)
     hit = _hits(I, gt, k, k)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     return float((hit @ disc).mean() / disc.sum())
 
 
-def mrr_at(I, gt, k: int) -> float:
+def mrr_at(I, gt, k: int, nb: int | None = None) -> float:
     """MRR@k: mean reciprocal rank of the first result among the true top-k (0 if none)."""
-    check_results(I, gt, k, k)
+    check_results(I, gt, k, k, nb)
     hit = _hits(I, gt, k, k)
     first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.inf)
     return float((1.0 / first).mean())

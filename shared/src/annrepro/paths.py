@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["tables_root", "data_roots", "results_root", "repo_root"]
+from .errors import SettingError
+
+__all__ = ["tables_root", "data_roots", "results_root", "repo_root", "folder_problem"]
 
 
 def repo_root() -> Path | None:
@@ -44,9 +47,38 @@ def data_roots() -> list[Path]:
     return roots
 
 
-def results_root() -> Path:
+def results_root(writable: bool = False) -> Path:
+    """$ANNREPRO_RESULTS, else `results/` of the checkout (or of the working directory).
+
+    Refuses (SettingError, naming the variable) a path that is a file or lies under one, and,
+    with `writable`, a folder where no file can be created (read-only).
+    """
     env = os.environ.get("ANNREPRO_RESULTS")
     if env:
-        return Path(env)
-    root = repo_root()
-    return (root if root is not None else Path.cwd()) / "results"
+        path, what = Path(env), f"ANNREPRO_RESULTS={env}"
+    else:
+        root = repo_root()
+        path = (root if root is not None else Path.cwd()) / "results"
+        what = f"results folder {path}"
+    problem = folder_problem(path, writable)
+    if problem:
+        raise SettingError(f"{what}: {problem}")
+    return path
+
+
+def folder_problem(path: Path, writable: bool = True) -> str | None:
+    """Why `path` cannot be (made into) a folder we write in, or None."""
+    p = path
+    while not p.exists():  # the nearest existing ancestor decides whether it can be created
+        if p.parent == p:
+            return None
+        p = p.parent
+    if not p.is_dir():
+        return "is a file, not a folder" if p == path else f"{p} is a file, not a folder"
+    if writable:
+        try:
+            with tempfile.TemporaryFile(dir=p):
+                pass
+        except OSError as e:
+            return f"cannot write in {p}: {e.strerror or e} (read-only?)"
+    return None

@@ -10,14 +10,31 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["threads", "get_threads", "set_threads", "default_threads"]
+from .errors import SettingError
+
+__all__ = ["threads", "get_threads", "set_threads", "default_threads", "check_threads"]
+
+
+def check_threads(n, what: str = "threads") -> int:
+    """n as a thread count (an integer >= 1, or a string of one); SettingError naming `what`
+    (the option or variable it came from) otherwise."""
+    given = n
+    if isinstance(n, str):
+        try:
+            n = int(n.strip())
+        except ValueError:
+            n = None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise SettingError(f"{what}={given!r}: expected a positive integer (threads)")
+    return n
 
 
 def default_threads() -> int:
-    """ANNREPRO_THREADS if set, else the number of usable cores."""
+    """ANNREPRO_THREADS if set (a positive integer, else SettingError), else the number of
+    usable cores."""
     env = os.environ.get("ANNREPRO_THREADS")
-    if env:
-        return max(1, int(env))
+    if env is not None and env.strip():
+        return check_threads(env, "ANNREPRO_THREADS")
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -33,11 +50,12 @@ def get_threads() -> int:
 def set_threads(n: int) -> None:
     import faiss
 
-    faiss.omp_set_num_threads(int(n))
+    n = check_threads(n)
+    faiss.omp_set_num_threads(n)
     try:
         import torch
 
-        torch.set_num_threads(int(n))
+        torch.set_num_threads(n)
     except ImportError:  # torch is optional for the common library
         pass
 
@@ -45,6 +63,7 @@ def set_threads(n: int) -> None:
 @contextlib.contextmanager
 def threads(n: int):
     """Run a block with faiss and torch capped at n threads; restore the previous count."""
+    n = check_threads(n)
     prev = get_threads()
     try:
         import torch

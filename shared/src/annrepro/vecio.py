@@ -3,8 +3,13 @@
 
 Every reader validates the file before it returns a single number: non-empty, size an exact
 multiple of the record size (texmex) or equal to the header's n*d (big-ann), the same dimension
-in every texmex row header, and plausible dimensions. A bad file raises `VectorFileError` naming
-the file, the byte offset or row, and what was expected.
+in every texmex row header, and plausible dimensions; `.npy` arrays must be real integer / float.
+`read_vectors` then checks that float values stay finite after the cast to float32 (a float64
+1e39 would become inf), and a cheap content test (`annrepro.validate.content_problem`) refuses
+int32 ids named `.fvecs`, float vectors named `.ivecs` and a big-ann header with n and d swapped.
+A bad file raises `VectorFileError` naming the file, the byte offset or row, and what was
+expected. `write_vectors` refuses what the readers would refuse (NaN / inf, values beyond the
+target dtype's range, non-real dtypes).
 
 Formats:
 - texmex: per row an int32 `d`, then `d` values (float32 for fvecs, uint8 for bvecs, int32 for
@@ -20,6 +25,8 @@ import numpy as np
 
 # re-exported: vecio was their first home; annrepro.atomic is the one implementation
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
+from .errors import VectorFileError
+from .validate import content_problem, float32_problem, real_dtype_problem, transposed_problem
 
 __all__ = [
     "VectorFileError",
@@ -49,15 +56,6 @@ __all__ = [
 # Largest dimension we accept in a header: a guard against reading garbage (a float's bytes
 # read as an int32 header give huge or negative values).
 MAX_DIM = 1 << 20
-
-
-class VectorFileError(ValueError):
-    """A vector file is missing, truncated, mis-typed or inconsistent."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 # extension -> (layout, dtype)
@@ -148,6 +146,11 @@ def _bin_layout(path: Path, dtype: np.dtype, size: int):
             + ("truncated" if size < expected else "trailing bytes")
             + ")",
         )
+    if d > n:  # fewer vectors than dimensions: rare for real data, the sign of a swapped header
+        flat = np.memmap(path, dtype=dtype, mode="r", offset=8, shape=(n * d,))
+        problem = transposed_problem(flat, n, d)
+        if problem:
+            raise VectorFileError(path, problem)
     return n, d
 
 
@@ -169,6 +172,9 @@ def _load_npy(path: Path, mmap: bool):
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise VectorFileError(path, f"not a valid .npy file: {e}") from None
+    problem = real_dtype_problem(arr.dtype)
+    if problem:
+        raise VectorFileError(path, problem)
     if arr.ndim != 2:
         raise VectorFileError(path, f"expected a 2-d array (n, d), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -176,24 +182,31 @@ def _load_npy(path: Path, mmap: bool):
     return arr
 
 
-def mmap_vectors(path, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Memory-map rows [start, stop) of a vector file: nothing is read until used.
+def mmap_vectors(path, start: int = 0, stop: int | None = None, sniff: bool = True) -> np.ndarray:
+    """Memory-map rows [start, stop) of a vector file: only a sample of rows is read now.
 
     Returns a read-only (n, d) view (for texmex files a strided view that skips the row
-    headers; copy with `np.ascontiguousarray` before handing it to faiss).
+    headers; copy with `np.ascontiguousarray` before handing it to faiss). `sniff`: test 256
+    rows spread over the whole file for values of another type than the extension says
+    (`annrepro.validate.content_problem`); pass False only for data known to be odd.
     """
     path = Path(path)
     layout, dtype = _format(path)
     n, d = vectors_shape(path)
     start, stop = _row_range(path, n, start, stop)
+    if layout == "npy":
+        return _load_npy(path, mmap=True)[start:stop]
     if layout == "texmex":
         rec_items = d + 4 // dtype.itemsize
         raw = np.memmap(path, dtype=dtype, mode="r", shape=(n, rec_items))
-        return raw[start:stop, 4 // dtype.itemsize :]
-    if layout == "bin":
+        arr = raw[:, 4 // dtype.itemsize :]
+    else:
         arr = np.memmap(path, dtype=dtype, mode="r", offset=8, shape=(n, d))
-        return arr[start:stop]
-    return _load_npy(path, mmap=True)[start:stop]
+    if sniff:
+        problem = content_problem(arr, dtype, path.suffix)
+        if problem:
+            raise VectorFileError(path, problem)
+    return arr[start:stop]
 
 
 def _row_range(path, n, start, stop):
@@ -206,26 +219,26 @@ def _row_range(path, n, start, stop):
 
 
 def read_vectors(
-    path, start: int = 0, stop: int | None = None, check_finite: bool = True
+    path, start: int = 0, stop: int | None = None, check_finite: bool = True, sniff: bool = True
 ) -> np.ndarray:
     """Read rows [start, stop) of any supported vector file into memory (C-contiguous).
 
-    Dispatches on the extension. Float data is checked for NaN/inf (the first bad row is named).
-    Reads only the requested rows.
+    Dispatches on the extension. Float data must be finite after the cast to float32 (the first
+    bad row is named). Reads only the requested rows. `sniff`: see `mmap_vectors`.
     """
     path = Path(path)
-    arr = np.ascontiguousarray(mmap_vectors(path, start, stop))
-    if check_finite and arr.dtype.kind == "f":
+    arr = np.ascontiguousarray(mmap_vectors(path, start, stop, sniff=sniff))
+    if check_finite:
         check_finite_rows(arr, path, offset=start)
     return arr
 
 
 def check_finite_rows(x: np.ndarray, what, offset: int = 0) -> None:
-    """Raise VectorFileError naming the first row with NaN or inf."""
-    finite = np.isfinite(x)
-    if not finite.all():
-        r = int(np.flatnonzero(~finite.all(axis=1))[0])
-        raise VectorFileError(what, f"row {r + offset} contains NaN or inf")
+    """Raise VectorFileError naming the first row with NaN or inf, now or after the cast to
+    float32 (what every consumer does)."""
+    problem = float32_problem(np.asarray(x), offset)
+    if problem:
+        raise VectorFileError(what, problem)
 
 
 def _texmex_bytes(x: np.ndarray, dtype: np.dtype) -> bytes:
@@ -243,15 +256,28 @@ def write_vectors(path, x: np.ndarray) -> None:
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise VectorFileError(path, f"refusing to write an array of shape {x.shape}")
+    problem = real_dtype_problem(x.dtype)
+    if problem:
+        raise VectorFileError(path, f"refusing to write: {problem}")
+    # what we write must read back: finite, and within float32 (readers cast to it)
+    problem = float32_problem(x)
+    if problem:
+        raise VectorFileError(path, f"refusing to write: {problem}")
     if layout == "npy":
         with atomic_path(path) as tmp:
             np.save(tmp, x)
         return
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        integral = x.dtype.kind in "iub" or np.array_equal(x, np.round(x))
+        integral = x.dtype.kind in "iu" or np.array_equal(x, np.round(x))
         if not integral or x.min() < info.min or x.max() > info.max:
-            raise VectorFileError(path, f"values do not fit {dtype.name}")
+            lo, hi = x.min(), x.max()
+            raise VectorFileError(
+                path,
+                f"values do not fit {dtype.name} (range {lo:.6g}..{hi:.6g}"
+                + ("" if integral else ", not all integers")
+                + f"; {dtype.name} holds {info.min}..{info.max})",
+            )
     if layout == "texmex":
         data = _texmex_bytes(x, dtype)
     else:
