@@ -64,7 +64,7 @@ def test_attention_query_key_narrower_than_value():
     [
         ({"d_in": 30, "compression_factor": 4}, "does not divide the input dimension 30"),
         ({"d_in": 32, "compression_factor": 2, "heads": 3}, "heads=3 must divide"),
-        ({"d_in": 32, "compression_factor": 2, "depths": ()}, "depths"),
+        ({"d_in": 32, "compression_factor": 2, "depths": (2, 0)}, "depths"),
     ],
 )
 def test_bad_config(kwargs, match):

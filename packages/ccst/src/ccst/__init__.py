@@ -4,9 +4,10 @@ Importing `ccst` does not import the table producers (`ccst.tables`, found by an
 the `annrepro.tables` entry point) nor torch (`ccst.CCST` is loaded on first access).
 """
 
+from ccst.errors import DataError, ModelFileError
 from ccst.srp import srp_matrix, srp_project
 
-__all__ = ["CCST", "srp_matrix", "srp_project"]
+__all__ = ["CCST", "DataError", "ModelFileError", "srp_matrix", "srp_project"]
 __version__ = "0.1.0"
 
 

@@ -18,7 +18,8 @@ below a single SRP. `input_scaling` chooses s_in:
 - "output" (default): s_in = 1, only the output is rescaled;
 - "boundary": s_in = the boundary as well (the network sees unit-scale inputs);
 - "none": s_in = s_out = 1, the network as printed.
-Measured on fmnist-1K, factor 4, 30 epochs, seed 0, exhaustive search, 200 queries:
+Measured on fmnist-1K, factor 4, 30 epochs, seed 0, exhaustive search, 200 queries, with the
+encoders' LayerNorm (pre_norm=True) and the squared INRP loss (the defaults then):
 1-recall@1 0.65 ("output"), 0.30 ("boundary"), 0.425 ("none"); a single SRP gives 0.74.
 """
 
@@ -32,19 +33,52 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from annrepro.atomic import atomic_torch_save
+from annrepro.validate import float32_problem, real_dtype_problem
 
+from ccst.errors import DataError, ModelFileError, first_line
 from ccst.losses import ALPHA, BETA, estimate_boundary
 from ccst.model import CCSTConfig, CCSTNet
-from ccst.train import TrainConfig, as_tensor_ready, train
+from ccst.train import TrainConfig, as_tensor_ready, split_train_val, train
 
 __all__ = ["CCST"]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: input/output scales (format 1 files load with scales 1)
+# 2: input/output scales (format 1 files load with scales 1); 3: CCSTConfig.pre_norm, readout,
+# freeze_projection (format <= 2 files were trained with the encoders' LayerNorms: pre_norm True)
+FORMAT_VERSION = 3
 INPUT_SCALINGS = ("output", "boundary", "none")
 _ARCH_FIELDS = ("compression_factor", "d_out", "n_tokens", "depths", "heads", "qk_ratio")
-_ARCH_FIELDS += ("mlp_ratio",)
+_ARCH_FIELDS += ("mlp_ratio", "pre_norm", "readout", "freeze_projection")
+
+# what `save` writes and `load` needs (a torch file without them is not a CCST model)
+_MODEL_KEYS = (
+    "format_version",
+    "model_config",
+    "train_config",
+    "boundary",
+    "state_dict",
+    "history",
+)
+
+
+def check_vectors(x, what: str) -> None:
+    """DataError unless x is a 2-D (n, d) real integer / float array with n, d >= 1."""
+    problem = real_dtype_problem(getattr(x, "dtype", np.asarray(x).dtype))
+    if problem is None and (x.ndim != 2 or 0 in x.shape):
+        problem = f"expected a non-empty 2-D array (n, d), got shape {x.shape}"
+    if problem:
+        raise DataError(what, problem)
+
+
+def check_finite_float32(x: np.ndarray, what: str, chunk: int = 65536) -> None:
+    """DataError naming the first row of x (n, d) that is NaN / inf after the cast to float32
+    (annrepro.validate.float32_problem), read in chunks so that a memory map stays unread."""
+    for i0 in range(0, x.shape[0], chunk):
+        problem = float32_problem(np.asarray(x[i0 : i0 + chunk]), offset=i0)
+        if problem:
+            raise DataError(what, problem)
 
 
 class ScaledNet(torch.nn.Module):
@@ -107,9 +141,12 @@ class CCST:
     """CCST feature compression (Sec. 3): d_in -> d_out = d_in / compression_factor.
 
     Args:
-        compression_factor, d_out, n_tokens, depths, heads, qk_ratio, mlp_ratio: the network,
-            see `ccst.model.CCSTConfig` (defaults: the released GIST1M configuration for the
-            tokens, our choice for stages and heads).
+        compression_factor, d_out, n_tokens, depths, heads, qk_ratio, mlp_ratio, pre_norm:
+            the network, see `ccst.model.CCSTConfig` (defaults: the released GIST1M
+            configuration for the tokens, our choice for stages and heads, no LayerNorm in the
+            encoders as in the released code).
+        readout, freeze_projection: ablation switches of `ccst.model.CCSTConfig` (defaults: the
+            paper's network); with depths=(), n_tokens=1 they make CCST a single SRP.
         epochs, batch_size, lr, weight_decay, poly_power, val_fraction, loss, alpha, beta,
         checkpoint_every:
             the optimisation, see `ccst.train.TrainConfig` (defaults: Sec. 4.1).
@@ -130,13 +167,16 @@ class CCST:
         heads: int = 4,
         qk_ratio: float = 0.5,
         mlp_ratio: int = 2,
+        pre_norm: bool = False,
+        readout: str = "compression",
+        freeze_projection: bool = False,
         epochs: int = 2400,
         batch_size: int = 1024,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         poly_power: float = 0.9,
         val_fraction: float = 0.05,
-        loss: str = "squared",
+        loss: str = "abs",
         alpha: float = ALPHA,
         beta: float = BETA,
         checkpoint_every: int = 10,
@@ -162,6 +202,9 @@ class CCST:
             "heads": heads,
             "qk_ratio": qk_ratio,
             "mlp_ratio": mlp_ratio,
+            "pre_norm": bool(pre_norm),
+            "readout": readout,
+            "freeze_projection": bool(freeze_projection),
         }
         self.train_config = TrainConfig(
             epochs=epochs,
@@ -218,11 +261,16 @@ class CCST:
             on_epoch_end: callback with each epoch's history record.
 
         Raises:
-            ValueError: compression factor not dividing d_in, or duplicate training vectors
-                (boundary 0).
+            ValueError: compression factor not dividing d_in.
+            DataError (a ValueError): xt not a 2-D real array, a row with NaN / inf (also after
+                the cast to float32: a float64 1e39 becomes inf), too few vectors for the
+                validation split, or duplicate training vectors (boundary 0).
+            ModelFileError: a checkpoint in checkpoint_dir that cannot be read or written.
         """
-        if xt.ndim != 2:
-            raise ValueError(f"xt must be 2-D (nt, d_in), got shape {xt.shape}")
+        check_vectors(xt, "training vectors")
+        # every problem of the data is found before any work: the split first, then the values
+        split_train_val(xt.shape[0], self.train_config.val_fraction, self.train_config.seed)
+        check_finite_float32(xt, "training vectors")
         cfg = CCSTConfig(d_in=int(xt.shape[1]), seed=self.seed, **self.arch)
         self.boundary = estimate_boundary(xt, seed=self.seed)
         log.info("INRP boundary (mean pairwise distance): %.6g", self.boundary)
@@ -271,11 +319,18 @@ class CCST:
 
         Returns:
             float32 (n, d_out), C-contiguous (`out` when given).
+
+        Raises:
+            DataError (a ValueError): x not (n, d_in), or a row that is not finite after the
+                cast to float32 (named; checked batch by batch, before it reaches the network),
+                or whose compressed vector is not finite.
         """
         self._check_fitted()
-        if x.ndim != 2 or x.shape[1] != self.d_in:
-            raise ValueError(
-                f"CCST was trained on vectors of dimension {self.d_in}, got shape {x.shape}"
+        check_vectors(x, "input vectors")
+        if x.shape[1] != self.d_in:
+            raise DataError(
+                "input vectors",
+                f"dimension {x.shape[1]}, but CCST was trained on dimension {self.d_in}",
             )
         rows = max(1, min(batch_size, int(max_memory_mb * 2**20) // self.bytes_per_vector()))
         if out is None:
@@ -287,8 +342,19 @@ class CCST:
         net = self.net.to(self.device).eval()
         with torch.inference_mode():
             for i0 in range(0, x.shape[0], rows):
-                xb = as_tensor_ready(x[i0 : i0 + rows])
-                out[i0 : i0 + rows] = net(torch.from_numpy(xb).to(self.device)).cpu().numpy()
+                raw = np.asarray(x[i0 : i0 + rows])
+                problem = float32_problem(raw, offset=i0)
+                if problem:
+                    raise DataError("input vectors", problem)
+                y = net(torch.from_numpy(as_tensor_ready(raw)).to(self.device)).cpu().numpy()
+                if not np.isfinite(y).all():
+                    r = i0 + int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
+                    raise DataError(
+                        "input vectors",
+                        f"row {r}: its compressed vector is not finite (values far outside the "
+                        "training data's range?)",
+                    )
+                out[i0 : i0 + rows] = y
         return out
 
     # -- persistence -----------------------------------------------------------------------
@@ -305,27 +371,64 @@ class CCST:
             "history": self.history,
             "state_dict": {k: v.cpu() for k, v in self.net.net.state_dict().items()},
         }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        # a unique temporary and an atomic rename (annrepro.atomic): two runs writing the same
+        # model (a shared cache) never remove each other's temporary
+        try:
+            atomic_torch_save(state, path)
+        except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
+            raise ModelFileError(path, f"cannot write: {first_line(e)}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> CCST:
-        """Read a model written by `save`."""
-        state = torch.load(path, map_location=device, weights_only=True)
-        if state.get("format_version") not in (1, FORMAT_VERSION):
-            raise ValueError(
-                f"{path}: unsupported CCST file format {state.get('format_version')!r}"
+        """Read a model written by `save`.
+
+        Raises:
+            ModelFileError (a ValueError): the file is missing, empty, truncated or corrupt, not
+                a CCST model, of an unknown format, or its weights do not fit its configuration;
+                one line naming the file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(path, "no such file" if not path.exists() else "not a file")
+        if path.stat().st_size == 0:
+            raise ModelFileError(path, "empty file (0 bytes)")
+        try:  # on the CPU: a device problem must not read as a damaged file
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # zip / pickle / EOF / torch errors: all mean a damaged file
+            raise ModelFileError(
+                path,
+                f"not a readable model file (truncated or corrupt? {type(e).__name__}: "
+                f"{first_line(e)})",
+            ) from None
+        missing = [k for k in _MODEL_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ModelFileError(path, f"not a CCST model file (no {', '.join(missing)})")
+        if state.get("format_version") not in (1, 2, FORMAT_VERSION):
+            raise ModelFileError(
+                path, f"unsupported CCST file format {state.get('format_version')!r}"
             )
-        cfg = CCSTConfig.from_dict(state["model_config"])
+        try:
+            model = cls._from_state(state, device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ModelFileError(
+                path, f"inconsistent CCST model file ({type(e).__name__}: {first_line(e)})"
+            ) from None
+        model.net.to(device)  # outside the try: a device problem is not the file's
+        return model
+
+    @classmethod
+    def _from_state(cls, state: dict, device: str) -> CCST:
+        model_config = dict(state["model_config"])
+        if state["format_version"] < 3:  # trained before the switch: with the LayerNorms
+            model_config.setdefault("pre_norm", True)
+        cfg = CCSTConfig.from_dict(model_config)
         arch = {k: getattr(cfg, k) for k in _ARCH_FIELDS}
         tc = state["train_config"]
         scaling = state.get("input_scaling", "none")  # format 1: no scales
         model = cls(**arch, **tc, input_scaling=scaling, device=device, progress=False)
         net = CCSTNet(cfg)
         net.load_state_dict(state["state_dict"])
-        model.net = ScaledNet(net, *state.get("scales", (1.0, 1.0))).to(device).eval()
+        model.net = ScaledNet(net, *state.get("scales", (1.0, 1.0))).eval()
         model.boundary = float(state["boundary"])
         model.history = list(state["history"])
         return model

@@ -38,7 +38,7 @@ from torch import nn
 
 from ccst.losses import ALPHA, BETA, estimate_boundary
 from ccst.model import LinearABN
-from ccst.train import TrainConfig, as_tensor_ready, train
+from ccst.train import TrainConfig, as_tensor_ready, split_train_val, train
 
 __all__ = [
     "CompressorConfig",
@@ -241,8 +241,13 @@ class _Compressor:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(xt) first")
 
     def _config(self, xt: np.ndarray) -> CompressorConfig:
-        if xt.ndim != 2:
-            raise ValueError(f"xt must be 2-D (nt, d_in), got shape {xt.shape}")
+        """The network's configuration for xt, after the checks of `ccst.CCST.fit` (DataError:
+        not a 2-D real array, too few vectors for the split, NaN / inf after the float32 cast)."""
+        from ccst.api import check_finite_float32, check_vectors
+
+        check_vectors(xt, "training vectors")
+        split_train_val(xt.shape[0], self.train_config.val_fraction, self.train_config.seed)
+        check_finite_float32(xt, "training vectors")
         return CompressorConfig(
             d_in=int(xt.shape[1]),
             compression_factor=self.compression_factor,
@@ -287,7 +292,7 @@ class MLPCompressor(_Compressor):
     def __init__(
         self,
         *args,
-        loss: str = "squared",
+        loss: str = "abs",
         alpha: float = ALPHA,
         beta: float = BETA,
         input_scaling: str | None = None,

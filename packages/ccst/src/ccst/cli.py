@@ -7,15 +7,24 @@
 Vector files are any format `annrepro.vecio` reads or writes (.fvecs, .fbin, .npy, ...).
 `reproduce` is a thin wrapper over `annrepro reproduce --tables 'ccst.*'`; every option after
 `reproduce` is passed on to annrepro unchanged.
+
+Bad input (a vector or model file that is missing, damaged or unusable, NaN / inf or values
+beyond float32 in the vectors, a model of another dimension, an output that cannot be written,
+too few training vectors) is reported as one line `ccst: error: <file>: <problem>` with exit
+code 2, as argparse and `annrepro` report theirs; outputs are checked before any work. A
+training that diverges exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
 
-LOSS_VARIANTS = ("squared", "abs")  # ccst.losses.LOSS_VARIANTS, without importing torch here
+LOSS_VARIANTS = ("abs", "squared")  # ccst.losses.LOSS_VARIANTS, without importing torch here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--depths", type=int, nargs="+", default=[2, 2], help="encoders per stage")
     tr.add_argument("--heads", type=int, default=4)
     tr.add_argument("--qk-ratio", type=float, default=0.5)
+    tr.add_argument(
+        "--pre-norm",
+        action="store_true",
+        help="LayerNorm before attention and MLP (ViT); default off, as the released code",
+    )
     tr.add_argument("--epochs", type=int, default=2400, help="Sec. 4.1: 2400")
     tr.add_argument("--batch-size", type=int, default=1024, help="Sec. 4.1: 1024")
     tr.add_argument("--lr", type=float, default=1e-4, help="Sec. 4.1: 1e-4")
-    tr.add_argument("--loss", choices=LOSS_VARIANTS, default="squared")
+    tr.add_argument(
+        "--loss",
+        choices=LOSS_VARIANTS,
+        default="abs",
+        help="INRP distance error: abs (Eq. 4, released code) or squared",
+    )
     tr.add_argument("--val-fraction", type=float, default=0.05)
     tr.add_argument("--checkpoint-dir", default=None, help="checkpoints; resumes from one there")
     tr.add_argument("--checkpoint-every", type=int, default=10)
@@ -67,20 +86,83 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    return _run(_train if args.command == "train" else _compress, args)
+
+
+class _FileProblem(Exception):
+    """A problem with a file or directory named on the command line."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _run(command, args) -> int:
+    """Run a subcommand; bad input -> one line `ccst: error: <file>: <problem>`, exit 2."""
+    from annrepro.errors import AnnreproError
+
+    from ccst.errors import ModelFileError
+
     try:
-        if args.command == "train":
-            return _train(args)
-        return _compress(args)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"ccst {args.command}: error: {e}", file=sys.stderr)
+        return command(args)
+    except (_FileProblem, ModelFileError) as e:
+        print(f"ccst: error: {e.path}: {_one_line(e.problem)}", file=sys.stderr)
+    # VectorFileError names its file; a ValueError is an option the library refuses (--factor)
+    except (AnnreproError, ValueError) as e:
+        print(f"ccst: error: {_one_line(e)}", file=sys.stderr)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ccst: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
+    except RuntimeError as e:  # TrainingDiverged: not bad input
+        print(f"ccst: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    return 2
+
+
+def _check_output_file(path) -> None:
+    """Before any work: `path` can be created or replaced (its directory exists and takes a new
+    file; it is not a directory). Tested by creating and removing a temporary file there."""
+    path = Path(path)
+    if path.is_dir():
+        raise _FileProblem(path, "is a directory; expected the path of a file to write")
+    parent = path.parent
+    if not parent.exists():
+        raise _FileProblem(path, f"directory {parent} does not exist")
+    if not parent.is_dir():
+        raise _FileProblem(path, f"{parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as e:
+        raise _FileProblem(
+            path, f"directory {parent} is not writable ({e.strerror or e})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_checkpoint_dir(path) -> None:
+    """Before any work: the checkpoint directory exists (created if needed) and is writable."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _FileProblem(path, f"cannot create the directory ({e.strerror or e})") from None
+    _check_output_file(path / "last.pt")
 
 
 def _train(args) -> int:
     from annrepro.vecio import mmap_vectors
 
     from ccst.api import CCST
+    from ccst.errors import DataError
 
+    _check_output_file(args.model)
+    if args.checkpoint_dir is not None:
+        _check_checkpoint_dir(args.checkpoint_dir)
     xt = mmap_vectors(args.xt)
     model = CCST(
         compression_factor=args.factor,
@@ -89,6 +171,7 @@ def _train(args) -> int:
         depths=tuple(args.depths),
         heads=args.heads,
         qk_ratio=args.qk_ratio,
+        pre_norm=args.pre_norm,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -97,25 +180,45 @@ def _train(args) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
-    ).fit(xt, checkpoint_dir=args.checkpoint_dir)
+    )
+    try:
+        model.fit(xt, checkpoint_dir=args.checkpoint_dir)
+    except DataError as e:
+        raise _FileProblem(args.xt, e.problem) from None
     model.save(args.model)
     last = model.history[-1]
+    val = "no validation split" if last["val_loss"] != last["val_loss"] else None
+    val = val or f"val loss {last['val_loss']:.4g}"
     print(
         f"trained {model.d_in} -> {model.d_out} for {last['epoch']} epochs "
-        f"(train loss {last['train_loss']:.4g}, val loss {last['val_loss']:.4g}); "
-        f"saved {args.model}"
+        f"(train loss {last['train_loss']:.4g}, {val}); saved {args.model}"
     )
     return 0
 
 
 def _compress(args) -> int:
-    from annrepro.vecio import mmap_vectors, write_vectors
+    from annrepro.vecio import FORMATS, mmap_vectors, write_vectors
 
     from ccst.api import CCST
+    from ccst.errors import DataError
 
+    if Path(args.output).suffix.lower() not in FORMATS:
+        raise _FileProblem(
+            args.output, f"unknown extension; expected one of {', '.join(sorted(FORMATS))}"
+        )
+    _check_output_file(args.output)
     model = CCST.load(args.model, device=args.device)
     x = mmap_vectors(args.input)
-    y = model.transform(x, max_memory_mb=args.max_memory_mb)
+    if x.shape[1] != model.d_in:
+        raise _FileProblem(
+            args.input,
+            f"vectors of dimension {x.shape[1]}, but the model {args.model} was trained on "
+            f"dimension {model.d_in}",
+        )
+    try:
+        y = model.transform(x, max_memory_mb=args.max_memory_mb)
+    except DataError as e:
+        raise _FileProblem(args.input, e.problem) from None
     write_vectors(args.output, y)
     print(f"compressed {x.shape[0]} vectors {model.d_in} -> {model.d_out}: {args.output}")
     return 0

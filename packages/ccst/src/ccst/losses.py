@@ -4,8 +4,10 @@
     w_ij = min(alpha, max(beta, -ln(d_ij / boundary))),  d_ij = ||x_i - x_j||_2              (Eq. 5)
 
 with alpha = 2, beta = 0.01 (Sec. 3.2) and boundary the mean distance between two points of the
-original space. D is the square in the paper (Eq. 4, ``"squared"``) and the absolute value in
-the authors' released code (``"abs"``). Pairs i = j contribute zero but count in the 1/m^2.
+original space. D is the absolute value (``"abs"``, the default): Eq. 4's outer norm is a single
+||.||_2 of a scalar, |d_out - d_in| (Eq. 1 prints its squared norms as ||.||_2^2, Eq. 4 does
+not), and the authors' released loss computes sqrt((x - y)^2), the same. ``"squared"`` (D the
+square) is kept as an option. Pairs i = j contribute zero but count in the 1/m^2.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ccst.errors import DataError
+
 __all__ = ["ALPHA", "BETA", "LOSS_VARIANTS", "estimate_boundary", "inrp_loss", "inrp_weights"]
 
 ALPHA = 2.0  # Sec. 3.2
 BETA = 0.01  # Sec. 3.2
-LOSS_VARIANTS = ("squared", "abs")  # Eq. 4 as printed first, then the released code
+LOSS_VARIANTS = ("abs", "squared")  # Eq. 4 and the released code first; the square an option
 
 
 def estimate_boundary(x: np.ndarray, sample: int = 2048, seed: int = 0) -> float:
@@ -35,24 +39,39 @@ def estimate_boundary(x: np.ndarray, sample: int = 2048, seed: int = 0) -> float
         the mean distance (python float, > 0).
 
     Raises:
-        ValueError: fewer than two vectors, or a mean distance of zero (all sampled vectors equal).
+        DataError (a ValueError): fewer than two vectors, NaN / inf in the sample, or a mean
+            distance of zero (all sampled vectors equal).
     """
     nt = x.shape[0]
     if nt < 2:
-        raise ValueError(f"the INRP boundary needs at least 2 training vectors, got {nt}")
+        raise DataError(
+            "training vectors", f"the INRP boundary needs at least 2 training vectors, got {nt}"
+        )
+    rows = np.arange(nt)
     if nt > sample:
         rows = np.sort(np.random.default_rng(seed).choice(nt, sample, replace=False))
         x = x[rows]
     x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():  # else NaN distances would read as 'all identical' below
+        r = int(rows[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]])
+        raise DataError(
+            "training vectors", f"row {r} contains NaN or inf: the INRP boundary is undefined"
+        )
     sq = (x * x).sum(1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
     np.fill_diagonal(d2, 0.0)
     m = x.shape[0]
     boundary = float(np.sqrt(d2).sum() / (m * (m - 1)))
-    if not boundary > 0.0 or not np.isfinite(boundary):
-        raise ValueError(
+    if not np.isfinite(boundary):
+        raise DataError(
+            "training vectors",
+            f"INRP boundary (mean pairwise distance) is {boundary}: distances overflow",
+        )
+    if not boundary > 0.0:
+        raise DataError(
+            "training vectors",
             f"INRP boundary (mean pairwise distance of the training data) is {boundary}: the "
-            "training vectors are all identical (duplicates), Eq. 5 is undefined"
+            "training vectors are all identical (duplicates), Eq. 5 is undefined",
         )
     return boundary
 
@@ -78,7 +97,7 @@ def inrp_loss(
     fx: torch.Tensor,
     x: torch.Tensor,
     boundary: float,
-    variant: str = "squared",
+    variant: str = "abs",
     alpha: float = ALPHA,
     beta: float = BETA,
 ) -> torch.Tensor:
@@ -88,7 +107,7 @@ def inrp_loss(
         fx: float32 (m, d_out) compressed vectors f(x_i).
         x: float32 (m, d_in) original vectors x_i.
         boundary: mean pairwise distance of the training data (`estimate_boundary`).
-        variant: "squared" (Eq. 4) or "abs" (released code).
+        variant: "abs" (Eq. 4 and the released code, default) or "squared".
 
     Returns:
         scalar tensor.

@@ -14,11 +14,24 @@ trained.
 Choices where the paper is silent (each a `CCSTConfig` field):
 - activation of Linear-ABN: ReLU (Sec. 3.1.2 motivates the linear -> activation -> BN order with
   the non-negative responses of ReLU, Chen et al. 2019);
-- encoders are pre-norm ViT blocks (LayerNorm before attention and MLP, residual around each);
-  the MLP is Linear-ABN(d, 2d) -> Linear(2d, d) (expansion ratio 2, Sec. 3.1.2);
+- encoders are ViT blocks with a residual around attention and around the MLP; the MLP is
+  Linear-ABN(d, 2d) -> Linear(2d, d) (expansion ratio 2, Sec. 3.1.2). `pre_norm` (default
+  False) puts a LayerNorm before each, as ViT does: Sec. 3.1.2 lists four changes to ViT and
+  none about normalisation, and Fig. 2 is not in the text we have, so the paper is silent; the
+  authors' released code has no LayerNorm in its encoders (residual attention and residual MLP
+  blocks, batch norms inside the Linear-BN / Linear-ABN units), hence the default. Models saved
+  before the switch existed (file format <= 2) were trained with the LayerNorms and load so
+  (`ccst.api.CCST.load`);
 - attention: `heads` heads of value dimension d_out / heads and query/key dimension
   qk_ratio * d_out / heads (Eq. 3 and Fig. 2: the Q/K width e*d is below the V width hn*d);
 - default stages and depths: 2 stages of 2 encoders, 4 heads, qk_ratio 0.5.
+
+Ablation switches (defaults: the paper's network), used to check the degenerate case "no
+transformer stages and the projections frozen at their SRP initialisation == SRP" (Table 5's
+SRP row): `depths=()` (no stage), `freeze_projection=True` (the projection weight is not trained)
+and `readout="token_mean"` (f(x) = the mean of the n projection tokens after the last stage,
+instead of B(cp(x)), Sec. 3.1.3). With n_tokens = 1 and seed 0 the network is then x @ W, W the
+SRP draw of `ccst.srp.srp_matrix(d_in, d_out, seed=0)`.
 """
 
 from __future__ import annotations
@@ -33,11 +46,12 @@ from torch import nn
 
 from ccst.srp import srp_matrix
 
-__all__ = ["CCSTConfig", "CCSTNet", "default_tokens", "LinearABN"]
+__all__ = ["CCSTConfig", "CCSTNet", "READOUTS", "default_tokens", "LinearABN"]
 
 # Released GIST1M configuration (issue #4): factor 2 -> 8 tokens (expand 4), factor 4 -> 12
 # tokens (expand 3); n_tokens = expand * factor, so that n_tokens * d_out = expand * d_in.
 _DEFAULT_EXPAND = {2: 4, 4: 3}
+READOUTS = ("compression", "token_mean")  # Sec. 3.1.3 first; the other an ablation
 
 
 def default_tokens(compression_factor: int) -> int:
@@ -60,6 +74,11 @@ class CCSTConfig:
         qk_ratio: query/key width relative to the value width (Eq. 3, lightweight design 2).
         mlp_ratio: MLP expansion ratio (Sec. 3.1.2, lightweight design 1: 2 instead of 4).
         seed: seed of the SRP draws and of every other initial weight.
+        pre_norm: LayerNorm before attention and MLP in each encoder (ViT); default False, as
+            in the released code (the paper is silent; see the module docstring).
+        readout: "compression" (Sec. 3.1.3: f(x) = B(cp(x)), default) or "token_mean" (the
+            mean of the projection tokens after the last stage; ablation).
+        freeze_projection: keep the projection weights at their SRP initialisation (ablation).
     """
 
     d_in: int
@@ -71,6 +90,9 @@ class CCSTConfig:
     qk_ratio: float = 0.5
     mlp_ratio: int = 2
     seed: int = 0
+    pre_norm: bool = False
+    readout: str = "compression"
+    freeze_projection: bool = False
 
     def __post_init__(self):
         if self.d_in < 1:
@@ -87,8 +109,14 @@ class CCSTConfig:
             object.__setattr__(self, "n_tokens", default_tokens(cf))
         if self.d_out < 1 or self.n_tokens < 1:
             raise ValueError(f"d_out and n_tokens must be positive ({self.d_out}, {self.n_tokens})")
-        if not self.depths or min(self.depths) < 1:
-            raise ValueError(f"depths must be a non-empty list of positive ints, got {self.depths}")
+        if self.depths and min(self.depths) < 1:
+            raise ValueError(
+                f"depths must be positive ints (or empty: no stage), got {self.depths}"
+            )
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; expected one of {READOUTS}")
+        object.__setattr__(self, "pre_norm", bool(self.pre_norm))
+        object.__setattr__(self, "freeze_projection", bool(self.freeze_projection))
         if self.heads < 1 or self.d_out % self.heads != 0:
             raise ValueError(f"heads={self.heads} must divide d_out={self.d_out}")
         if self.qk_dim < 1:
@@ -155,15 +183,17 @@ class Attention(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Pre-norm transformer encoder (ViT, Dosovitskiy et al. 2020) with the two lightweight
-    designs of Sec. 3.1.2: Linear-ABN MLP of expansion ratio 2 and narrow query/key."""
+    """Transformer encoder (ViT, Dosovitskiy et al. 2020) with the two lightweight designs of
+    Sec. 3.1.2: Linear-ABN MLP of expansion ratio 2 and narrow query/key. Residual attention,
+    then residual MLP; with cfg.pre_norm a LayerNorm before each (ViT's pre-norm), else none
+    (the released code)."""
 
     def __init__(self, cfg: CCSTConfig):
         super().__init__()
         d = cfg.d_out
-        self.norm1 = nn.LayerNorm(d)
+        self.norm1 = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
         self.attn = Attention(cfg)
-        self.norm2 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
         self.mlp = nn.Sequential(LinearABN(d, cfg.mlp_ratio * d), nn.Linear(cfg.mlp_ratio * d, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +219,7 @@ class CCSTNet(nn.Module):
             self.proj_b = nn.Linear(cfg.d_out, cfg.d_out)  # linear projection B
         with torch.no_grad():
             self.projection.weight.copy_(torch.from_numpy(self.srp_init(cfg)))
+        self.projection.weight.requires_grad_(not cfg.freeze_projection)
 
     @staticmethod
     def srp_init(cfg: CCSTConfig) -> np.ndarray:
@@ -214,4 +245,6 @@ class CCSTNet(nn.Module):
             z = stage(z)
             if i < last:  # Sec. 3.1.2: 'From stage 1 to s - 1, ... added to compression token'
                 z = torch.cat([z[:, :1] + a.unsqueeze(1), z[:, 1:]], dim=1)
+        if self.cfg.readout == "token_mean":  # ablation: the projection tokens, no B
+            return z[:, 1:].mean(dim=1)
         return self.proj_b(z[:, 0])

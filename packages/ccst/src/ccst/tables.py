@@ -163,7 +163,8 @@ def table1(spec, ctx) -> list[dict]:
     k=100), 1-recall@1, 1-recall@10, 100-recall@100; 'Comp cf=k' rows: compress_s, the time to
     compress the database with the trained CSST (ctx.threads CPU threads here, one GPU in the
     paper) and gpu_mem_gb, the peak GPU memory of the compression when CSST runs on a GPU
-    (ccst_device = "cuda"; not measured on the CPU).
+    (ccst_device = "cuda"; not measured on the CPU). Units as annrepro.tables.spec.MEASURED_UNITS:
+    seconds, q/s, fractions for the "%" columns, bytes for gpu_mem_gb; the runner converts.
     """
     rows = []
     # each_dataset: a stand-in missing on this machine is skipped with a note
@@ -173,8 +174,8 @@ def table1(spec, ctx) -> list[dict]:
         rows.append(_nsg_row(ds, dataset, ctx, "NSG cf=1"))
         for cf in _csst_factors(ds, dataset, ctx):
             model = _train_ccst(ds, dataset, cf, ctx)
-            xb_c, compress_s, gpu_gb = _compress_measured(model, ds.xb, ctx)
-            rows.append(_comp_row(dataset, cf, "compress_s", compress_s, gpu_gb))
+            xb_c, compress_s, gpu_bytes = _compress_measured(model, ds.xb, ctx)
+            rows.append(_comp_row(dataset, cf, "compress_s", compress_s, gpu_bytes))
             rows.append(_hnsw_row(ds, dataset, ctx, f"HNSW cf={cf}", xg=xb_c))
             rows.append(_nsg_row(ds, dataset, ctx, f"NSG cf={cf}", xg=xb_c))
     return rows
@@ -202,9 +203,9 @@ def table2(spec, ctx) -> list[dict]:
         for cf in _csst_factors(ds, dataset, ctx, "compression_factor"):
             model = _train_ccst(ds, dataset, cf, ctx)
             with _compressed_database(model, ds.nb, ctx) as out:
-                xb_c, compress_s, gpu_gb = _compress_measured(model, ds.xb, ctx, out=out)
+                xb_c, compress_s, gpu_bytes = _compress_measured(model, ds.xb, ctx, out=out)
                 # compress_h: seconds, the column's unit "h" converts
-                rows.append(_comp_row(dataset, cf, "compress_h", compress_s, gpu_gb))
+                rows.append(_comp_row(dataset, cf, "compress_h", compress_s, gpu_bytes))
                 rows.append(_billion_row(_hnsw_row(ds, dataset, ctx, f"HNSW cf={cf}", xg=xb_c)))
     return rows
 
@@ -428,7 +429,9 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
     model this process already trained with the same data and settings.
 
     Optional spec params: ccst_input_scaling (ccst.api.CCST's input_scaling: "output" unless
-    set), ccst_train_rows (train on the first rows of the database only: Bigann-1B).
+    set), ccst_pre_norm (LayerNorm before attention and MLP in the encoders: off unless set, as
+    in the released code; ccst.model), ccst_train_rows (train on the first rows of the database
+    only: Bigann-1B).
     """
     from ccst.api import CCST  # torch is imported only when a CCST row is produced
 
@@ -447,6 +450,7 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
         loss=str(_ccst_param(ctx, "ccst_loss")),
         seed=ctx.seed,
         input_scaling=str(ctx.params.get("ccst_input_scaling", "output")),
+        pre_norm=bool(ctx.params.get("ccst_pre_norm", False)),
         # CPU by default (deterministic); full scale needs a GPU: spec param ccst_device = "cuda"
         device=str(_ccst_param(ctx, "ccst_device")),
     )
@@ -463,7 +467,9 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
     ctx.note(
         f"{dataset} ({ds.name}): CSST {model.d_in} -> {model.d_out} dims, "
         f"{model.config.n_tokens} projection tokens, depths {list(model.config.depths)}, "
-        f"{model.config.heads} heads, input scaling {model.input_scaling!r}, trained "
+        f"{model.config.heads} heads, pre-norm LayerNorm "
+        f"{'on' if model.config.pre_norm else 'off'}, input scaling {model.input_scaling!r}, "
+        "trained "
         f"{last['epoch']} epochs on {nt} database vectors "
         f"(batch {model.train_config.batch_size}, {model.train_config.loss} INRP loss; final "
         f"train loss {last['train_loss']:.4g}, val loss {last['val_loss']:.4g})"
@@ -482,8 +488,9 @@ def _compress(model, x: np.ndarray, ctx, out: np.ndarray | None = None):
 
 
 def _compress_measured(model, x: np.ndarray, ctx, out: np.ndarray | None = None):
-    """`_compress` plus the peak GPU memory of the compression in GB (torch's
-    max_memory_allocated; the 'Comp' rows' gpu_mem_gb), or None on the CPU (noted)."""
+    """`_compress` plus the peak GPU memory of the compression in bytes (torch's
+    max_memory_allocated; the 'Comp' rows' gpu_mem_gb: the runner converts bytes to the column's
+    GB, annrepro.tables.spec.MEASURED_UNITS), or None on the CPU (noted)."""
     max_mb = float(ctx.params.get("ccst_compress_mb", 1024))
     on_gpu = str(getattr(model, "device", "cpu")).startswith("cuda")
     if on_gpu:
@@ -497,15 +504,15 @@ def _compress_measured(model, x: np.ndarray, ctx, out: np.ndarray | None = None)
         return y, t.s, None
     import torch
 
-    return y, t.s, torch.cuda.max_memory_allocated() / 1e9
+    return y, t.s, int(torch.cuda.max_memory_allocated())
 
 
-def _comp_row(dataset: str, cf: int, column: str, seconds: float, gpu_gb) -> dict:
+def _comp_row(dataset: str, cf: int, column: str, seconds: float, gpu_bytes) -> dict:
     """A 'Comp cf=k' row: compression time (column compress_s or compress_h, in seconds) and
-    the GPU memory where measured."""
+    the peak GPU memory in bytes where measured (column gpu_mem_gb; the runner converts)."""
     row = {"dataset": dataset, "row": f"Comp cf={cf}", column: seconds}
-    if gpu_gb is not None:
-        row["gpu_mem_gb"] = gpu_gb
+    if gpu_bytes is not None:
+        row["gpu_mem_gb"] = gpu_bytes
     return row
 
 

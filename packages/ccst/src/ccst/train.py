@@ -27,12 +27,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from annrepro.atomic import atomic_torch_save
 from tqdm.auto import tqdm
 
+from ccst.errors import DataError, ModelFileError, first_line
 from ccst.losses import ALPHA, BETA, LOSS_VARIANTS, inrp_loss
 from ccst.model import CCSTNet
 
-__all__ = ["CheckpointMismatch", "LossFn", "TrainConfig", "TrainingDiverged", "train"]
+__all__ = [
+    "CheckpointMismatch",
+    "LossFn",
+    "TrainConfig",
+    "TrainingDiverged",
+    "min_train_vectors",
+    "split_train_val",
+    "train",
+]
 
 # loss_fn(net, xb) -> scalar tensor: the training objective of one mini-batch xb (B, d_in)
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
@@ -62,7 +72,7 @@ class TrainConfig:
         poly_power: exponent of the poly schedule, stepped per epoch (Sec. 4.1: 0.9).
         val_fraction: share of the training vectors held out to report a validation loss; the
             paper is silent (it trains on the database, Sec. 4.1); ours: 5 %.
-        loss: "squared" (Eq. 4) or "abs" (released code).
+        loss: "abs" (Eq. 4 and the released code: |d_out - d_in|) or "squared" (an option).
         alpha, beta: clamp of the INRP weights (Sec. 3.2: 2.0 and 0.01).
         seed: seed of the validation split and of the batch order.
         checkpoint_every: epochs between checkpoints (when a directory is given).
@@ -74,7 +84,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     poly_power: float = 0.9
     val_fraction: float = 0.05
-    loss: str = "squared"
+    loss: str = "abs"
     alpha: float = ALPHA
     beta: float = BETA
     seed: int = 0
@@ -99,14 +109,41 @@ class TrainConfig:
         return self.lr * (1.0 - epoch / self.epochs) ** self.poly_power
 
 
-def split_train_val(nt: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row ids of the training and validation splits (int64, each sorted)."""
-    perm = np.random.default_rng(seed).permutation(nt)
+def _n_val(nt: int, val_fraction: float) -> int:
     n_val = int(round(nt * val_fraction))
-    if n_val == 1:
-        n_val = 2  # a validation batch needs a pair
-    if nt - n_val < 2:
-        raise ValueError(f"{nt} training vectors leave fewer than 2 for training")
+    return 2 if n_val == 1 else n_val  # a validation batch needs a pair
+
+
+def min_train_vectors(val_fraction: float) -> int:
+    """The fewest training vectors that give a validation pair (when val_fraction > 0) and
+    leave at least 2 for training."""
+    if val_fraction <= 0.0:
+        return 2
+    nt = max(4, int(0.5 / val_fraction))
+    while _n_val(nt, val_fraction) < 2 or nt - _n_val(nt, val_fraction) < 2:
+        nt += 1
+    return nt
+
+
+def split_train_val(nt: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ids of the training and validation splits (int64, each sorted).
+
+    Raises:
+        DataError: too few vectors for a validation pair (val_fraction > 0) plus a training pair;
+            without this check a tiny set trained with no validation and reported 'val loss nan'.
+    """
+    n_val = _n_val(nt, val_fraction)
+    if (val_fraction > 0.0 and n_val < 2) or nt - n_val < 2:
+        need = min_train_vectors(val_fraction)
+        raise DataError(
+            "training vectors",
+            f"{nt} training vectors are too few: a validation split of {val_fraction:g} and "
+            f"training need at least {need} (or train without validation: val_fraction 0, "
+            "--val-fraction 0)"
+            if val_fraction > 0.0
+            else f"{nt} training vectors are too few: training needs at least 2",
+        )
+    perm = np.random.default_rng(seed).permutation(nt)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -122,9 +159,30 @@ def as_tensor_ready(x: np.ndarray) -> np.ndarray:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Through a unique temporary and an atomic rename: two runs sharing a checkpoint directory
+    never remove each other's temporary (annrepro.atomic)."""
+    try:
+        atomic_torch_save(obj, path)
+    except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
+        raise ModelFileError(path, f"cannot write the checkpoint: {first_line(e)}") from None
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `train`, or ModelFileError naming the file in one line."""
+    how = "delete it, use another checkpoint directory or resume=False"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip / pickle / EOF errors of a truncated or foreign file
+        raise ModelFileError(
+            path,
+            f"unreadable checkpoint (truncated or corrupt? {type(e).__name__}: "
+            f"{first_line(e)}); {how}",
+        ) from None
+    keys = ("model_config", "train_config", "nt", "epoch", "model", "optimizer", "generator")
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ModelFileError(path, f"not a CCST checkpoint (no {', '.join(missing)}); {how}")
+    return ckpt
 
 
 def _check_resumable(ckpt: dict, net: CCSTNet, cfg: TrainConfig, nt: int, path: Path) -> None:
@@ -205,15 +263,21 @@ def train(
     Raises:
         TrainingDiverged: a non-finite loss; the message names the epoch and the checkpoint.
         CheckpointMismatch: resuming from a checkpoint of another configuration.
+        DataError: xt of another dimension, or too few vectors (`split_train_val`).
+        ModelFileError: a checkpoint that cannot be read or written, naming the file.
     """
     nt, d = xt.shape
     if d != net.cfg.d_in:
-        raise ValueError(f"training vectors have d={d}, the network expects d_in={net.cfg.d_in}")
+        raise DataError(
+            "training vectors", f"dimension {d}, the network expects d_in={net.cfg.d_in}"
+        )
     if loss_fn is None:
         loss_fn = _inrp_loss_fn(boundary, cfg)
     train_rows, val_rows = split_train_val(nt, cfg.val_fraction, cfg.seed)
     net.to(device).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # frozen parameters (CCSTConfig.freeze_projection) stay out of AdamW: no weight decay either
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = 0
@@ -221,13 +285,23 @@ def train(
     ckpt_path = None
     if checkpoint_dir is not None:
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ModelFileError(
+                ckpt_path.parent, f"cannot create the checkpoint directory: {e.strerror or e}"
+            ) from None
         if resume and ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            ckpt = _load_checkpoint(ckpt_path)
             _check_resumable(ckpt, net, cfg, nt, ckpt_path)
-            net.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            gen.set_state(ckpt["generator"])
+            try:
+                net.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+                gen.set_state(ckpt["generator"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise ModelFileError(
+                    ckpt_path, f"checkpoint does not fit its own configuration: {first_line(e)}"
+                ) from None
             history = list(ckpt["history"])
             start = int(ckpt["epoch"])
             log.info("resuming from %s at epoch %d / %d", ckpt_path, start, cfg.epochs)
@@ -280,9 +354,10 @@ def train(
                     f"training loss is {loss.item()} at epoch {epoch + 1} (batch starting at "
                     f"{i0}); training stopped, {where} is kept"
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if loss.requires_grad:  # else nothing trainable reaches the output (an ablation)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             total += loss.item() * len(rows)
             n += len(rows)
         record = {

@@ -1,0 +1,212 @@
+"""Fidelity to the paper / the released code: INRP loss form (Eq. 4), the encoders' pre-norm
+LayerNorm switch, the degenerate case CSST == SRP, and the units the producers return."""
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from annrepro.groundtruth import knn_exact
+from annrepro.metrics import one_recall_at
+from annrepro.tables.runner import _accept
+from annrepro.tables.spec import load_spec
+from ccst import tables
+from ccst.api import CCST
+from ccst.baselines import MLPCompressor
+from ccst.cli import main
+from ccst.losses import inrp_loss
+from ccst.model import CCSTConfig, CCSTNet
+from ccst.srp import srp_matrix, srp_project
+from ccst.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("warm_torch_optim")
+
+SPECS = Path(__file__).resolve().parents[2] / "paper_tables" / "ccst"
+TABLES = ("table1", "table2", "table3", "table4", "table5")
+
+
+def _blobs(n=120, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((6, d)) * 3.0
+    x = centers[rng.integers(0, 6, n)] + rng.standard_normal((n, d))
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# -- item 1: Eq. 4 takes the absolute difference of the two distances -------------------------
+
+
+def test_default_inrp_loss_is_the_absolute_difference():
+    """Eq. 4's outer norm is of a scalar: |d_out - d_in| (the released code: sqrt((x-y)^2)).
+    1-D points 0, 0.1, 1, 3 mapped to 0, 0.1, 0.5, 3.5, boundary 2: the unordered pairs with an
+    error are (0,2) d_in 1 err 0.5 w ln 2; (1,2) d_in 0.9 err 0.5 w -ln 0.45; (0,3), (1,3)
+    err 0.5 w beta; (2,3) err 1 w beta; each pair counts twice over m^2 = 16."""
+    x = torch.tensor([[0.0], [0.1], [1.0], [3.0]])
+    fx = torch.tensor([[0.0], [0.1], [0.5], [3.5]])
+    w02, w12 = math.log(2.0), -math.log(0.45)
+    absolute = 2 * (w02 * 0.5 + w12 * 0.5 + 0.01 * 0.5 * 2 + 0.01 * 1.0) / 16
+    squared = 2 * (w02 * 0.25 + w12 * 0.25 + 0.01 * 0.25 * 2 + 0.01 * 1.0) / 16
+    assert float(inrp_loss(fx, x, boundary=2.0)) == pytest.approx(absolute, rel=1e-5)
+    assert float(inrp_loss(fx, x, 2.0, variant="squared")) == pytest.approx(squared, rel=1e-5)
+    assert TrainConfig().loss == "abs"
+    assert CCST().train_config.loss == "abs"
+    assert MLPCompressor().train_config.loss == "abs"
+
+
+def test_cli_trains_with_the_absolute_loss_by_default(tmp_path):
+    xt = tmp_path / "xt.npy"
+    np.save(xt, _blobs(40))
+    args = ["--factor", "4", "--depths", "1", "--heads", "2", "--epochs", "1", "--batch-size", "16"]
+    assert main(["train", str(xt), str(tmp_path / "m.pt"), *args]) == 0
+    assert CCST.load(tmp_path / "m.pt").train_config.loss == "abs"
+    assert main(["train", str(xt), str(tmp_path / "s.pt"), *args, "--loss", "squared"]) == 0
+    assert CCST.load(tmp_path / "s.pt").train_config.loss == "squared"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_spec_resolves_to_the_absolute_loss(table):
+    spec = load_spec(SPECS / f"{table}.toml")
+    for scale in spec.scales:
+        params = spec.params_for(scale)
+        assert params["ccst_loss"] == "abs", scale
+        assert params.get("mlp_loss", "abs") == "abs", scale
+
+
+# -- item 2: every ccst column reaches the report in its own unit ------------------------------
+
+
+def test_producer_values_are_in_their_columns_measured_units(monkeypatch):
+    """The producers return what annrepro.tables.spec.MEASURED_UNITS says for each column (bytes
+    for "GB", seconds for "s" and "h", fractions for "%"), and the runner alone converts: the
+    peak GPU memory (torch: 1.5e9 bytes) reaches Table 1 as 1.5 GB, not 1.5e-9; Table 2's
+    compression time of 7200 s as 2 h."""
+    t1, t2 = load_spec(SPECS / "table1.toml"), load_spec(SPECS / "table2.toml")
+    assert [t1.columns[c].measured_unit for c in ("gpu_mem_gb", "compress_s")] == ["bytes", "s"]
+    assert [t2.columns[c].measured_unit for c in ("compress_h", "build_h")] == ["s", "s"]
+
+    class OnGpu:
+        device = "cuda:0"
+
+        def transform(self, x, max_memory_mb=None, out=None):
+            return x[:, :2].copy()
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 1_500_000_000)
+    ctx = SimpleNamespace(params={}, threads=1, note=lambda text: None)
+    _, _, gpu = tables._compress_measured(OnGpu(), np.ones((4, 4), np.float32), ctx)
+    row = tables._comp_row("GIST1M", 2, "compress_s", 12.5, gpu)
+    measured, _ = _accept(t1, [row])
+    assert measured[("GIST1M", "Comp cf=2", "gpu_mem_gb")][0] == pytest.approx(1.5)
+    assert measured[("GIST1M", "Comp cf=2", "compress_s")][0] == pytest.approx(12.5)
+    hnsw = {"dataset": "Bigann-1B", "row": "HNSW cf=1", "build_s": 1800.0, "1-recall@1": 0.5}
+    rows = [tables._comp_row("Bigann-1B", 2, "compress_h", 7200.0, 3e9), tables._billion_row(hnsw)]
+    measured, _ = _accept(t2, rows)
+    assert measured[("Bigann-1B", "Comp cf=2", "compress_h")][0] == pytest.approx(2.0)
+    assert measured[("Bigann-1B", "Comp cf=2", "gpu_mem_gb")][0] == pytest.approx(3.0)
+    assert measured[("Bigann-1B", "HNSW cf=1", "build_h")][0] == pytest.approx(0.5)
+    assert measured[("Bigann-1B", "HNSW cf=1", "1-recall@1")][0] == pytest.approx(50.0)
+
+
+# -- item 3: the encoders' pre-norm LayerNorm is a switch, off as in the released code ---------
+
+
+def test_pre_norm_layernorm_is_off_by_default_and_switchable():
+    off = CCSTNet(CCSTConfig(d_in=16, compression_factor=4, depths=(1,), heads=2))
+    on = CCSTNet(CCSTConfig(d_in=16, compression_factor=4, depths=(1,), heads=2, pre_norm=True))
+    n_off = sum(isinstance(m, torch.nn.LayerNorm) for m in off.modules())
+    n_on = sum(isinstance(m, torch.nn.LayerNorm) for m in on.modules())
+    assert (n_off, n_on) == (0, 2)
+    # the same weights otherwise (LayerNorm has no random init), and a different function
+    common = {k: v for k, v in on.state_dict().items() if "norm" not in k}
+    assert common.keys() == off.state_dict().keys()
+    assert all(torch.equal(v, off.state_dict()[k]) for k, v in common.items())
+    x = torch.from_numpy(_blobs(8))
+    with torch.no_grad():
+        assert not torch.allclose(off.eval()(x), on.eval()(x))
+
+
+def test_pre_norm_round_trips_and_old_files_keep_their_layernorm(tmp_path):
+    xt = _blobs(60)
+    kw = dict(compression_factor=4, depths=(1,), heads=2, epochs=1, batch_size=16, progress=False)
+    for pre_norm in (False, True):
+        model = CCST(**kw, pre_norm=pre_norm).fit(xt)
+        model.save(tmp_path / "m.pt")
+        back = CCST.load(tmp_path / "m.pt")
+        assert back.config.pre_norm is pre_norm
+        np.testing.assert_array_equal(back.transform(xt), model.transform(xt))
+    # a format-2 file (written before the switch) was trained with the LayerNorms
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    state["format_version"] = 2
+    del state["model_config"]["pre_norm"]
+    torch.save(state, tmp_path / "old.pt")
+    old = CCST.load(tmp_path / "old.pt")
+    assert old.config.pre_norm is True
+    np.testing.assert_array_equal(old.transform(xt), model.transform(xt))
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_specs_train_without_layernorm_and_the_param_switches_it(table):
+    spec = load_spec(SPECS / f"{table}.toml")
+    assert all(spec.params_for(scale)["ccst_pre_norm"] is False for scale in spec.scales)
+    assert "pre_norm" in spec.notes
+    xb = _blobs(60)
+    ds = SimpleNamespace(name=f"blobs-{table}", nb=60, d=16, xb=xb)
+    params = {**spec.params_for("tiny"), "ccst_heads": 2, "ccst_epochs": 1}
+    for pre_norm in (False, True):
+        ctx = SimpleNamespace(params={**params, "ccst_pre_norm": pre_norm}, seed=0, threads=1)
+        ctx.spec, ctx.notes = spec, []
+        ctx.note = ctx.notes.append
+        model = tables._train_ccst(ds, "GIST1M", 4, ctx)
+        assert model.config.pre_norm is pre_norm
+        assert any(f"pre-norm LayerNorm {'on' if pre_norm else 'off'}" in n for n in ctx.notes)
+
+
+# -- item 4: no transformer stages + frozen SRP projections == SRP -----------------------------
+
+
+def _degenerate(**kw):
+    return CCST(
+        compression_factor=4,
+        n_tokens=1,
+        depths=(),
+        readout="token_mean",
+        freeze_projection=True,
+        heads=2,
+        epochs=2,
+        batch_size=32,
+        progress=False,
+        **kw,
+    )
+
+
+def test_csst_without_stages_and_frozen_projection_equals_srp():
+    xt = _blobs(200, d=32)
+    w = srp_matrix(32, 8, seed=0)  # Table 5's SRP row at seed 0
+    model = _degenerate(input_scaling="none").fit(xt)
+    np.testing.assert_allclose(model.transform(xt), srp_project(xt, w), rtol=1e-5, atol=1e-5)
+    assert torch.equal(
+        model.net.net.projection.weight, torch.from_numpy(CCSTNet.srp_init(model.config))
+    )
+
+
+def test_degenerate_csst_search_equals_srp_search_with_output_scaling():
+    """With the default output scaling f = c * SRP (c > 0): the same neighbours as SRP, as the
+    Table 5 rows score them (ties aside: distances agree up to c^2)."""
+    xb, xq = _blobs(300, d=32, seed=1), _blobs(30, d=32, seed=2)
+    _, gt = knn_exact(xq, xb, 10, "l2")
+    w = srp_matrix(32, 8, seed=0)
+    D_s, I_s = knn_exact(srp_project(xq, w), srp_project(xb, w), 10, "l2")
+    model = _degenerate().fit(xb)
+    c = float(model.net.out_scale)
+    D_c, I_c = knn_exact(model.transform(xq), model.transform(xb), 10, "l2")
+    np.testing.assert_allclose(D_c, c * c * D_s, rtol=1e-4, atol=1e-4)
+    for k in (1, 5, 10):
+        assert one_recall_at(I_c, gt, k) == one_recall_at(I_s, gt, k)
+
+
+def test_degenerate_switches_default_to_the_paper():
+    cfg = CCSTConfig(d_in=16, compression_factor=4, heads=2)
+    assert (cfg.readout, cfg.freeze_projection, cfg.pre_norm) == ("compression", False, False)
+    with pytest.raises(ValueError, match="readout"):
+        CCSTConfig(d_in=16, compression_factor=4, heads=2, readout="max")
