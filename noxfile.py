@@ -38,7 +38,7 @@ def _env() -> dict:
 def _install(session, *papers, extra=()):
     # torch first and pinned: the CPU wheel from PIP_FIND_LINKS, never the CUDA build.
     session.install("torch==2.13.0", *CONSTRAINTS)
-    pkgs = ["-e", str(ROOT / "shared[fetch,plots]")]
+    pkgs = ["-e", str(ROOT / "shared[fetch,plots,dask]")]
     for p in papers:
         pkgs += ["-e", str(ROOT / "packages" / p)]
     session.install(*pkgs, *extra, *CONSTRAINTS)
