@@ -4,6 +4,7 @@ annrepro reproduce --scale small --tables 'catalyzer.*'
 annrepro report
 annrepro tables                      # list tables and which have producers
 annrepro data list | info NAME | fetch NAME | check NAME
+annrepro groundtruth --base xb.fvecs --queries xq.fvecs -k 100 --out gt.ivecs [--engine dask]
 
 Bad input (a file, an option, a variable, a registry entry) ends in one line
 `annrepro: error: <what>: <problem>` on stderr and exit code 2 (`run_cli`).
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+import numpy as np
 
 from .datasets import DatasetError, get_dataset, list_datasets, registry
 from .errors import AnnreproError
@@ -159,6 +162,59 @@ def _data(args) -> int:
     return 0
 
 
+def _groundtruth(args) -> int:
+    """Exact top-k of the user's queries over the user's base, single process or on Dask."""
+    import time
+    from pathlib import Path
+
+    from .groundtruth import knn_exact
+    from .paths import folder_problem
+    from .vecio import mmap_vectors, read_vectors, write_vectors
+
+    out = Path(args.out)
+    for path in (out, *([Path(args.distances)] if args.distances else [])):
+        problem = folder_problem(path.parent)  # before any work: an hour of search, then no file
+        if problem:
+            raise AnnreproError(f"{path}: {problem}")
+        if path.suffix.lower() not in (".ivecs", ".ibin", ".npy", ".fvecs", ".fbin"):
+            raise AnnreproError(f"{path}: unsupported extension (.ivecs/.ibin/.npy)")
+    xq = read_vectors(args.queries)
+    t0 = time.perf_counter()
+    if args.engine == "dask":
+        from .distributed import knn_sharded, local_client
+
+        if args.scheduler:
+            from distributed import Client
+
+            client = Client(args.scheduler)
+        else:
+            client = local_client(args.workers, args.max_memory)
+        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+        try:
+            D, I = knn_sharded(
+                xq,
+                args.base,
+                args.k,
+                args.metric,
+                client=client,
+                shard_rows=args.shard_rows,
+                progress=not args.no_progress,
+            )
+        finally:
+            client.close()
+    else:
+        xb = mmap_vectors(args.base)  # chunked by knn_exact: bases larger than memory work
+        D, I = knn_exact(xq, xb, args.k, args.metric, progress=not args.no_progress)
+    write_vectors(out, I.astype(np.int32) if out.suffix.lower() != ".npy" else I)
+    if args.distances:
+        write_vectors(args.distances, D)
+    print(
+        f"{out}: exact top-{args.k} ({args.metric}) of {len(xq)} queries over {args.base} in "
+        f"{time.perf_counter() - t0:.1f} s ({args.engine})"
+    )
+    return 0
+
+
 def reproduce_paper(paper: str, argv: list[str]) -> int:
     """`<paper> reproduce [OPTIONS]` of a paper package: `annrepro reproduce` on its tables
     (a later `--tables` in OPTIONS narrows the selection)."""
@@ -201,6 +257,21 @@ def _main(argv=None) -> int:
     d.add_argument("name", nargs="?")
     d.add_argument("--force", action="store_true")
     d.set_defaults(fn=_data)
+
+    g = sub.add_parser("groundtruth", help="exact k-NN of your queries over your base")
+    g.add_argument("--base", required=True, help=".fvecs/.bvecs/.fbin/.u8bin/.npy")
+    g.add_argument("--queries", required=True)
+    g.add_argument("-k", "--k", type=positive_int, default=100)
+    g.add_argument("--metric", choices=("l2", "ip"), default="l2")
+    g.add_argument("--out", required=True, help="ids: .ivecs / .ibin / .npy")
+    g.add_argument("--distances", help="also write the distances (.fvecs / .fbin / .npy)")
+    g.add_argument("--engine", choices=("single", "dask"), default="single")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler (else a local one)")
+    g.add_argument("--workers", type=positive_int, help="local Dask workers (default: cores)")
+    g.add_argument("--max-memory", help="memory of all local workers together, e.g. 16GB")
+    g.add_argument("--shard-rows", type=positive_int, default=1 << 20)
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(fn=_groundtruth)
 
     args = p.parse_args(argv)
     logging.basicConfig(
