@@ -46,18 +46,60 @@ def test_teacher_train_search(files, capsys):
     assert 0.2 < recall <= 1  # 2 x 4-bit codes of 8-d Gaussians: far above chance (10 / 300)
 
 
+def _one_error_line(capsys) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "thread(s)" not in ln]
+    assert len(err) == 1, err
+    assert err[0].startswith("kdindex: error: "), err[0]
+    return err[0]
+
+
 def test_cli_errors(files, capsys):
     tmp, p, _, _ = files
     bad = ["teacher", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--out", str(tmp / "l.npy"),
            "-K", "50", "--ef-search", "20"]  # fmt: skip
-    assert main(bad) == 1
-    assert "exceeds --ef-search" in capsys.readouterr().err
+    assert main(bad) == 2
+    assert "exceeds --ef-search" in _one_error_line(capsys)
     missing = ["search", "--index", str(tmp / "none.npz"), "--xq", str(p["xq"]),
                "--out", str(tmp / "I.npy")]  # fmt: skip
-    assert main(missing) == 1
-    assert "kdindex search: error" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--kind", "PQ"])  # required arguments missing
+    assert main(missing) == 2
+    assert "none.npz" in _one_error_line(capsys)
+    assert main(["train", "--kind", "PQ"]) == 2  # required arguments missing: one line too
+    assert "required" in _one_error_line(capsys)
+    assert main(["search", "--index", "x", "--xq", "y", "--out", "z", "--threads", "-3"]) == 2
+    assert "--threads" in _one_error_line(capsys)
+
+
+def test_bad_input_is_refused_before_any_work(files, capsys):
+    """Each was accepted before (labels written, recall printed) or ended in a traceback."""
+    tmp, p, xb, xt = files
+    write_vectors(tmp / "xt32.fvecs", np.zeros((80, 32), np.float32) + 1)
+    teach = ["teacher", "--xb", str(p["xb"]), "--out", str(tmp / "l.npy")]
+    assert main(teach + ["--xt", str(tmp / "xt32.fvecs")]) == 2  # 32-d queries, 16-d base
+    msg = _one_error_line(capsys)
+    assert "dimension 32" in msg and "xt32.fvecs" in msg
+    assert not (tmp / "l.npy").exists()
+    (tmp / "file").write_text("")
+    assert main(teach[:-1] + [str(tmp / "file" / "l.npy"), "--xt", str(p["xt"])]) == 2
+    assert "is a file, not a folder" in _one_error_line(capsys)
+    bad_labels = tmp / "bad_labels.npy"
+    write_vectors(bad_labels, np.full((80, 10), 300, np.int64))  # ids beyond the 300-row base
+    train = ["train", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--out", str(tmp / "kd.npz"),
+             "--kind", "PQ", "-B", "2", "-W", "16", "--epochs", "1", "--init-rounds", "1",
+             "--n-warm", "300"]  # fmt: skip
+    assert main(train + ["--labels", str(bad_labels)]) == 2
+    assert "outside [0, 300)" in _one_error_line(capsys)
+    labels = tmp / "labels.npy"
+    write_vectors(labels, knn_exact(xt, xb, 10, "l2")[1].astype(np.int64))
+    assert main(train + ["--labels", str(labels)]) == 0
+    capsys.readouterr()
+    search = ["search", "--index", str(tmp / "kd.npz"), "--out", str(tmp / "I.npy")]
+    write_vectors(tmp / "xq4.fvecs", np.ones((5, 4), np.float32))
+    assert main(search + ["--xq", str(tmp / "xq4.fvecs")]) == 2
+    assert "xq4.fvecs" in _one_error_line(capsys)
+    gt_bad = tmp / "gt_bad.ivecs"
+    write_vectors(gt_bad, -np.ones((20, 10), np.int32))
+    assert main(search + ["--xq", str(p["xq"]), "--gt", str(gt_bad)]) == 2
+    assert "gt_bad.ivecs" in _one_error_line(capsys)
 
 
 def test_train_balance_index_switch(files, capsys):

@@ -34,20 +34,24 @@ USAGE = """usage: kdindex {teacher,train,search,reproduce} ...
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="kdindex")
+    from annrepro.cli import ArgumentParser, positive_int
+
+    ap = ArgumentParser(prog="kdindex")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("teacher", help="label training queries with HNSW top-K")
     t.add_argument("--xb", required=True, help="base (document) vectors")
     t.add_argument("--xt", required=True, help="training queries")
     t.add_argument("--out", required=True, help="labels, int64 (nt, K): .npy or .ivecs")
     t.add_argument("--metric", default="l2", choices=["l2", "ip"])
-    t.add_argument("-K", type=int, default=10, help="neighbours per query (Sec. 4.1: 10)")
-    t.add_argument("--M", type=int, default=32, help="HNSW links (Table 7: 32)")
-    t.add_argument("--ef-construction", type=int, default=40, help="Table 7: 40 or 100")
-    t.add_argument("--ef-search", type=int, default=100, help="Table 7: 100 to 1024")
-    t.add_argument("--n-train", type=int, default=None, help="first n training queries only")
+    t.add_argument("-K", type=positive_int, default=10, help="neighbours per query (Sec. 4.1: 10)")
+    t.add_argument("--M", type=positive_int, default=32, help="HNSW links (Table 7: 32)")
+    t.add_argument("--ef-construction", type=positive_int, default=40, help="Table 7: 40 or 100")
+    t.add_argument("--ef-search", type=positive_int, default=100, help="Table 7: 100 to 1024")
+    t.add_argument(
+        "--n-train", type=positive_int, default=None, help="first n training queries only"
+    )
     t.add_argument("--seed", type=int, default=100, help="hnswlib level generator")
-    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--threads", type=positive_int, default=None)
     f = sub.add_parser("train", help="fit a KDindex (Algorithm 2)")
     f.add_argument("--xb", required=True, help="base (document) vectors")
     f.add_argument("--xt", required=True, help="training queries (the rows the labels cover)")
@@ -55,16 +59,22 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="index file (.npz)")
     f.add_argument("--kind", default="AQ", choices=["PQ", "OPQ", "AQ"])
     f.add_argument("--metric", default="l2", choices=["l2", "ip"])
-    f.add_argument("-B", type=int, default=8, help="codebooks (Sec. 4.1: 8)")
-    f.add_argument("-W", type=int, default=256, help="codewords per codebook (Sec. 4.1: 256)")
-    f.add_argument("-K", type=int, default=10, help="teacher neighbours used (Sec. 4.1: 10)")
+    f.add_argument("-B", type=positive_int, default=8, help="codebooks (Sec. 4.1: 8)")
+    f.add_argument(
+        "-W", type=positive_int, default=256, help="codewords per codebook (Sec. 4.1: 256)"
+    )
+    f.add_argument(
+        "-K", type=positive_int, default=10, help="teacher neighbours used (Sec. 4.1: 10)"
+    )
     f.add_argument("--loss", default="distribution", help="distribution|weighted_kl|lambdarank")
     f.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (Sec. 4.1)")
-    f.add_argument("--batch-size", type=int, default=64, help="Sec. 4.1: 64")
-    f.add_argument("--epochs", type=int, default=20, help="differentiable epochs at most")
-    f.add_argument("--patience", type=int, default=3, help="early stopping patience")
+    f.add_argument("--batch-size", type=positive_int, default=64, help="Sec. 4.1: 64")
+    f.add_argument("--epochs", type=positive_int, default=20, help="differentiable epochs at most")
+    f.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
     f.add_argument("--init-rounds", type=int, default=10, help="iterative init rounds at most")
-    f.add_argument("--n-warm", type=int, default=100_000, help="documents for the faiss warm start")
+    f.add_argument(
+        "--n-warm", type=positive_int, default=100_000, help="documents for the faiss warm start"
+    )
     f.add_argument(
         "--balance-index",
         action=argparse.BooleanOptionalAction,
@@ -79,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         help="codes early stopping measures: those the index stores (default) or nearest ones",
     )
     f.add_argument(
-        "--aq-beam", type=int, default=5, help="AQ: beam of the faiss warm start and the encoder"
+        "--aq-beam",
+        type=positive_int,
+        default=5,
+        help="AQ: beam of the faiss warm start and the encoder",
     )
     f.add_argument(
         "--distill-weight",
@@ -88,33 +101,55 @@ def _parser() -> argparse.ArgumentParser:
         help="weight of the distillation loss (1: the paper's; 0: reconstruction only)",
     )
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--threads", type=positive_int, default=None)
     s = sub.add_parser("search", help="search a saved KDindex")
     s.add_argument("--index", required=True, help="index file written by `kdindex train`")
     s.add_argument("--xq", required=True, help="query vectors")
     s.add_argument("--out", required=True, help="ids, int64 (nq, k): .npy or .ivecs")
-    s.add_argument("--k", type=int, default=10)
-    s.add_argument("--nprobe", type=int, default=None, help="lists per codebook (default: all)")
+    s.add_argument("--k", type=positive_int, default=10)
+    s.add_argument(
+        "--nprobe", type=positive_int, default=None, help="lists per codebook (default: all)"
+    )
     s.add_argument("--gt", default=None, help="exact neighbour ids: print recall@k")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=positive_int, default=None)
     return ap
 
 
 def _threads(args):
+    """--threads, else ANNREPRO_THREADS / OMP_NUM_THREADS, else the cores; said once."""
     from annrepro.threads import default_threads, threads
 
-    return threads(args.threads or default_threads())
+    n = args.threads or default_threads()
+    print(f"kdindex {args.command}: {n} thread(s)", file=sys.stderr)
+    return threads(n)
+
+
+def _check_out(*paths) -> None:
+    """Outputs checked before any work (a training that cannot save is found out at once)."""
+    from pathlib import Path
+
+    from annrepro.errors import InputError
+    from annrepro.paths import folder_problem
+
+    for path in paths:
+        problem = folder_problem(Path(path).parent)
+        if problem:
+            raise InputError(f"{path}: {problem}")
 
 
 def _teacher(args) -> int:
+    from annrepro.errors import InputError
+    from annrepro.validate import check_same_dim
     from annrepro.vecio import read_vectors, write_vectors
 
     from .teacher import HNSWTeacher
 
+    _check_out(args.out)
+    if args.K > args.ef_search:
+        raise InputError(f"-K {args.K} exceeds --ef-search {args.ef_search}")
     xb = read_vectors(args.xb).astype("float32", copy=False)
     xt = read_vectors(args.xt, stop=args.n_train).astype("float32", copy=False)
-    if args.K > args.ef_search:
-        raise ValueError(f"K={args.K} exceeds --ef-search={args.ef_search}")
+    check_same_dim(base=xb, learn=xt, paths={"base": args.xb, "learn": args.xt})
     with _threads(args):
         t = HNSWTeacher(
             xb.shape[1],
@@ -133,15 +168,21 @@ def _teacher(args) -> int:
 
 
 def _train(args) -> int:
-    import numpy as np
+    from annrepro.validate import check_same_dim, read_ground_truth
     from annrepro.vecio import read_vectors
 
     from .api import KDIndex
     from .train import TrainConfig
 
+    _check_out(args.out)
     xb = read_vectors(args.xb)
-    labels = np.asarray(read_vectors(args.labels), dtype=np.int64)
+    labels = read_ground_truth(args.labels, nb=len(xb), nq=None, k=args.K)
     xt = read_vectors(args.xt, stop=len(labels))
+    check_same_dim(base=xb, learn=xt, paths={"base": args.xb, "learn": args.xt})
+    if len(xt) < len(labels):
+        from annrepro.errors import InputError
+
+        raise InputError(f"{args.labels}: {len(labels)} label rows for {len(xt)} training queries")
     cfg = TrainConfig(
         loss=args.loss,
         lr=args.lr,
@@ -172,20 +213,27 @@ def _train(args) -> int:
 
 def _search(args) -> int:
     import numpy as np
+    from annrepro.validate import check_same_dim, read_ground_truth
     from annrepro.vecio import read_vectors, write_vectors
 
     from .api import KDIndex
 
+    _check_out(args.out)
     index = KDIndex.load(args.index)
+    xq = read_vectors(args.xq)
+    check_same_dim(
+        index=index.quantizer.d_in, query=xq, paths={"index": args.index, "query": args.xq}
+    )
+    nb = len(index.codes)
+    gt = read_ground_truth(args.gt, nb=nb, nq=len(xq), k=args.k) if args.gt else None
     with _threads(args):
-        _, I = index.search(read_vectors(args.xq), args.k, args.nprobe)
+        _, I = index.search(xq, args.k, args.nprobe)
     write_vectors(args.out, I if args.out.endswith(".npy") else I.astype(np.int32))
     msg = f"{I.shape[0]} queries x {args.k} results -> {args.out}"
-    if args.gt:
+    if gt is not None:
         from annrepro.metrics import recall_at
 
-        gt = np.asarray(read_vectors(args.gt), dtype=np.int64)
-        msg += f"; {args.k}-recall@{args.k} {recall_at(I, gt, args.k):.4f}"
+        msg += f"; {args.k}-recall@{args.k} {recall_at(I, gt, args.k, nb=nb):.4f}"
     print(msg)
     return 0
 
@@ -203,13 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     if command not in ("teacher", "train", "search"):
         print(f"kdindex: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
+    from annrepro.cli import run_cli
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    try:
-        return {"teacher": _teacher, "train": _train, "search": _search}[command](args)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"kdindex {command}: error: {e}", file=sys.stderr)
-        return 1
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    run = {"teacher": _teacher, "train": _train, "search": _search}[command]
+    return run_cli("kdindex", lambda a: run(_parser().parse_args(a)), argv)
 
 
 if __name__ == "__main__":
