@@ -16,6 +16,13 @@ from annrepro.groundtruth import knn_exact
 from annrepro.vecio import write_vectors
 
 distributed = pytest.importorskip("distributed")
+# distributed warns about its own health on a loaded machine (slow scratch directories, long
+# garbage collections, a worker restarted by its nanny in the kill test): not the code under test
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning:distributed"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning:distributed"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
 
 
 def _data(tmp_path, nb=3000, nq=40, d=16, ext=".fvecs", seed=0):
