@@ -75,6 +75,55 @@ def producers(paper: str | None = None) -> dict:
     return dict(_PRODUCERS)
 
 
+_MISSING = object()
+
+
+class RunMemo:
+    """Results shared by the tables of one run (one process): a trained model, a built index.
+
+    `get(key, fn, nbytes)` returns the stored value or computes `fn()` and stores it. Values are
+    kept while their total declared size stays within `budget_bytes` (ANNREPRO_MEMO_GB, default
+    4): the least recently used go first; the newest is always kept. A value without `nbytes`
+    counts as its numpy / torch payload where that can be measured, else as 0."""
+
+    def __init__(self, budget_bytes: float | None = None):
+        if budget_bytes is None:
+            import os
+
+            budget_bytes = float(os.environ.get("ANNREPRO_MEMO_GB", "4")) * 1e9
+        self.budget = budget_bytes
+        self._items: dict = {}  # key -> (value, nbytes), in recency order
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _size(value) -> int:
+        n = getattr(value, "nbytes", None)
+        if isinstance(n, int):
+            return n
+        if isinstance(value, (tuple, list)):
+            return sum(RunMemo._size(v) for v in value)
+        return 0
+
+    def get(self, key, fn, nbytes: int | None = None):
+        if key in self._items:
+            self.hits += 1
+            self._items[key] = self._items.pop(key)  # most recent last
+            return self._items[key][0]
+        self.misses += 1
+        value = fn()
+        size = self._size(value) if nbytes is None else int(nbytes)
+        self._items[key] = (value, size)
+        while len(self._items) > 1 and sum(n for _, n in self._items.values()) > self.budget:
+            self._items.pop(next(iter(self._items)))  # least recently used
+        return value
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+RUN_MEMO = RunMemo()
+
+
 @dataclass
 class Context:
     """What a producer gets besides its spec. See paper_tables/README.md."""
@@ -92,6 +141,39 @@ class Context:
     def __post_init__(self):
         self.log = logging.getLogger(f"annrepro.{self.spec.id}")
         self.params = self.spec.params_for(self.scale)
+
+    # ------------------------------------------------------------ what every producer needs
+    def seeds(self, n: int | str = "n_seeds") -> list[int]:
+        """The run's seeds: ctx.seed, ctx.seed + 1, ... (n, or the int parameter named n)."""
+        count = int(self.param(n) if isinstance(n, str) else n)
+        return [self.seed + i for i in range(count)]
+
+    def param(self, name: str, dataset: str | None = None, default=_MISSING):
+        """The spec parameter `name` at this scale; a dict-valued one is indexed by the paper's
+        data set name (e.g. efSearch = { SIFT1M = 100, GIST1M = 512 })."""
+        if name not in self.params:
+            if default is _MISSING:
+                raise ProducerError(f"{self.spec.id}: no parameter {name!r} at {self.scale}")
+            return default
+        value = self.params[name]
+        if isinstance(value, dict):
+            if dataset not in value:
+                if default is not _MISSING:
+                    return default
+                raise ProducerError(
+                    f"{self.spec.id}: parameter {name!r} has no value for data set {dataset!r}"
+                )
+            return value[dataset]
+        return value
+
+    def param_list(self, name: str, dataset: str | None = None, default=_MISSING) -> list:
+        """`param` as a list (a scalar becomes a one-element list)."""
+        v = self.param(name, dataset, default)
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    def memo(self, key, fn, nbytes: int | None = None):
+        """`fn()` computed once per run and shared by every table of the run (RUN_MEMO)."""
+        return RUN_MEMO.get(key, fn, nbytes)
 
     def dataset(self, paper_name: str) -> Dataset:
         """The registry data set standing in for the paper's `paper_name` at this scale."""

@@ -1,0 +1,93 @@
+"""Test helpers for the paper packages (the way faiss's tests share `SyntheticDataset`).
+
+- `SyntheticDataset`: a seeded Gaussian mixture with the interface producers use of a registry
+  `Dataset` (xb / xq / xt, nb / nq / nt / d, metric, gt(k), describe(), info(), check()).
+- `FakeContext`: a real `annrepro.tables.Context` (seeds, param, memo, note, artifact, progress)
+  whose data sets are given in memory instead of resolved from the registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import synthetic_split
+from .groundtruth import knn_exact
+from .tables.runner import Context, RunMemo
+
+__all__ = ["SyntheticDataset", "FakeContext"]
+
+
+class SyntheticDataset:
+    """Seeded Gaussian mixture. xb, xt, xq: float32 (n, d); `xb` may be replaced (e.g. by a
+    uint8 memory map). `gt(k)`: exact top-k ids, int64 (nq, k), computed once per k."""
+
+    def __init__(
+        self,
+        name: str = "synthetic",
+        d: int = 16,
+        nb: int = 300,
+        nq: int = 20,
+        nt: int | None = None,
+        seed: int = 0,
+        metric: str = "l2",
+        clusters: int = 8,
+        spread: float = 0.5,
+        xb=None,
+        **split,
+    ):
+        xb0, xt, xq = synthetic_split(
+            {"d": d, "nb": nb, "nt": nt or nb, "nq": nq, "clusters": clusters, "spread": spread}
+            | {"seed": seed, **split}
+        )
+        self.name, self.metric, self.d = name, metric, d
+        self.xb = xb0 if xb is None else xb
+        self.xt, self.xq = xt, xq
+        self.nb, self.nq, self.nt = len(self.xb), nq, len(xt)
+        self.scale = "tiny"
+        self._gt: dict[int, np.ndarray] = {}
+
+    def gt(self, k: int) -> np.ndarray:
+        if k not in self._gt:
+            xb = np.asarray(self.xb, dtype=np.float32)
+            self._gt[k] = knn_exact(self.xq, xb, k, self.metric)[1]
+        return self._gt[k]
+
+    def check(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.name}: synthetic {self.d}-d, nb={self.nb}, nq={self.nq}, nt={self.nt}"
+
+    def info(self) -> dict:
+        return {
+            "name": self.name, "scale": self.scale, "metric": self.metric, "nb": self.nb,
+            "nq": self.nq, "nt": self.nt, "d": self.d, "learn_is_base": False,
+            "description": self.describe(), "stands_in_for": "",
+        }  # fmt: skip
+
+
+class FakeContext(Context):
+    """A Context over in-memory data sets: `FakeContext(spec, {"SIFT1M": SyntheticDataset(...)},
+    scale="tiny", **param_overrides)`. Its memo is its own (tests never share state)."""
+
+    def __init__(self, spec, datasets: dict, scale: str = "tiny", out_dir=None, **params):
+        super().__init__(spec, scale, seed=params.pop("seed", 0), threads=1)
+        self.progress_enabled = False
+        self.params = {**self.params, **params}
+        self._datasets = dict(datasets)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._memo = RunMemo()
+
+    def dataset(self, paper_name: str):
+        ds = self._datasets[paper_name]
+        self.used[paper_name] = ds
+        return ds
+
+    def each_dataset(self, names=None):
+        for name in list(self._datasets) if names is None else list(names):
+            yield name, self.dataset(name)
+
+    def memo(self, key, fn, nbytes: int | None = None):
+        return self._memo.get(key, fn, nbytes)
