@@ -81,8 +81,8 @@ def test_nn_overlap_probability():
 def test_range_search_at_recall():
     xb = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)
     xq = np.array([[0.1], [1.3], [2.5], [3.0], [0.4]], dtype=np.float32)
-    d1 = np.array([0.1, 0.3, 0.5, 0.0, 0.4])
-    eps, nres = range_search_at_recall(xq, xb, d1, 0.8)
+    nn = np.array([0, 1, 2, 3, 0])  # nearest neighbours: distances 0.1, 0.3, 0.5, 0.0, 0.4
+    eps, nres = range_search_at_recall(xq, xb, nn, 0.8)
     assert eps == pytest.approx(0.4)  # 4 of 5 queries have their NN within 0.4
     # within 0.4 (inclusive): q0 -> {0}, q1 -> {1}, q2 -> {}, q3 -> {3}, q4 -> {0}
     assert nres == pytest.approx(4 / 5)

@@ -275,3 +275,62 @@ def test_cli_train_encode_search(tmp_path):
         == 0
     )
     assert np.load(out).shape == (300, 4)
+
+
+# ------------------------------------------------------------------- batch-norm passes (switch)
+def test_batchnorm_passes_switch(monkeypatch):
+    """bn_passes="separate" (default, the authors' train.py): anchors, positives and negatives go
+    through the network in three passes of batch_size rows, each with its own batch-norm
+    statistics; "joint": one pass of 3 x batch_size rows. The switch changes the trained model."""
+    assert TrainConfig().bn_passes == "separate"
+    seen = []
+    real = CatalyzerNet.forward
+
+    def spy(self, x):
+        if self.training:
+            seen.append(x.shape[0])
+        return real(self, x)
+
+    monkeypatch.setattr(CatalyzerNet, "forward", spy)
+    x = _x(96)
+    sep = train_catalyzer(x, _cfg())
+    assert seen == [32] * 9  # 3 batches x (anchor, positive, negative)
+    seen.clear()
+    joint = train_catalyzer(x, _cfg(bn_passes="joint"))
+    assert seen == [96] * 3
+    w = "layers.0.weight"
+    assert not torch.equal(sep.state_dict[w], joint.state_dict[w])
+    with pytest.raises(ValueError, match="bn_passes"):
+        train_catalyzer(x, _cfg(bn_passes="both"))
+
+
+# ------------------------------------------------- degenerate case: identity net = lattice baseline
+def test_identity_catalyzer_with_lambda_0_is_the_lattice_baseline():
+    """With lambda 0 and the identity in place of the MLP, the catalyzer's codes and search are
+    the spherical-lattice baseline's (PCA+Lattice without the PCA) on normalised input."""
+    from catalyzer import l2_normalize, pca_lattice_search
+
+    xt, xb, xq = (l2_normalize(_x(n, 8, seed=s)) for n, s in ((200, 1), (300, 2), (20, 3)))
+    cat = Catalyzer(
+        d_out=8,
+        lam=0.0,
+        arch="identity",
+        preset="released",
+        epochs=1,
+        batch_size=32,
+        k_neg=10,
+        n_val=60,
+        n_val_queries=20,
+        val_quantizer="zn_10",
+    )
+    cat.fit(xt)
+    assert not list(cat.net.parameters())
+    np.testing.assert_allclose(cat.transform(xb), xb, atol=1e-6)  # re-normalised: ulps
+    base = pca_lattice_search(xt, xb, xq, 10, d_out=8, r2=10, projection="none")
+    codes = cat.encode(xb, "zn_10")
+    np.testing.assert_array_equal(codes, ZnSphereLattice(8, 10).encode(xb))
+    _, I = cat.search(xq, codes, 10, "zn_10")
+    np.testing.assert_array_equal(I, base.I)
+    np.testing.assert_array_equal(quantized_search(xq, xb, 10, "zn_10"), base.I)
+    with pytest.raises(ValueError, match="identity"):
+        Catalyzer(d_out=4, arch="identity", n_val=0, epochs=1, batch_size=32, k_neg=10).fit(xt)

@@ -17,3 +17,70 @@ def test_usage_and_unknown_command(capsys):
     assert "catalyzer reproduce" in capsys.readouterr().out
     assert main(["bogus"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- encode / search: files and mismatches
+def _train_model(tmp_path, d_out=8, seed=0, name="m.pt"):
+    import numpy as np
+
+    x = np.random.default_rng(seed).standard_normal((300, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    model = tmp_path / name
+    args = ["train", "--xt", str(tmp_path / "x.npy"), "--out", str(model), "--d-out", str(d_out),
+            "--hidden", "16", "--preset", "released", "--epochs", "1", "--batch-size", "32",
+            "--n-val", "0", "--seed", str(seed), "--threads", "1"]  # fmt: skip
+    assert main(args) == 0
+    return model
+
+
+def test_encode_writes_where_asked_and_says_so(tmp_path, capsys):
+    model = _train_model(tmp_path)
+    out = tmp_path / "o" / "c.codes"
+    rc = main(["encode", "--model", str(model), "--x", str(tmp_path / "x.npy"), "--out", str(out),
+               "--quantizer", "zn_3"])  # fmt: skip
+    assert rc == 0
+    assert out.is_file() and not (tmp_path / "o" / "c.codes.npy").exists()
+    assert capsys.readouterr().out.strip().endswith(str(out))
+
+
+def test_search_refuses_codes_of_another_quantizer_model_or_shape(tmp_path, capsys):
+    import numpy as np
+
+    model = _train_model(tmp_path)
+    other = _train_model(tmp_path, seed=1, name="other.pt")
+    x = str(tmp_path / "x.npy")
+
+    def encode(m, q, out):
+        assert (
+            main(["encode", "--model", str(m), "--x", x, "--out", str(out), "--quantizer", q]) == 0
+        )
+
+    def search(codes, q="zn_3", m=model):
+        capsys.readouterr()
+        rc = main(["search", "--model", str(m), "--codes", str(codes), "--xq", x, "--k", "3",
+                   "--quantizer", q, "--out", str(tmp_path / "I.npy")])  # fmt: skip
+        return rc, capsys.readouterr().err
+
+    encode(model, "zn_3", tmp_path / "zn.codes")
+    encode(model, "sign", tmp_path / "sign.codes")
+    assert search(tmp_path / "zn.codes")[0] == 0
+    rc, err = search(tmp_path / "sign.codes", q="zn_3")  # sign codes, lattice search
+    assert rc == 1 and "sign" in err and "zn_3" in err
+    rc, err = search(tmp_path / "zn.codes", m=other)  # another model's codes
+    assert rc == 1 and "another model" in err
+    np.save(tmp_path / "f.npy", np.zeros(300, dtype=np.float32))  # a float array
+    rc, err = search(tmp_path / "f.npy")
+    assert rc == 1 and "uint64" in err
+    np.save(tmp_path / "2d.npy", np.zeros((300, 2), dtype=np.uint64))  # a 2-D array
+    rc, err = search(tmp_path / "2d.npy")
+    assert rc == 1 and "uint64" in err
+
+
+def test_train_names_n_val_when_the_learn_set_is_too_small(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((4500, 8), dtype=np.float32))
+    rc = main(["train", "--xt", str(tmp_path / "x.npy"), "--out", str(tmp_path / "m.pt"),
+               "--epochs", "1", "--threads", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "--n-val" in err and "10000" in err and "-5500" not in err

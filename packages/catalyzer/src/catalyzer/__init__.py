@@ -14,6 +14,7 @@ from .baselines import (
     encode_search,
     l2_normalize,
     lsq_index,
+    opq_factory,
     opq_index,
     pca_lattice_search,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "l2_normalize",
     "lsh_index",
     "lsq_index",
+    "opq_factory",
     "opq_index",
     "pca_lattice_search",
     "sign_index",

@@ -23,6 +23,7 @@ __all__ = ["Catalyzer"]
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+CODES_FORMAT = 1  # save_codes / load_codes archives
 
 
 def _f32(x) -> np.ndarray:
@@ -77,7 +78,7 @@ class Catalyzer:
     def _set(self, state_dict: dict, d_in: int) -> None:
         from .model import CatalyzerNet
 
-        net = CatalyzerNet(d_in, self.config.d_out, self.config.hidden)
+        net = CatalyzerNet(d_in, self.config.d_out, self.config.hidden, self.config.arch)
         net.load_state_dict(state_dict)
         net.eval()
         self.net, self.d_in = net, int(d_in)
@@ -131,19 +132,88 @@ class Catalyzer:
 
         "zn_<r2>": asymmetric, the query is catalyzed but not quantized, D = squared L2 in the
         output space (Sec. 4.2). "sign": the query is binarised, D = Hamming distance (Sec. 4.1).
+        codes must be what `encode(x, quantizer)` returns (dtype and shape are checked).
         """
         import faiss
 
-        yq = self.transform(xq)
+        codes = np.asarray(codes)
         if quantizer == "sign":
-            codes = np.ascontiguousarray(codes, dtype=np.uint8)
-            if codes.ndim != 2 or codes.shape[1] != (self.config.d_out + 7) // 8:
-                raise ValueError(f"sign codes must be uint8 (n, {(self.config.d_out + 7) // 8})")
-            index = faiss.IndexBinaryFlat(8 * codes.shape[1])
-            index.add(codes)
+            width = (self.config.d_out + 7) // 8
+            if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != width:
+                raise ValueError(
+                    f"sign codes of this catalyzer (d_out {self.config.d_out}) are uint8 "
+                    f"(n, {width}); got {codes.dtype} {codes.shape}"
+                )
+            yq = self.transform(xq)
+            index = faiss.IndexBinaryFlat(8 * width)
+            index.add(np.ascontiguousarray(codes))
             return index.search(np.packbits(yq > 0, axis=1), k)
         lat = self._lattice(quantizer)
-        return lat.search(yq, codes, k)
+        if codes.dtype != np.uint64 or codes.ndim != 1:
+            raise ValueError(
+                f"{quantizer} codes are uint64 (n,) (from encode(x, {quantizer!r})); got "
+                f"{codes.dtype} {codes.shape}"
+            )
+        return lat.search(self.transform(xq), codes, k)
+
+    # ------------------------------------------------------------------- code files
+    @property
+    def model_id(self) -> str:
+        """Fingerprint of this model (config, input dimension and weights): 16 hex digits."""
+        import hashlib
+        import json
+
+        net = self._need()
+        h = hashlib.sha256(json.dumps([self.config.to_dict(), self.d_in], sort_keys=True).encode())
+        for key, v in sorted(net.state_dict().items()):
+            h.update(key.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save_codes(self, path, codes: np.ndarray, quantizer: str) -> Path:
+        """Write codes with what made them (quantizer, model_id, d_in, d_out) to exactly `path`
+        (an .npz archive whatever the name; atomic). Returns the path."""
+        import json
+
+        from annrepro.atomic import atomic_path
+
+        meta = {
+            "format": CODES_FORMAT,
+            "quantizer": quantizer,
+            "model_id": self.model_id,
+            "d_in": self.d_in,
+            "d_out": self.config.d_out,
+        }
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, codes=np.asarray(codes), meta=np.array(json.dumps(meta)))
+        return path
+
+    def load_codes(self, path, quantizer: str) -> np.ndarray:
+        """Codes from `save_codes` (checked: same quantizer, same model) or a bare .npy array
+        (checked by `search` for dtype and shape only)."""
+        import json
+        import zipfile
+
+        path = Path(path)
+        if not zipfile.is_zipfile(path):
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as f:
+            if "codes" not in f or "meta" not in f:
+                raise ValueError(f"{path}: not a catalyzer codes file (no codes / meta)")
+            meta = json.loads(str(f["meta"]))
+            codes = f["codes"]
+        if meta.get("quantizer") != quantizer:
+            raise ValueError(
+                f"{path}: codes made with quantizer {meta.get('quantizer')!r}, searched with "
+                f"{quantizer!r}"
+            )
+        if meta.get("model_id") != self.model_id:
+            raise ValueError(
+                f"{path}: codes made by another model (model {meta.get('model_id')}, d_out "
+                f"{meta.get('d_out')}; this model {self.model_id}, d_out {self.config.d_out})"
+            )
+        return codes
 
     # ------------------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -25,6 +25,7 @@ from .lattice import ZnSphereLattice
 
 __all__ = [
     "EncodedSearch",
+    "opq_factory",
     "opq_index",
     "lsq_index",
     "encode_search",
@@ -54,6 +55,20 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, n, out=x, where=n > 0)
     return x
+
+
+def opq_factory(nbytes: int) -> str:
+    """The OPQ of `nbytes`-byte codes: "OPQ{M}_{8M},PQ{M}np" with M = nbytes.
+
+    One byte per sub-vector (256 centroids, Sec. 5.3) and a learned rotation to 8 x nbytes
+    dimensions, whatever the input dimension: the authors' code (`opq_<bits>` ->
+    "OPQ%d_%d,PQ%d" % (nbytes, nbytes * 8, nbytes) in spreadingvectors/lib/quantizers.py). faiss
+    pads the input with zeros where 8 x nbytes exceeds it. 64 bits: "OPQ8_64,PQ8np", Table 1's.
+    """
+    M = int(nbytes)
+    if M < 1:
+        raise ValueError(f"OPQ needs at least one byte per code, got {nbytes}")
+    return f"OPQ{M}_{8 * M},PQ{M}np"
 
 
 def opq_index(d: int, factory: str = "OPQ8_64,PQ8np", niter: int | None = None):
@@ -133,7 +148,13 @@ def encode_search(index, xt: np.ndarray, xb: np.ndarray, xq: np.ndarray, k: int)
 
 
 def pca_lattice_search(
-    xt: np.ndarray, xb: np.ndarray, xq: np.ndarray, k: int, d_out: int = 24, r2: int = 79
+    xt: np.ndarray,
+    xb: np.ndarray,
+    xq: np.ndarray,
+    k: int,
+    d_out: int = 24,
+    r2: int = 79,
+    projection: str = "pca",
 ) -> EncodedSearch:
     """PCA + Lattice baseline (Sec. 5.4, Table 1).
 
@@ -141,21 +162,32 @@ def pca_lattice_search(
     lattice S_{d_out}^r (r2 = 79: 64 bits in 24-d, Appendix B); queries are projected and
     normalised but not quantized (asymmetric search, Sec. 4.2).
 
+    Args:
+        projection: "pca" (the baseline) or "none" (the lattice alone on the L2-normalised input,
+            d_out == d: what the catalyzer reduces to with the identity in place of its MLP).
     Returns:
         EncodedSearch; encode_s covers PCA, normalisation and lattice encoding of xb.
     """
-    import faiss
-
     d = xt.shape[1]
-    if d_out > d:
-        raise ValueError(f"PCA cannot output {d_out} dimensions from {d}")
-    pca = faiss.PCAMatrix(d, d_out)
-    pca.train(_f32(xt))
+    if projection == "pca":
+        import faiss
+
+        if d_out > d:
+            raise ValueError(f"PCA cannot output {d_out} dimensions from {d}")
+        pca = faiss.PCAMatrix(d, d_out)
+        pca.train(_f32(xt))
+        project = pca.apply
+    elif projection == "none":
+        if d_out != d:
+            raise ValueError(f"projection 'none' needs d_out == d, got {d_out} != {d}")
+        project = _f32
+    else:
+        raise ValueError(f"unknown projection {projection!r} ('pca' or 'none')")
     lattice = ZnSphereLattice(d_out, r2)
     xb = _f32(xb)
     t0 = time.perf_counter()
-    codes = lattice.encode(l2_normalize(pca.apply(xb)))
+    codes = lattice.encode(l2_normalize(project(xb)))
     encode_s = time.perf_counter() - t0
-    yq = l2_normalize(pca.apply(_f32(xq)))
+    yq = l2_normalize(project(_f32(xq)))
     _, I = lattice.search(yq, codes, k)
     return EncodedSearch(I=I, encode_s=encode_s, code_bits=lattice.code_size_bits)

@@ -4,6 +4,7 @@
     catalyzer encode --model model.pt --x base.fvecs --out codes.npy [--quantizer zn_79|sign]
     catalyzer search --model model.pt --codes codes.npy --xq query.fvecs --k 10 --out I.npy
     catalyzer reproduce [OPTIONS]
+    catalyzer reference-run [--seeds 0 1 2] [--epochs 160] [--threads 2] [--out DIR]
 
 `reproduce` runs the catalyzer tables through the annrepro runner: it is `annrepro reproduce
 --tables 'catalyzer.*' [OPTIONS]` (a later `--tables catalyzer.table1` narrows the selection).
@@ -23,7 +24,10 @@ USAGE = """usage: catalyzer {train,encode,search,reproduce} ...
   search     search queries among encoded vectors, save the ids
   reproduce  `catalyzer reproduce`: run the catalyzer.* tables (OPTIONS as for
              `annrepro reproduce`, e.g.
-             --scale tiny|small|full, --tables catalyzer.table1)"""
+             --scale tiny|small|full, --tables catalyzer.table1)
+  reference-run  the authors' released training protocol on sift-10K (d_out 24, lambda 0.02,
+             hidden 1024, 160 epochs, HNSW32 negatives): 1-recall@1/10/100 of zn_79, zn_10,
+             zn_3, OPQ8_64,PQ8 and no quantization, s/epoch, mining share, per seed"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--n-val", type=int, default=None)
+    t.add_argument("--n-val", type=int, default=None, help="held-out rows (default 10000)")
     t.add_argument("--n-val-queries", type=int, default=None)
     t.add_argument("--val-quantizer", default=None, help="zn_<r2> | sign | none")
     t.add_argument("--end2end-r2", type=int, default=None, help="lattice layer (end-to-end)")
@@ -47,16 +51,53 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode vectors")
     e.add_argument("--model", required=True)
     e.add_argument("--x", required=True)
-    e.add_argument("--out", required=True, help=".npy codes")
+    e.add_argument("--out", required=True, help="codes file, written as named (an .npz archive)")
     e.add_argument("--quantizer", default="zn_79")
     s = sub.add_parser("search", help="search encoded vectors")
     s.add_argument("--model", required=True)
-    s.add_argument("--codes", required=True)
+    s.add_argument("--codes", required=True, help="from encode (checked: quantizer, model)")
     s.add_argument("--xq", required=True)
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--quantizer", default="zn_79")
     s.add_argument("--out", required=True, help=".npy ids, int64 (nq, k)")
+    r = sub.add_parser("reference-run", help="the released code's protocol on sift-10K")
+    r.add_argument("--dataset", default="sift-10K", help="registry data set (default sift-10K)")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0], help="one training per seed")
+    r.add_argument("--epochs", type=int, default=160, help="released: 160")
+    r.add_argument("--hidden", type=int, default=1024, help="released: 1024")
+    r.add_argument("--n-train", type=int, default=20000, help="training rows learn[:N]")
+    r.add_argument("--n-val-queries", type=int, default=5000, help="validation queries after them")
+    r.add_argument("--threads", type=int, default=None, help="default: ANNREPRO_THREADS or cores")
+    r.add_argument("--out", default=None, help="folder of reference-run.json / .txt")
     return ap
+
+
+def _reference_run(args) -> int:
+    from pathlib import Path
+
+    from annrepro.paths import results_root
+    from annrepro.threads import default_threads
+
+    from .reference import format_table, reference_run, write_results
+
+    for name in ("epochs", "hidden", "n_train", "n_val_queries"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out) if args.out else results_root() / "reference-run"
+    rec = reference_run(
+        args.dataset,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        n_train=args.n_train,
+        n_val_queries=args.n_val_queries,
+        n_threads=args.threads or default_threads(),
+        progress=True,
+    )
+    js, txt = write_results(rec, out)
+    print(format_table(rec), end="")
+    print(f"results -> {js} and {txt}")
+    return 0
 
 
 def _train(args) -> int:
@@ -89,27 +130,33 @@ def _train(args) -> int:
 
 
 def _encode(args) -> int:
-    import numpy as np
-    from annrepro.vecio import read_vectors
-
-    from .api import Catalyzer
-
-    codes = Catalyzer.load(args.model).encode(read_vectors(args.x), args.quantizer)
-    np.save(args.out, codes)
-    print(f"{codes.shape[0]} codes ({args.quantizer}) -> {args.out}")
-    return 0
-
-
-def _search(args) -> int:
-    import numpy as np
     from annrepro.vecio import read_vectors
 
     from .api import Catalyzer
 
     cat = Catalyzer.load(args.model)
-    _, I = cat.search(read_vectors(args.xq), np.load(args.codes), args.k, args.quantizer)
-    np.save(args.out, I)
-    print(f"{I.shape[0]} queries x {args.k} results -> {args.out}")
+    codes = cat.encode(read_vectors(args.x), args.quantizer)
+    out = cat.save_codes(args.out, codes, args.quantizer)
+    print(f"{codes.shape[0]} codes ({args.quantizer}, model {cat.model_id}) -> {out}")
+    return 0
+
+
+def _search(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from annrepro.atomic import atomic_path
+    from annrepro.vecio import read_vectors
+
+    from .api import Catalyzer
+
+    cat = Catalyzer.load(args.model)
+    codes = cat.load_codes(args.codes, args.quantizer)
+    _, I = cat.search(read_vectors(args.xq), codes, args.k, args.quantizer)
+    out = Path(args.out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:  # exactly --out (np.save adds .npy)
+        np.save(f, I)
+    print(f"{I.shape[0]} queries x {args.k} results -> {out}")
     return 0
 
 
@@ -123,13 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         from annrepro.cli import reproduce_paper
 
         return reproduce_paper("catalyzer", rest)
-    if command not in ("train", "encode", "search"):
+    if command not in ("train", "encode", "search", "reference-run"):
         print(f"catalyzer: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "encode": _encode, "search": _search}[command](args)
+        run = {
+            "train": _train,
+            "encode": _encode,
+            "search": _search,
+            "reference-run": _reference_run,
+        }[command]
+        return run(args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"catalyzer {command}: error: {e}", file=sys.stderr)
         return 1

@@ -26,14 +26,24 @@ class CatalyzerNet(nn.Module):
         d_in: input dimension.
         d_out: output dimension (24 for 64-bit lattice codes, Table 1; = bits for sign codes).
         hidden: hidden dimension (1024 in the paper, Sec. 5.2; smaller at the tiny/small scales).
+        arch: "mlp" (Sec. 5.2) or "identity" (only the L2 normalisation, d_out == d_in: the
+            degenerate case in which the catalyzer is the plain lattice baseline).
     Input float32 (n, d_in); output float32 (n, d_out) with unit L2 norm.
     """
 
-    def __init__(self, d_in: int, d_out: int, hidden: int = 1024):
+    def __init__(self, d_in: int, d_out: int, hidden: int = 1024, arch: str = "mlp"):
         super().__init__()
         if min(d_in, d_out, hidden) < 1:
             raise ValueError(f"dimensions must be positive: {d_in=}, {d_out=}, {hidden=}")
         self.d_in, self.d_out, self.hidden = int(d_in), int(d_out), int(hidden)
+        self.arch = arch
+        if arch == "identity":  # degenerate check only: f(x) = x / ||x||, no parameters
+            if d_in != d_out:
+                raise ValueError(f"the identity catalyzer needs d_out == d_in: {d_out} != {d_in}")
+            self.layers = nn.Identity()
+            return
+        if arch != "mlp":
+            raise ValueError(f"unknown catalyzer arch {arch!r} ('mlp' or 'identity')")
         self.layers = nn.Sequential(
             nn.Linear(d_in, hidden),
             nn.BatchNorm1d(hidden),

@@ -37,6 +37,7 @@ from .baselines import (
     encode_search,
     l2_normalize,
     lsq_index,
+    opq_factory,
     opq_index,
     pca_lattice_search,
 )
@@ -56,20 +57,48 @@ def _recalls(I: np.ndarray, gt: np.ndarray, ks=RECALL_KS) -> dict:
 
 
 # ------------------------------------------------------------------------------- catalyzer
+def catalyzer_split(nt: int, p: dict, name: str = "the data set") -> tuple[int, int, int]:
+    """(training vectors, held-out validation vectors, of which validation queries).
+
+    The learn set's first cat_ntrain rows train the catalyzer, the next cat_n_val are held out,
+    the first cat_n_val_queries of them validation queries and the rest the validation base
+    (Sec. 5.1: 500k training vectors, a separate 1M validation base; the README: 10k validation
+    queries). cat_split = "exact" (full scale): the learn set must hold cat_ntrain + cat_n_val
+    rows, or this raises; "clip" (tiny / small stand-ins, our choice): n_val <= nt / 5, queries
+    <= n_val / 5 and the training set shrinks to what is left.
+
+    Raises:
+        ValueError: "exact" and the learn set is too small (names the data set and the params).
+    """
+    ntrain, n_val, nq_val = int(p["cat_ntrain"]), int(p["cat_n_val"]), int(p["cat_n_val_queries"])
+    mode = p.get("cat_split", "exact")
+    if mode == "exact":
+        if nt < ntrain + n_val:
+            raise ValueError(
+                f"{name}: {nt} learn vectors, fewer than cat_ntrain + cat_n_val = {ntrain} + "
+                f"{n_val} = {ntrain + n_val} (the catalyzer's training set and validation set, "
+                "Sec. 5.1); register more learn rows (datasets.toml learn_rows) or, for a reduced "
+                "run, set cat_split = 'clip'"
+            )
+        return ntrain, n_val, nq_val
+    if mode != "clip":
+        raise ValueError(f"cat_split must be 'exact' or 'clip', got {mode!r}")
+    n_val = min(n_val, nt // 5)
+    nq_val = min(nq_val, max(1, n_val // 5))
+    return min(ntrain, nt - n_val), n_val, nq_val
+
+
 def catalyzer_for(
     ctx, ds, d_out: int, lam: float, seed: int, val_quantizer: str, end2end_r2: int | None = None
 ) -> Catalyzer:
     """The catalyzer of (data set, d_out, lambda, seed, ...) with the spec's training params.
 
     The learn set is cut into cat_ntrain training vectors followed by cat_n_val held-out vectors
-    (the first cat_n_val_queries of which are validation queries), both clipped to small learn
-    sets (n_val <= nt / 5). Trained models are cached (see module docstring).
+    (the first cat_n_val_queries of which are validation queries), see `catalyzer_split`.
+    Trained models are cached (see module docstring).
     """
     p = ctx.params
-    nt = ds.xt.shape[0]
-    n_val = min(int(p["cat_n_val"]), nt // 5)
-    nq_val = min(int(p["cat_n_val_queries"]), max(1, n_val // 5))
-    ntrain = min(int(p["cat_ntrain"]), nt - n_val)
+    ntrain, n_val, nq_val = catalyzer_split(ds.nt, p, ds.name)
     cfg = TrainConfig.preset(
         p["cat_preset"],
         d_out=int(d_out),
@@ -239,7 +268,10 @@ def table2(spec, ctx):
     for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
         ctx.log.info("%s: %s", name, ds.describe())
         gt = ds.gt(k)
-        xt, xb, xq = _f32(ds.xt), _f32(ds.xb), _f32(ds.xq)
+        # LSH / ITQ train on the training set (Sec. 5.1); at full scale the learn rows after it
+        # are the catalyzer's validation set (ntrain_binary)
+        xt = _f32(ds.xt[: int(p.get("ntrain_binary", ds.nt))])
+        xb, xq = _f32(ds.xb), _f32(ds.xq)
         for method in p["methods"]:
             for nbits in ctx.progress(p["bits"], desc=f"{name} {method}"):
                 nbits = int(nbits)
@@ -308,12 +340,12 @@ def table3(spec, ctx):
 
 # --------------------------------------------------------------------------------- Figure 5
 def _opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
-    """OPQ at pq_bytes bytes (one byte per sub-vector, Sec. 5.3) on the raw vectors."""
+    """OPQ at pq_bytes bytes on the raw vectors: one byte per sub-vector (Sec. 5.3), rotation to
+    8 x bytes dimensions (`baselines.opq_factory`, the authors' opq_<bits>; 8 bytes = Table 1's
+    OPQ8_64)."""
     out = []
     for nbytes in p["pq_bytes"]:
-        M = int(nbytes)
-        dd = M * -(-ds.d // M)  # OPQ output rounded up to a multiple of M
-        index = opq_index(ds.d, f"OPQ{M}_{dd},PQ{M}np", niter=p.get("opq_niter"))
+        index = opq_index(ds.d, opq_factory(int(nbytes)), niter=p.get("opq_niter"))
         res = encode_search(index, _f32(ds.xt[: int(p["ntrain_opq"])]), _f32(ds.xb), _f32(ds.xq), k)
         out.append((res.code_bits, res.I))
     return out
@@ -430,26 +462,36 @@ def nn_overlap_probability(d1: np.ndarray, dn: np.ndarray) -> float:
     return float(count.sum() / (n * (n - 1)))
 
 
-def range_search_at_recall(xq, xb, d1: np.ndarray, target_recall: float) -> tuple[float, float]:
+def range_search_at_recall(xq, xb, nn: np.ndarray, target_recall: float) -> tuple[float, float]:
     """Figure 7 (Appendix C): radius reaching `target_recall` of nearest neighbours, and results.
 
+    Appendix C measures the recall "in terms of the nearest neighbors in the original space": in
+    the catalyzed space too, a query's hit is its ORIGINAL-space nearest neighbour, so `nn` comes
+    from the input space whichever space xq / xb are in.
+
     Args:
-        xq: float32 (nq, d); xb: float32 (nb, d).
-        d1: float (nq,) L2 distance (not squared) of each query to its true nearest neighbour.
+        xq: float32 (nq, d) queries; xb: float32 (nb, d) base (input or catalyzed space).
+        nn: int (nq,) id in xb of each query's true nearest neighbour in the original space.
         target_recall: fraction of queries whose nearest neighbour must be within the radius.
     Returns:
-        (epsilon, mean number of base vectors within epsilon per query).
+        (epsilon, mean number of base vectors within epsilon per query), epsilon an L2 distance
+        (not squared) in the space of xq / xb.
     """
     import faiss
 
+    xq, xb = _f32(xq), _f32(xb)
+    nn = np.asarray(nn, dtype=np.int64).ravel()
+    if nn.shape[0] != xq.shape[0]:
+        raise ValueError(f"nn has {nn.shape[0]} ids for {xq.shape[0]} queries")
+    d1 = np.linalg.norm(xq.astype(np.float64) - xb[nn].astype(np.float64), axis=1)
     # smallest radius whose ball holds the nearest neighbour of >= target_recall of the queries
-    eps = float(np.quantile(np.asarray(d1, dtype=np.float64), target_recall, method="inverted_cdf"))
+    eps = float(np.quantile(d1, target_recall, method="inverted_cdf"))
     index = faiss.IndexFlatL2(xb.shape[1])
-    index.add(_f32(xb))
+    index.add(xb)
     # faiss keeps dis < radius, computed in float32: a relative 1e-5 slack keeps the neighbours
     # at exactly epsilon (among them the nearest neighbour of the query at the quantile)
     radius = eps * eps * (1 + 1e-5)
-    lims, _, _ = index.range_search(_f32(xq), radius)
+    lims, _, _ = index.range_search(xq, radius)
     return eps, float(np.diff(lims).mean())
 
 
@@ -584,12 +626,13 @@ def text(spec, ctx):
     for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
         ctx.log.info("%s: %s", name, ds.describe())
         xq, xb = _f32(ds.xq), ds.xb
-        D, _ = knn_exact(xq, xb, n_rank, ds.metric)
         if ds.metric != "l2":
             raise ValueError(f"{name}: the Sec. 3.3 statistic is defined for L2 data")
+        D, I = knn_exact(xq, xb, n_rank, ds.metric)
+        nn = I[:, 0]  # Appendix C: recall of the ORIGINAL-space nearest neighbour, both spaces
         dist = np.sqrt(np.maximum(D, 0))
         hist.append((name, ds.name, "input space", dist[:, 0], dist[:, n_rank - 1]))
-        eps, nres = range_search_at_recall(xq, _f32(xb), dist[:, 0], float(p["target_recall"]))
+        eps, nres = range_search_at_recall(xq, _f32(xb), nn, float(p["target_recall"]))
         rows.append(
             {
                 "dataset": name,
@@ -610,10 +653,13 @@ def text(spec, ctx):
             ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
         )
         yq, yb = cat.transform(xq), cat.transform(_f32(xb))
+        # Sec. 3.3 / Figure 3: neighbour distances of the output space itself
         D, _ = knn_exact(yq, yb, n_rank, "l2")
         dist = np.sqrt(np.maximum(D, 0))
         hist.append((name, ds.name, "Catalyzer output", dist[:, 0], dist[:, n_rank - 1]))
-        eps, nres = range_search_at_recall(yq, yb, dist[:, 0], float(p["target_recall"]))
+        # Figure 7: the radius that finds the ORIGINAL nearest neighbour for target_recall of
+        # the queries, measured in the catalyzed space
+        eps, nres = range_search_at_recall(yq, yb, nn, float(p["target_recall"]))
         rows.append(
             {
                 "dataset": name,
@@ -625,7 +671,9 @@ def text(spec, ctx):
         )
         ctx.note(
             f"{name}: 'Catalyzer output' = d_out {p['d_out']}, lambda {p['cat_lam']} "
-            "(the paper states neither); neighbours recomputed in the output space"
+            "(the paper states neither); Sec. 3.3 statistic on the output space's own "
+            "neighbours; Figure 7's epsilon and results on the original-space nearest neighbours "
+            "(Appendix C)"
         )
 
     _figure3(ctx, hist, n_rank)

@@ -21,9 +21,18 @@
   layer applied to the positives and negatives (as the authors' `--quantizer_train zn_<r2>`), with
   the straight-through estimator.
 
-Implementation choice (speed on CPU): anchors, positives and negatives go through the network as
-one batch of 3 x batch_size rows, so batch-norm statistics are shared by the three (the authors
-make three forward passes). Paper silent on the batch size: 64 (released code).
+Batch norm (paper silent; `bn_passes`): "separate" (default, the authors' train.py) sends
+anchors, positives and negatives through the network in three forward passes of batch_size rows,
+each with its own batch-norm statistics (and three running-statistics updates per step); "joint"
+sends them as one batch of 3 x batch_size rows, whose statistics the three share. Paper silent on
+the batch size: 64 (released code).
+
+Protocol switches of the released code (for `catalyzer reference-run`): `neg_search = "hnsw32"`
+mines negatives with faiss HNSW32 (efSearch 64), as train.py does on a CPU (on a GPU it searches
+exactly, our default "exact"); `pos_include_self = True` takes the positives from the exact
+k_pos-NN of x among the training vectors including x itself, as train.py's
+get_nearestneighbors(xt, xt, 10) does (default: x excluded, the paper's "nearest neighbors of
+each point"). `validation=(xq, xb)` validates on given arrays instead of held-out rows.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "lr_at",
+    "mine_negatives",
     "positives_knn",
     "quantized_search",
     "train_catalyzer",
@@ -52,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1  # bump when a change of this file changes trained models (cache key)
+CODE_VERSION = 2  # bump when a change of this file changes trained models (cache key)
 
 # Named presets (Sec. 5.2 and the authors' train.py defaults).
 PRESETS = {
@@ -85,6 +95,10 @@ class TrainConfig:
     val_quantizer: str = "zn_79"  # "zn_<r2>" | "sign" | "none": search of the validation score
     val_every: int = 10  # validate every val_every epochs and after the last (train.py: 10)
     end2end_r2: int | None = None  # lattice layer in training (Sec. 4 end-to-end), None: off
+    bn_passes: str = "separate"  # "separate" (authors' train.py: 3 passes) | "joint" (1 pass)
+    neg_search: str = "exact"  # negative mining: "exact" | "hnsw32" (train.py on a CPU)
+    pos_include_self: bool = False  # positives: k_pos-NN with x itself (train.py) or without
+    arch: str = "mlp"  # "mlp" (Sec. 5.2) | "identity" (normalisation only: degenerate check)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TrainConfig:
@@ -145,18 +159,22 @@ def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def positives_knn(xt: np.ndarray, k_pos: int) -> np.ndarray:
+def positives_knn(xt: np.ndarray, k_pos: int, include_self: bool = False) -> np.ndarray:
     """The k_pos nearest neighbours of each row of xt among the others (Sec. 3.2).
 
     Args:
         xt: float32 (n, d), n > k_pos.
+        include_self: return the plain exact k_pos-NN of xt in xt, the point itself (usually
+            rank 1) included, as the authors' train.py does.
     Returns:
         int64 (n, k_pos), the point itself excluded (if a duplicate ranks before it, the
-        furthest of the k_pos + 1 results is dropped instead).
+        furthest of the k_pos + 1 results is dropped instead) unless include_self.
     """
     import faiss
 
     n = xt.shape[0]
+    if include_self:
+        return faiss.knn(xt, xt, k_pos)[1]
     _, I = faiss.knn(xt, xt, k_pos + 1)
     drop = I == np.arange(n)[:, None]
     drop[~drop.any(axis=1), -1] = True
@@ -190,6 +208,31 @@ def quantized_search(yq: np.ndarray, yb: np.ndarray, k: int, quantizer: str) -> 
     raise ValueError(f"unknown quantizer {quantizer!r} (zn_<r2>, sign or none)")
 
 
+def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exact") -> np.ndarray:
+    """The k_neg-th nearest neighbour of each row of y among the rows of yb (Sec. 3.2).
+
+    Args:
+        y: float32 (n, d) outputs f(x); yb: float32 (n, d) the searched outputs (f(x), or their
+            quantized versions in end-to-end training). The point itself counts (rank 1).
+        method: "exact" (faiss flat search) or "hnsw32" (faiss HNSW32, efConstruction 40,
+            efSearch 64: the authors' get_nearestneighbors(..., needs_exact=False) on a CPU;
+            approximate, and not deterministic with more than one thread).
+    Returns:
+        int64 (n,) ids into yb.
+    """
+    import faiss
+
+    y, yb = _f32(y), _f32(yb)
+    if method == "exact":
+        return faiss.knn(y, yb, k_neg)[1][:, k_neg - 1]
+    if method == "hnsw32":
+        index = faiss.IndexHNSWFlat(yb.shape[1], 32)
+        index.hnsw.efSearch = 64
+        index.add(yb)
+        return index.search(y, k_neg)[1][:, k_neg - 1]
+    raise ValueError(f"unknown neg_search {method!r} ('exact' or 'hnsw32')")
+
+
 def _forward(net, x: np.ndarray, bs: int = 4096) -> np.ndarray:
     import torch
 
@@ -211,6 +254,12 @@ def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
         raise ValueError(f"need 0 < n_val_queries < n_val, got {cfg.n_val_queries}, {cfg.n_val}")
     n = nt - cfg.n_val
     need = max(cfg.k_neg, cfg.k_pos + 1, cfg.batch_size, 2)
+    if cfg.n_val and n < need:
+        raise ValueError(
+            f"n_val={cfg.n_val} held-out validation vectors (--n-val on the command line) leave "
+            f"{max(n, 0)} of the {nt} learn vectors for training, fewer than {need}; lower n_val "
+            f"(e.g. {max(nt // 5, 0)}, a fifth) or set it to 0 to keep the last epoch"
+        )
     if n < need:
         raise ValueError(
             f"{n} training vectors ({nt} minus {cfg.n_val} held out for validation) is fewer "
@@ -228,16 +277,31 @@ def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
         ZnSphereLattice(cfg.d_out, r2)  # raises if S_d^r is empty
     if cfg.val_quantizer not in ("sign", "none") and not cfg.val_quantizer.startswith("zn_"):
         raise ValueError(f"unknown val_quantizer {cfg.val_quantizer!r}")
+    if cfg.bn_passes not in ("separate", "joint"):
+        raise ValueError(f"bn_passes must be 'separate' or 'joint', got {cfg.bn_passes!r}")
+    if cfg.neg_search not in ("exact", "hnsw32"):
+        raise ValueError(f"neg_search must be 'exact' or 'hnsw32', got {cfg.neg_search!r}")
+    if cfg.arch == "identity" and cfg.d_out != d:
+        raise ValueError(f"the identity catalyzer needs d_out == d_in, got {cfg.d_out} != {d}")
     return n
 
 
-def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) -> TrainResult:
+def train_catalyzer(
+    xt: np.ndarray,
+    cfg: TrainConfig,
+    progress: bool = False,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TrainResult:
     """Train a catalyzer on xt (Sec. 3, 5.2).
 
     Args:
         xt: float32 (nt, d_in) learn set; its last cfg.n_val rows are held out for validation.
         cfg: hyper-parameters.
         progress: show a tqdm bar over epochs.
+        validation: (xq float32 (nq, d_in), xb float32 (nb, d_in)): validate on these queries
+            against this base (exact input-space ground truth) instead of held-out rows; needs
+            cfg.n_val = 0 (e.g. the released protocol on sift-10K: learn[20000:25000] against
+            the training vectors learn[:20000]).
     Returns:
         TrainResult with the best validation state (the last state when n_val = 0).
     Raises:
@@ -264,22 +328,34 @@ def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) ->
     n = _check_config(cfg, nt, d_in)
     xtr = xt[:n]
     xval = xt[n:]
+    if validation is not None:
+        if cfg.n_val:
+            raise ValueError("give either validation arrays or n_val > 0, not both")
+        xvq, xvb = (_f32(v) for v in validation)
+        shapes_ok = xvq.ndim == 2 and xvb.ndim == 2 and xvq.shape[1] == xvb.shape[1] == d_in
+        if not shapes_ok or xvb.shape[0] < 10:
+            raise ValueError(
+                f"validation arrays must be (nq, {d_in}) and (nb >= 10, {d_in}), got "
+                f"{xvq.shape} and {xvb.shape}"
+            )
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = CatalyzerNet(d_in, cfg.d_out, cfg.hidden)
-    opt = torch.optim.SGD(
-        net.parameters(), lr=lr_at(0, cfg.epochs, cfg.lr_stages), momentum=cfg.momentum
-    )
+    net = CatalyzerNet(d_in, cfg.d_out, cfg.hidden, cfg.arch)
+    params = list(net.parameters())
+    opt = None
+    if params:  # the identity catalyzer has nothing to train
+        opt = torch.optim.SGD(params, lr=lr_at(0, cfg.epochs, cfg.lr_stages), momentum=cfg.momentum)
     st = None
     if cfg.end2end_r2 is not None:
         st = StraightThroughLattice(ZnSphereLattice(cfg.d_out, cfg.end2end_r2))
 
     t_start = time.perf_counter()
-    pos_nn = positives_knn(xtr, cfg.k_pos)
+    pos_nn = positives_knn(xtr, cfg.k_pos, include_self=cfg.pos_include_self)
     gt_val = None
     if cfg.n_val:
         xvq, xvb = xval[: cfg.n_val_queries], xval[cfg.n_val_queries :]
+    if cfg.n_val or validation is not None:
         gt_val = faiss.knn(xvq, xvb, 1)[1]
     xtr_t = torch.from_numpy(xtr)
 
@@ -292,13 +368,13 @@ def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) ->
     for epoch in epochs:
         last_good = copy.deepcopy(net.state_dict())
         lr = lr_at(epoch, cfg.epochs, cfg.lr_stages)
-        for g in opt.param_groups:
+        for g in opt.param_groups if opt is not None else ():
             g["lr"] = lr
         # negatives: k_neg-th neighbour in the output space, once per epoch (Sec. 3.2)
         t0 = time.perf_counter()
         y = _forward(net, xtr)
         yb = y if st is None else st.lattice.quantize(y) * np.float32(1 / st.lattice.r)
-        neg_nn = faiss.knn(y, _f32(yb), cfg.k_neg)[1][:, cfg.k_neg - 1]
+        neg_nn = mine_negatives(y, yb, cfg.k_neg, cfg.neg_search)
         t1 = time.perf_counter()
         pos = pos_nn[np.arange(n), rng.integers(cfg.k_pos, size=n)]
         perm = rng.permutation(n)
@@ -310,9 +386,14 @@ def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) ->
             b = len(idx)
             if b < 2:  # batch norm and KoLeo need two points
                 continue
-            rows = torch.from_numpy(np.concatenate([idx, pos[idx], neg_nn[idx]]))
-            out = net(xtr_t[rows])
-            a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
+            if cfg.bn_passes == "joint":  # one batch-norm batch of 3b rows
+                rows = torch.from_numpy(np.concatenate([idx, pos[idx], neg_nn[idx]]))
+                out = net(xtr_t[rows])
+                a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
+            else:  # three passes, as the authors' train.py: net(ins), net(pos), net(neg)
+                a = net(xtr_t[torch.from_numpy(idx)])
+                p = net(xtr_t[torch.from_numpy(pos[idx])])
+                ng = net(xtr_t[torch.from_numpy(neg_nn[idx])])
             if st is not None:
                 p, ng = st(p), st(ng)
             loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
@@ -324,9 +405,10 @@ def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) ->
                     epoch,
                     last_good,
                 )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            if opt is not None:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
             sums += (loss.item(), l_rank.item(), l_koleo.item())
             nb += 1
             n_seen += b
@@ -343,10 +425,12 @@ def train_catalyzer(xt: np.ndarray, cfg: TrainConfig, progress: bool = False) ->
             "train_s": t2 - t1,
         }
         rec = {key: float(v) if key != "epoch" else int(v) for key, v in rec.items()}
-        if cfg.n_val and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+        if gt_val is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            t3 = time.perf_counter()
             I = quantized_search(_forward(net, xvq), _forward(net, xvb), 10, cfg.val_quantizer)
             score = one_recall_at(I, gt_val, 10)
             rec["val_1-recall@10"] = score
+            rec["val_s"] = time.perf_counter() - t3
             if score > best_score:
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(net.state_dict())
