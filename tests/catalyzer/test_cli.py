@@ -65,15 +65,15 @@ def test_search_refuses_codes_of_another_quantizer_model_or_shape(tmp_path, caps
     encode(model, "sign", tmp_path / "sign.codes")
     assert search(tmp_path / "zn.codes")[0] == 0
     rc, err = search(tmp_path / "sign.codes", q="zn_3")  # sign codes, lattice search
-    assert rc == 1 and "sign" in err and "zn_3" in err
+    assert rc == 2 and "sign" in err and "zn_3" in err
     rc, err = search(tmp_path / "zn.codes", m=other)  # another model's codes
-    assert rc == 1 and "another model" in err
+    assert rc == 2 and "another model" in err
     np.save(tmp_path / "f.npy", np.zeros(300, dtype=np.float32))  # a float array
     rc, err = search(tmp_path / "f.npy")
-    assert rc == 1 and "uint64" in err
+    assert rc == 2 and "uint64" in err
     np.save(tmp_path / "2d.npy", np.zeros((300, 2), dtype=np.uint64))  # a 2-D array
     rc, err = search(tmp_path / "2d.npy")
-    assert rc == 1 and "uint64" in err
+    assert rc == 2 and "uint64" in err
 
 
 def test_train_names_n_val_when_the_learn_set_is_too_small(tmp_path, capsys):
@@ -83,4 +83,4 @@ def test_train_names_n_val_when_the_learn_set_is_too_small(tmp_path, capsys):
     rc = main(["train", "--xt", str(tmp_path / "x.npy"), "--out", str(tmp_path / "m.pt"),
                "--epochs", "1", "--threads", "1"])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 1 and "--n-val" in err and "10000" in err and "-5500" not in err
+    assert rc == 2 and "--n-val" in err and "10000" in err and "-5500" not in err

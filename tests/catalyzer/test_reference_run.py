@@ -98,7 +98,7 @@ def test_reference_run_cli_on_tiny_data(tmp_path, toy_registry, monkeypatch, cap
 def test_reference_run_rejects_a_split_larger_than_the_learn_set(tmp_path, toy_registry, capsys):
     args = ["reference-run", "--dataset", "toy", "--epochs", "1", "--n-train", "380",
             "--out", str(tmp_path)]  # fmt: skip
-    assert main(args) == 1
+    assert main(args) == 2
     assert "--n-train 380 + --n-val-queries 5000 exceed its 400 learn vectors" in (
         capsys.readouterr().err
     )

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 from .train import PRESETS, TrainConfig, TrainResult, train_catalyzer
 
@@ -48,7 +49,7 @@ class Catalyzer:
         **overrides,
     ):
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+            raise InputError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
         self.config = TrainConfig.preset(preset, d_out=d_out, hidden=hidden, lam=lam, **overrides)
         self.net = None
         self.d_in: int | None = None
@@ -97,7 +98,7 @@ class Catalyzer:
         if not x.flags.writeable:  # torch.from_numpy needs writable memory
             x = x.copy()
         if x.ndim != 2 or x.shape[1] != self.d_in:
-            raise ValueError(
+            raise InputError(
                 f"this catalyzer was trained on {self.d_in}-d vectors; got an array of shape "
                 f"{x.shape}"
             )
@@ -112,10 +113,10 @@ class Catalyzer:
         from .lattice import ZnSphereLattice
 
         if not quantizer.startswith("zn_"):
-            raise ValueError(f"unknown quantizer {quantizer!r}: 'zn_<r2>' or 'sign'")
+            raise InputError(f"unknown quantizer {quantizer!r}: 'zn_<r2>' or 'sign'")
         lat = ZnSphereLattice(self.config.d_out, int(quantizer[3:]))
         if lat.code_size_bits > 64:
-            raise ValueError(
+            raise InputError(
                 f"{lat!r}: {lat.code_size_bits}-bit codes exceed the 64 bits of faiss's codec"
             )
         return lat
@@ -140,7 +141,7 @@ class Catalyzer:
         if quantizer == "sign":
             width = (self.config.d_out + 7) // 8
             if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != width:
-                raise ValueError(
+                raise InputError(
                     f"sign codes of this catalyzer (d_out {self.config.d_out}) are uint8 "
                     f"(n, {width}); got {codes.dtype} {codes.shape}"
                 )
@@ -150,7 +151,7 @@ class Catalyzer:
             return index.search(np.packbits(yq > 0, axis=1), k)
         lat = self._lattice(quantizer)
         if codes.dtype != np.uint64 or codes.ndim != 1:
-            raise ValueError(
+            raise InputError(
                 f"{quantizer} codes are uint64 (n,) (from encode(x, {quantizer!r})); got "
                 f"{codes.dtype} {codes.shape}"
             )
@@ -200,16 +201,16 @@ class Catalyzer:
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as f:
             if "codes" not in f or "meta" not in f:
-                raise ValueError(f"{path}: not a catalyzer codes file (no codes / meta)")
+                raise InputError(f"{path}: not a catalyzer codes file (no codes / meta)")
             meta = json.loads(str(f["meta"]))
             codes = f["codes"]
         if meta.get("quantizer") != quantizer:
-            raise ValueError(
+            raise InputError(
                 f"{path}: codes made with quantizer {meta.get('quantizer')!r}, searched with "
                 f"{quantizer!r}"
             )
         if meta.get("model_id") != self.model_id:
-            raise ValueError(
+            raise InputError(
                 f"{path}: codes made by another model (model {meta.get('model_id')}, d_out "
                 f"{meta.get('d_out')}; this model {self.model_id}, d_out {self.config.d_out})"
             )
@@ -242,7 +243,7 @@ class Catalyzer:
 
         blob = torch.load(Path(path), weights_only=True)
         if blob.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a catalyzer file of format {FORMAT}")
+            raise InputError(f"{path}: not a catalyzer file of format {FORMAT}")
         cat = cls.__new__(cls)
         cat.config = TrainConfig.from_dict(blob["config"])
         cat.result, cat.fingerprint = None, blob.get("fingerprint")

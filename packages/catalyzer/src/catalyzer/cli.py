@@ -31,23 +31,25 @@ USAGE = """usage: catalyzer {train,encode,search,reproduce} ...
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="catalyzer")
+    from annrepro.cli import ArgumentParser, positive_int
+
+    ap = ArgumentParser(prog="catalyzer")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a catalyzer (Sec. 3, 5.2)")
     t.add_argument("--xt", required=True, help="learn vectors (last --n-val rows held out)")
     t.add_argument("--out", required=True, help="model file (.pt)")
-    t.add_argument("--d-out", type=int, default=24)
-    t.add_argument("--hidden", type=int, default=1024)
+    t.add_argument("--d-out", type=positive_int, default=24)
+    t.add_argument("--hidden", type=positive_int, default=1024)
     t.add_argument("--lam", type=float, default=0.02, help="KoLeo weight lambda (Eq. 4)")
     t.add_argument("--preset", default="paper", choices=["paper", "released"])
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--epochs", type=positive_int, default=None)
+    t.add_argument("--batch-size", type=positive_int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--n-val", type=int, default=None, help="held-out rows (default 10000)")
-    t.add_argument("--n-val-queries", type=int, default=None)
+    t.add_argument("--n-val-queries", type=positive_int, default=None)
     t.add_argument("--val-quantizer", default=None, help="zn_<r2> | sign | none")
     t.add_argument("--end2end-r2", type=int, default=None, help="lattice layer (end-to-end)")
-    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--threads", type=positive_int, default=None)
     e = sub.add_parser("encode", help="encode vectors")
     e.add_argument("--model", required=True)
     e.add_argument("--x", required=True)
@@ -57,17 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--codes", required=True, help="from encode (checked: quantizer, model)")
     s.add_argument("--xq", required=True)
-    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--k", type=positive_int, default=10)
     s.add_argument("--quantizer", default="zn_79")
     s.add_argument("--out", required=True, help=".npy ids, int64 (nq, k)")
     r = sub.add_parser("reference-run", help="the released code's protocol on sift-10K")
     r.add_argument("--dataset", default="sift-10K", help="registry data set (default sift-10K)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0], help="one training per seed")
-    r.add_argument("--epochs", type=int, default=160, help="released: 160")
-    r.add_argument("--hidden", type=int, default=1024, help="released: 1024")
-    r.add_argument("--n-train", type=int, default=20000, help="training rows learn[:N]")
-    r.add_argument("--n-val-queries", type=int, default=5000, help="validation queries after them")
-    r.add_argument("--threads", type=int, default=None, help="default: ANNREPRO_THREADS or cores")
+    r.add_argument("--epochs", type=positive_int, default=160, help="released: 160")
+    r.add_argument("--hidden", type=positive_int, default=1024, help="released: 1024")
+    r.add_argument("--n-train", type=positive_int, default=20000, help="training rows learn[:N]")
+    r.add_argument(
+        "--n-val-queries", type=positive_int, default=5000, help="validation queries after them"
+    )
+    r.add_argument(
+        "--threads", type=positive_int, default=None, help="default: ANNREPRO_THREADS or cores"
+    )
     r.add_argument("--out", default=None, help="folder of reference-run.json / .txt")
     return ap
 
@@ -76,14 +82,11 @@ def _reference_run(args) -> int:
     from pathlib import Path
 
     from annrepro.paths import results_root
-    from annrepro.threads import default_threads
 
     from .reference import format_table, reference_run, write_results
 
-    for name in ("epochs", "hidden", "n_train", "n_val_queries"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     out = Path(args.out) if args.out else results_root() / "reference-run"
+    _check_out(out / "reference-run.json")
     rec = reference_run(
         args.dataset,
         seeds=args.seeds,
@@ -91,7 +94,7 @@ def _reference_run(args) -> int:
         hidden=args.hidden,
         n_train=args.n_train,
         n_val_queries=args.n_val_queries,
-        n_threads=args.threads or default_threads(),
+        n_threads=_threads(args),
         progress=True,
     )
     js, txt = write_results(rec, out)
@@ -100,12 +103,35 @@ def _reference_run(args) -> int:
     return 0
 
 
+def _threads(args) -> int:
+    """--threads, else ANNREPRO_THREADS / OMP_NUM_THREADS, else the cores; said once."""
+    from annrepro.threads import default_threads
+
+    n = args.threads or default_threads()
+    print(f"catalyzer {args.command}: {n} thread(s)", file=sys.stderr)
+    return n
+
+
+def _check_out(*paths) -> None:
+    """Outputs checked before any work (a training that cannot save is found out at once)."""
+    from pathlib import Path
+
+    from annrepro.errors import InputError
+    from annrepro.paths import folder_problem
+
+    for path in paths:
+        problem = folder_problem(Path(path).parent)
+        if problem:
+            raise InputError(f"{path}: {problem}")
+
+
 def _train(args) -> int:
-    from annrepro.threads import default_threads, threads
+    from annrepro.threads import threads
     from annrepro.vecio import read_vectors
 
     from .api import Catalyzer
 
+    _check_out(args.out)
     over = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -117,7 +143,7 @@ def _train(args) -> int:
     over = {k: v for k, v in over.items() if v is not None}
     cat = Catalyzer(args.d_out, args.hidden, args.lam, args.preset, seed=args.seed, **over)
     xt = read_vectors(args.xt)
-    with threads(args.threads or default_threads()):
+    with threads(_threads(args)):
         cat.fit(xt, progress=True)
     cat.save(args.out)
     r = cat.result
@@ -130,12 +156,16 @@ def _train(args) -> int:
 
 
 def _encode(args) -> int:
+    from annrepro.validate import check_same_dim
     from annrepro.vecio import read_vectors
 
     from .api import Catalyzer
 
+    _check_out(args.out)
     cat = Catalyzer.load(args.model)
-    codes = cat.encode(read_vectors(args.x), args.quantizer)
+    x = read_vectors(args.x)
+    check_same_dim(model=cat.d_in, input=x, paths={"model": args.model, "input": args.x})
+    codes = cat.encode(x, args.quantizer)
     out = cat.save_codes(args.out, codes, args.quantizer)
     print(f"{codes.shape[0]} codes ({args.quantizer}, model {cat.model_id}) -> {out}")
     return 0
@@ -146,14 +176,18 @@ def _search(args) -> int:
 
     import numpy as np
     from annrepro.atomic import atomic_path
+    from annrepro.validate import check_same_dim
     from annrepro.vecio import read_vectors
 
     from .api import Catalyzer
 
+    out = Path(args.out)
+    _check_out(out)
     cat = Catalyzer.load(args.model)
     codes = cat.load_codes(args.codes, args.quantizer)
-    _, I = cat.search(read_vectors(args.xq), codes, args.k, args.quantizer)
-    out = Path(args.out)
+    xq = read_vectors(args.xq)
+    check_same_dim(model=cat.d_in, query=xq, paths={"model": args.model, "query": args.xq})
+    _, I = cat.search(xq, codes, args.k, args.quantizer)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:  # exactly --out (np.save adds .npy)
         np.save(f, I)
     print(f"{I.shape[0]} queries x {args.k} results -> {out}")
@@ -173,19 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     if command not in ("train", "encode", "search", "reference-run"):
         print(f"catalyzer: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
+    from annrepro.cli import run_cli
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    try:
-        run = {
-            "train": _train,
-            "encode": _encode,
-            "search": _search,
-            "reference-run": _reference_run,
-        }[command]
-        return run(args)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"catalyzer {command}: error: {e}", file=sys.stderr)
-        return 1
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    run = {
+        "train": _train,
+        "encode": _encode,
+        "search": _search,
+        "reference-run": _reference_run,
+    }[command]
+    return run_cli("catalyzer", lambda a: run(_parser().parse_args(a)), argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import platform
 import time
 
 import numpy as np
+from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 from .train import PRESETS, TrainConfig, train_catalyzer
 
@@ -105,7 +106,7 @@ def _search(quantizer: str, yq: np.ndarray, yb: np.ndarray, yt: np.ndarray, k: i
         index.train(yt)
         index.add(yb)
         return index.search(yq, k)[1]
-    raise ValueError(f"unknown quantizer {quantizer!r}")
+    raise InputError(f"unknown quantizer {quantizer!r}")
 
 
 def _recalls(I: np.ndarray, gt1: np.ndarray) -> dict:
@@ -125,7 +126,7 @@ def _shipped_gt(ds) -> tuple[np.ndarray, str]:
         return ds.gt(1)[:, :1], "exact (the data set ships no ground truth)"
     gt = np.asarray(read_vectors(path))[:, :1].astype(np.int64)
     if gt.shape[0] != ds.nq:
-        raise ValueError(f"{path}: {gt.shape[0]} ground-truth rows for {ds.nq} queries")
+        raise InputError(f"{path}: {gt.shape[0]} ground-truth rows for {ds.nq} queries")
     return gt, f"shipped ({rel})"
 
 
@@ -149,9 +150,9 @@ def reference_run(
     ds.check()
     nt = ds.nt
     if not ds.has_learn:
-        raise ValueError(f"{dataset}: no learn set (the reference protocol trains on learn rows)")
+        raise InputError(f"{dataset}: no learn set (the reference protocol trains on learn rows)")
     if n_train + n_val_queries > nt:
-        raise ValueError(
+        raise InputError(
             f"{dataset}: --n-train {n_train} + --n-val-queries {n_val_queries} exceed its {nt} "
             "learn vectors"
         )

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 __all__ = [
     "PRESETS",
@@ -103,7 +104,7 @@ class TrainConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> TrainConfig:
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+            raise InputError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
         kw = dict(PRESETS[name])
         if name == "released":
             kw["batch_size"] = 64
@@ -205,7 +206,7 @@ def quantized_search(yq: np.ndarray, yb: np.ndarray, k: int, quantizer: str) -> 
 
         lat = ZnSphereLattice(yb.shape[1], int(quantizer[3:]))
         return faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)[1]
-    raise ValueError(f"unknown quantizer {quantizer!r} (zn_<r2>, sign or none)")
+    raise InputError(f"unknown quantizer {quantizer!r} (zn_<r2>, sign or none)")
 
 
 def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exact") -> np.ndarray:
@@ -230,7 +231,7 @@ def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exa
         index.hnsw.efSearch = 64
         index.add(yb)
         return index.search(y, k_neg)[1][:, k_neg - 1]
-    raise ValueError(f"unknown neg_search {method!r} ('exact' or 'hnsw32')")
+    raise InputError(f"unknown neg_search {method!r} ('exact' or 'hnsw32')")
 
 
 def _forward(net, x: np.ndarray, bs: int = 4096) -> np.ndarray:
@@ -251,38 +252,38 @@ def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
     from .lattice import ZnSphereLattice
 
     if cfg.n_val < 0 or (cfg.n_val and not 0 < cfg.n_val_queries < cfg.n_val):
-        raise ValueError(f"need 0 < n_val_queries < n_val, got {cfg.n_val_queries}, {cfg.n_val}")
+        raise InputError(f"need 0 < n_val_queries < n_val, got {cfg.n_val_queries}, {cfg.n_val}")
     n = nt - cfg.n_val
     need = max(cfg.k_neg, cfg.k_pos + 1, cfg.batch_size, 2)
     if cfg.n_val and n < need:
-        raise ValueError(
+        raise InputError(
             f"n_val={cfg.n_val} held-out validation vectors (--n-val on the command line) leave "
             f"{max(n, 0)} of the {nt} learn vectors for training, fewer than {need}; lower n_val "
             f"(e.g. {max(nt // 5, 0)}, a fifth) or set it to 0 to keep the last epoch"
         )
     if n < need:
-        raise ValueError(
+        raise InputError(
             f"{n} training vectors ({nt} minus {cfg.n_val} held out for validation) is fewer "
             f"than max(k_neg={cfg.k_neg}, k_pos+1={cfg.k_pos + 1}, batch_size={cfg.batch_size})"
         )
     if cfg.n_val and cfg.n_val - cfg.n_val_queries < 10:
-        raise ValueError(
+        raise InputError(
             f"the validation base needs >= 10 vectors (1-recall@10), n_val={cfg.n_val}"
         )
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lam < 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 2, lam >= 0: {cfg}")
+        raise InputError(f"need epochs >= 1, batch_size >= 2, lam >= 0: {cfg}")
     for r2 in ([cfg.end2end_r2] if cfg.end2end_r2 is not None else []) + (
         [int(cfg.val_quantizer[3:])] if cfg.val_quantizer.startswith("zn_") else []
     ):
         ZnSphereLattice(cfg.d_out, r2)  # raises if S_d^r is empty
     if cfg.val_quantizer not in ("sign", "none") and not cfg.val_quantizer.startswith("zn_"):
-        raise ValueError(f"unknown val_quantizer {cfg.val_quantizer!r}")
+        raise InputError(f"unknown val_quantizer {cfg.val_quantizer!r}")
     if cfg.bn_passes not in ("separate", "joint"):
-        raise ValueError(f"bn_passes must be 'separate' or 'joint', got {cfg.bn_passes!r}")
+        raise InputError(f"bn_passes must be 'separate' or 'joint', got {cfg.bn_passes!r}")
     if cfg.neg_search not in ("exact", "hnsw32"):
-        raise ValueError(f"neg_search must be 'exact' or 'hnsw32', got {cfg.neg_search!r}")
+        raise InputError(f"neg_search must be 'exact' or 'hnsw32', got {cfg.neg_search!r}")
     if cfg.arch == "identity" and cfg.d_out != d:
-        raise ValueError(f"the identity catalyzer needs d_out == d_in, got {cfg.d_out} != {d}")
+        raise InputError(f"the identity catalyzer needs d_out == d_in, got {cfg.d_out} != {d}")
     return n
 
 
@@ -321,20 +322,20 @@ def train_catalyzer(
     if not xt.flags.writeable:  # memory-mapped / read-only input: torch needs writable memory
         xt = xt.copy()
     if xt.ndim != 2:
-        raise ValueError(f"xt must be 2-D (n, d), got shape {xt.shape}")
+        raise InputError(f"xt must be 2-D (n, d), got shape {xt.shape}")
     if not np.isfinite(xt).all():
-        raise ValueError("xt contains NaN or infinite values")
+        raise InputError("xt contains NaN or infinite values")
     nt, d_in = xt.shape
     n = _check_config(cfg, nt, d_in)
     xtr = xt[:n]
     xval = xt[n:]
     if validation is not None:
         if cfg.n_val:
-            raise ValueError("give either validation arrays or n_val > 0, not both")
+            raise InputError("give either validation arrays or n_val > 0, not both")
         xvq, xvb = (_f32(v) for v in validation)
         shapes_ok = xvq.ndim == 2 and xvb.ndim == 2 and xvq.shape[1] == xvb.shape[1] == d_in
         if not shapes_ok or xvb.shape[0] < 10:
-            raise ValueError(
+            raise InputError(
                 f"validation arrays must be (nq, {d_in}) and (nb >= 10, {d_in}), got "
                 f"{xvq.shape} and {xvb.shape}"
             )
