@@ -1,5 +1,5 @@
-"""Fidelity to the paper / the released code: INRP loss form (Eq. 4), the encoders' pre-norm
-LayerNorm switch, the degenerate case CSST == SRP, and the units the producers return."""
+"""Fidelity to the paper / the released code: INRP loss form (Eq. 4), the degenerate case
+CSST == SRP, and the units the producers return (the normalisation switch: test_ccst_norm.py)."""
 
 import math
 from pathlib import Path
@@ -108,64 +108,15 @@ def test_producer_values_are_in_their_columns_measured_units(monkeypatch):
     assert measured[("Bigann-1B", "HNSW cf=1", "1-recall@1")][0] == pytest.approx(50.0)
 
 
-# -- item 3: the encoders' pre-norm LayerNorm is a switch, off as in the released code ---------
-
-
-def test_pre_norm_layernorm_is_off_by_default_and_switchable():
-    off = CCSTNet(CCSTConfig(d_in=16, compression_factor=4, depths=(1,), heads=2))
-    on = CCSTNet(CCSTConfig(d_in=16, compression_factor=4, depths=(1,), heads=2, pre_norm=True))
-    n_off = sum(isinstance(m, torch.nn.LayerNorm) for m in off.modules())
-    n_on = sum(isinstance(m, torch.nn.LayerNorm) for m in on.modules())
-    assert (n_off, n_on) == (0, 2)
-    # the same weights otherwise (LayerNorm has no random init), and a different function
-    common = {k: v for k, v in on.state_dict().items() if "norm" not in k}
-    assert common.keys() == off.state_dict().keys()
-    assert all(torch.equal(v, off.state_dict()[k]) for k, v in common.items())
-    x = torch.from_numpy(_blobs(8))
-    with torch.no_grad():
-        assert not torch.allclose(off.eval()(x), on.eval()(x))
-
-
-def test_pre_norm_round_trips_and_old_files_keep_their_layernorm(tmp_path):
-    xt = _blobs(60)
-    kw = dict(compression_factor=4, depths=(1,), heads=2, epochs=1, batch_size=16, progress=False)
-    for pre_norm in (False, True):
-        model = CCST(**kw, pre_norm=pre_norm).fit(xt)
-        model.save(tmp_path / "m.pt")
-        back = CCST.load(tmp_path / "m.pt")
-        assert back.config.pre_norm is pre_norm
-        np.testing.assert_array_equal(back.transform(xt), model.transform(xt))
-    # a format-2 file (written before the switch) was trained with the LayerNorms
-    state = torch.load(tmp_path / "m.pt", weights_only=True)
-    state["format_version"] = 2
-    del state["model_config"]["pre_norm"]
-    torch.save(state, tmp_path / "old.pt")
-    old = CCST.load(tmp_path / "old.pt")
-    assert old.config.pre_norm is True
-    np.testing.assert_array_equal(old.transform(xt), model.transform(xt))
-
-
-@pytest.mark.parametrize("table", TABLES)
-def test_specs_train_without_layernorm_and_the_param_switches_it(table):
-    spec = load_spec(SPECS / f"{table}.toml")
-    assert all(spec.params_for(scale)["ccst_pre_norm"] is False for scale in spec.scales)
-    assert "pre_norm" in spec.notes
-    xb = _blobs(60)
-    ds = SimpleNamespace(name=f"blobs-{table}", nb=60, d=16, xb=xb)
-    params = {**spec.params_for("tiny"), "ccst_heads": 2, "ccst_epochs": 1}
-    for pre_norm in (False, True):
-        ctx = SimpleNamespace(params={**params, "ccst_pre_norm": pre_norm}, seed=0, threads=1)
-        ctx.spec, ctx.notes = spec, []
-        ctx.note = ctx.notes.append
-        model = tables._train_ccst(ds, "GIST1M", 4, ctx)
-        assert model.config.pre_norm is pre_norm
-        assert any(f"pre-norm LayerNorm {'on' if pre_norm else 'off'}" in n for n in ctx.notes)
+# -- item 3: the network's normalisation (CCSTConfig.norm): tests/ccst/test_ccst_norm.py -----
 
 
 # -- item 4: no transformer stages + frozen SRP projections == SRP -----------------------------
 
 
 def _degenerate(**kw):
+    # norm="none": the released batch norm after the projection would rescale each coordinate
+    kw.setdefault("norm", "none")
     return CCST(
         compression_factor=4,
         n_tokens=1,
@@ -188,6 +139,9 @@ def test_csst_without_stages_and_frozen_projection_equals_srp():
     assert torch.equal(
         model.net.net.projection.weight, torch.from_numpy(CCSTNet.srp_init(model.config))
     )
+    # with the released batch norm after the projection it is no longer the SRP (ccst.model)
+    released = _degenerate(input_scaling="none", norm="released").fit(xt)
+    assert not np.allclose(released.transform(xt), srp_project(xt, w), rtol=1e-3, atol=1e-3)
 
 
 def test_degenerate_csst_search_equals_srp_search_with_output_scaling():
@@ -207,6 +161,6 @@ def test_degenerate_csst_search_equals_srp_search_with_output_scaling():
 
 def test_degenerate_switches_default_to_the_paper():
     cfg = CCSTConfig(d_in=16, compression_factor=4, heads=2)
-    assert (cfg.readout, cfg.freeze_projection, cfg.pre_norm) == ("compression", False, False)
+    assert (cfg.readout, cfg.freeze_projection, cfg.norm) == ("compression", False, "released")
     with pytest.raises(ValueError, match="readout"):
         CCSTConfig(d_in=16, compression_factor=4, heads=2, readout="max")

@@ -52,8 +52,9 @@ def test_projection_init_depends_on_seed_only():
     assert not torch.equal(a.projection.weight, c.projection.weight)
 
 
-def test_attention_query_key_narrower_than_value():
-    cfg = CCSTConfig(d_in=64, compression_factor=2, heads=4, qk_ratio=0.5, depths=(1,))
+@pytest.mark.parametrize("norm", ["released", "layernorm", "none"])
+def test_attention_query_key_narrower_than_value(norm):
+    cfg = CCSTConfig(d_in=64, compression_factor=2, heads=4, qk_ratio=0.5, depths=(1,), norm=norm)
     att = CCSTNet(cfg).stages[0][0].attn
     assert att.q.out_features == att.k.out_features == 4 * 4  # 32 / 4 heads * 0.5
     assert att.v.out_features == 32

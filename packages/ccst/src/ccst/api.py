@@ -19,7 +19,7 @@ below a single SRP. `input_scaling` chooses s_in:
 - "boundary": s_in = the boundary as well (the network sees unit-scale inputs);
 - "none": s_in = s_out = 1, the network as printed.
 Measured on fmnist-1K, factor 4, 30 epochs, seed 0, exhaustive search, 200 queries, with the
-encoders' LayerNorm (pre_norm=True) and the squared INRP loss (the defaults then):
+encoders' LayerNorm (norm="layernorm") and the squared INRP loss (the defaults then):
 1-recall@1 0.65 ("output"), 0.30 ("boundary"), 0.425 ("none"); a single SRP gives 0.74.
 """
 
@@ -38,7 +38,7 @@ from annrepro.validate import float32_problem, real_dtype_problem
 
 from ccst.errors import DataError, ModelFileError, first_line
 from ccst.losses import ALPHA, BETA, estimate_boundary
-from ccst.model import CCSTConfig, CCSTNet
+from ccst.model import NORMS, CCSTConfig, CCSTNet
 from ccst.train import TrainConfig, as_tensor_ready, split_train_val, train
 
 __all__ = ["CCST"]
@@ -46,11 +46,13 @@ __all__ = ["CCST"]
 log = logging.getLogger(__name__)
 
 # 2: input/output scales (format 1 files load with scales 1); 3: CCSTConfig.pre_norm, readout,
-# freeze_projection (format <= 2 files were trained with the encoders' LayerNorms: pre_norm True)
-FORMAT_VERSION = 3
+# freeze_projection (format <= 2 files were trained with the encoders' LayerNorms: pre_norm True);
+# 4: CCSTConfig.norm replaces pre_norm (format 3: pre_norm True = "layernorm", False = "none";
+# format <= 2: "layernorm"), the default now the released code's batch norms ("released")
+FORMAT_VERSION = 4
 INPUT_SCALINGS = ("output", "boundary", "none")
 _ARCH_FIELDS = ("compression_factor", "d_out", "n_tokens", "depths", "heads", "qk_ratio")
-_ARCH_FIELDS += ("mlp_ratio", "pre_norm", "readout", "freeze_projection")
+_ARCH_FIELDS += ("mlp_ratio", "norm", "readout", "freeze_projection")
 
 # what `save` writes and `load` needs (a torch file without them is not a CCST model)
 _MODEL_KEYS = (
@@ -141,12 +143,15 @@ class CCST:
     """CCST feature compression (Sec. 3): d_in -> d_out = d_in / compression_factor.
 
     Args:
-        compression_factor, d_out, n_tokens, depths, heads, qk_ratio, mlp_ratio, pre_norm:
+        compression_factor, d_out, n_tokens, depths, heads, qk_ratio, mlp_ratio, norm:
             the network, see `ccst.model.CCSTConfig` (defaults: the released GIST1M
-            configuration for the tokens, our choice for stages and heads, no LayerNorm in the
-            encoders as in the released code).
+            configuration for the tokens, our choice for stages and heads, the released code's
+            batch norms: norm="released"; "layernorm" and "none" the options).
+        pre_norm: old name of the switch, an alias: True is norm="layernorm", False is
+            norm="none" (what pre_norm=False trained); ValueError if it contradicts `norm`.
         readout, freeze_projection: ablation switches of `ccst.model.CCSTConfig` (defaults: the
-            paper's network); with depths=(), n_tokens=1 they make CCST a single SRP.
+            paper's network); with depths=(), n_tokens=1 and norm="none" they make CCST a
+            single SRP.
         epochs, batch_size, lr, weight_decay, poly_power, val_fraction, loss, alpha, beta,
         checkpoint_every:
             the optimisation, see `ccst.train.TrainConfig` (defaults: Sec. 4.1).
@@ -167,7 +172,8 @@ class CCST:
         heads: int = 4,
         qk_ratio: float = 0.5,
         mlp_ratio: int = 2,
-        pre_norm: bool = False,
+        norm: str | None = None,
+        pre_norm: bool | None = None,
         readout: str = "compression",
         freeze_projection: bool = False,
         epochs: int = 2400,
@@ -192,6 +198,14 @@ class CCST:
             )
         if scale_sample < 2:
             raise ValueError(f"scale_sample must be >= 2, got {scale_sample}")
+        if pre_norm is not None:  # the old switch: an alias
+            alias = "layernorm" if pre_norm else "none"
+            if norm is not None and norm != alias:
+                raise ValueError(f"pre_norm={pre_norm} means norm={alias!r}, but norm={norm!r}")
+            norm = alias
+        norm = "released" if norm is None else norm
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
         self.input_scaling = input_scaling
         self.scale_sample = int(scale_sample)
         self.arch = {
@@ -202,7 +216,7 @@ class CCST:
             "heads": heads,
             "qk_ratio": qk_ratio,
             "mlp_ratio": mlp_ratio,
-            "pre_norm": bool(pre_norm),
+            "norm": norm,
             "readout": readout,
             "freeze_projection": bool(freeze_projection),
         }
@@ -403,7 +417,7 @@ class CCST:
         missing = [k for k in _MODEL_KEYS if not isinstance(state, dict) or k not in state]
         if missing:
             raise ModelFileError(path, f"not a CCST model file (no {', '.join(missing)})")
-        if state.get("format_version") not in (1, 2, FORMAT_VERSION):
+        if state.get("format_version") not in (1, 2, 3, FORMAT_VERSION):
             raise ModelFileError(
                 path, f"unsupported CCST file format {state.get('format_version')!r}"
             )
@@ -421,6 +435,8 @@ class CCST:
         model_config = dict(state["model_config"])
         if state["format_version"] < 3:  # trained before the switch: with the LayerNorms
             model_config.setdefault("pre_norm", True)
+        if state["format_version"] < 4:  # pre_norm -> norm ("layernorm" / "none"): from_dict
+            model_config.setdefault("pre_norm", False)
         cfg = CCSTConfig.from_dict(model_config)
         arch = {k: getattr(cfg, k) for k in _ARCH_FIELDS}
         tc = state["train_config"]

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 LOSS_VARIANTS = ("abs", "squared")  # ccst.losses.LOSS_VARIANTS, without importing torch here
+NORMS = ("released", "layernorm", "none")  # ccst.model.NORMS, likewise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--heads", type=int, default=4)
     tr.add_argument("--qk-ratio", type=float, default=0.5)
     tr.add_argument(
-        "--pre-norm",
-        action="store_true",
-        help="LayerNorm before attention and MLP (ViT); default off, as the released code",
+        "--norm",
+        choices=NORMS,
+        default=None,
+        help="normalisation: released (default: the released code's batch norms), layernorm "
+        "(ViT pre-norm) or none",
     )
+    tr.add_argument("--pre-norm", action="store_true", help="the same as --norm layernorm")
     tr.add_argument("--epochs", type=int, default=2400, help="Sec. 4.1: 2400")
     tr.add_argument("--batch-size", type=int, default=1024, help="Sec. 4.1: 1024")
     tr.add_argument("--lr", type=float, default=1e-4, help="Sec. 4.1: 1e-4")
@@ -171,7 +175,8 @@ def _train(args) -> int:
         depths=tuple(args.depths),
         heads=args.heads,
         qk_ratio=args.qk_ratio,
-        pre_norm=args.pre_norm,
+        norm=args.norm,
+        pre_norm=True if args.pre_norm else None,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

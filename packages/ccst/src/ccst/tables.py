@@ -429,11 +429,18 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
     model this process already trained with the same data and settings.
 
     Optional spec params: ccst_input_scaling (ccst.api.CCST's input_scaling: "output" unless
-    set), ccst_pre_norm (LayerNorm before attention and MLP in the encoders: off unless set, as
-    in the released code; ccst.model), ccst_train_rows (train on the first rows of the database
-    only: Bigann-1B).
+    set), ccst_norm (the network's normalisation, ccst.model.CCSTConfig.norm: "released", the
+    released code's batch norms, unless set; "layernorm" or "none"), ccst_train_rows (train on
+    the first rows of the database only: Bigann-1B). The old ccst_pre_norm is refused (it
+    would be silently ignored otherwise).
     """
     from ccst.api import CCST  # torch is imported only when a CCST row is produced
+
+    if "ccst_pre_norm" in ctx.params:
+        raise ProducerError(
+            f"{ctx.spec.id}: spec param ccst_pre_norm was replaced by ccst_norm = 'released' | "
+            "'layernorm' | 'none' (ccst_pre_norm = true is 'layernorm', false 'none')"
+        )
 
     heads = int(_ccst_param(ctx, "ccst_heads"))
     d_out = ds.d // cf
@@ -450,7 +457,7 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
         loss=str(_ccst_param(ctx, "ccst_loss")),
         seed=ctx.seed,
         input_scaling=str(ctx.params.get("ccst_input_scaling", "output")),
-        pre_norm=bool(ctx.params.get("ccst_pre_norm", False)),
+        norm=str(ctx.params.get("ccst_norm", "released")),
         # CPU by default (deterministic); full scale needs a GPU: spec param ccst_device = "cuda"
         device=str(_ccst_param(ctx, "ccst_device")),
     )
@@ -467,8 +474,8 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
     ctx.note(
         f"{dataset} ({ds.name}): CSST {model.d_in} -> {model.d_out} dims, "
         f"{model.config.n_tokens} projection tokens, depths {list(model.config.depths)}, "
-        f"{model.config.heads} heads, pre-norm LayerNorm "
-        f"{'on' if model.config.pre_norm else 'off'}, input scaling {model.input_scaling!r}, "
+        f"{model.config.heads} heads, normalisation {model.config.norm!r}, "
+        f"input scaling {model.input_scaling!r}, "
         "trained "
         f"{last['epoch']} epochs on {nt} database vectors "
         f"(batch {model.train_config.batch_size}, {model.train_config.loss} INRP loss; final "
