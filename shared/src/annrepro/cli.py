@@ -22,7 +22,16 @@ from .datasets import DatasetError, get_dataset, list_datasets, registry
 from .errors import AnnreproError
 from .tables.spec import SCALES, SpecError
 
-__all__ = ["main", "reproduce_paper", "run_cli", "ArgumentParser", "positive_int", "UsageError"]
+__all__ = [
+    "main",
+    "reproduce_paper",
+    "run_cli",
+    "ArgumentParser",
+    "positive_int",
+    "UsageError",
+    "check_outputs",
+    "announce_threads",
+]
 
 
 class UsageError(AnnreproError):
@@ -46,6 +55,29 @@ def positive_int(text: str) -> int:
     if v is None or v < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return v
+
+
+def check_outputs(*paths) -> None:
+    """Raise InputError for an output whose folder cannot be made or written: checked before
+    any work, so a training that cannot save is found out at once, not after an hour."""
+    from pathlib import Path
+
+    from .errors import InputError
+    from .paths import folder_problem
+
+    for path in paths:
+        problem = folder_problem(Path(path).parent)
+        if problem:
+            raise InputError(f"{path}: {problem}")
+
+
+def announce_threads(prog: str, requested: int | None) -> int:
+    """--threads, else ANNREPRO_THREADS / OMP_NUM_THREADS, else the cores; said on stderr."""
+    from .threads import default_threads
+
+    n = requested or default_threads()
+    print(f"{prog}: {n} thread(s)", file=sys.stderr)
+    return n
 
 
 def _one_line(text: str) -> str:
@@ -168,14 +200,12 @@ def _groundtruth(args) -> int:
     from pathlib import Path
 
     from .groundtruth import knn_exact
-    from .paths import folder_problem
     from .vecio import mmap_vectors, read_vectors, write_vectors
 
     out = Path(args.out)
-    for path in (out, *([Path(args.distances)] if args.distances else [])):
-        problem = folder_problem(path.parent)  # before any work: an hour of search, then no file
-        if problem:
-            raise AnnreproError(f"{path}: {problem}")
+    outputs = (out, *([Path(args.distances)] if args.distances else []))
+    check_outputs(*outputs)
+    for path in outputs:
         if path.suffix.lower() not in (".ivecs", ".ibin", ".npy", ".fvecs", ".fbin"):
             raise AnnreproError(f"{path}: unsupported extension (.ivecs/.ibin/.npy)")
     xq = read_vectors(args.queries)

@@ -104,25 +104,15 @@ def _reference_run(args) -> int:
 
 
 def _threads(args) -> int:
-    """--threads, else ANNREPRO_THREADS / OMP_NUM_THREADS, else the cores; said once."""
-    from annrepro.threads import default_threads
+    from annrepro.cli import announce_threads
 
-    n = args.threads or default_threads()
-    print(f"catalyzer {args.command}: {n} thread(s)", file=sys.stderr)
-    return n
+    return announce_threads(f"catalyzer {args.command}", args.threads)
 
 
 def _check_out(*paths) -> None:
-    """Outputs checked before any work (a training that cannot save is found out at once)."""
-    from pathlib import Path
+    from annrepro.cli import check_outputs
 
-    from annrepro.errors import InputError
-    from annrepro.paths import folder_problem
-
-    for path in paths:
-        problem = folder_problem(Path(path).parent)
-        if problem:
-            raise InputError(f"{path}: {problem}")
+    check_outputs(*paths)
 
 
 def _train(args) -> int:

@@ -116,25 +116,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _threads(args):
-    """--threads, else ANNREPRO_THREADS / OMP_NUM_THREADS, else the cores; said once."""
-    from annrepro.threads import default_threads, threads
+    """A context setting the threads (--threads, else ANNREPRO_THREADS / OMP_NUM_THREADS, else
+    the cores) and saying how many."""
+    from annrepro.cli import announce_threads
+    from annrepro.threads import threads
 
-    n = args.threads or default_threads()
-    print(f"kdindex {args.command}: {n} thread(s)", file=sys.stderr)
-    return threads(n)
+    return threads(announce_threads(f"kdindex {args.command}", args.threads))
 
 
 def _check_out(*paths) -> None:
-    """Outputs checked before any work (a training that cannot save is found out at once)."""
-    from pathlib import Path
+    from annrepro.cli import check_outputs
 
-    from annrepro.errors import InputError
-    from annrepro.paths import folder_problem
-
-    for path in paths:
-        problem = folder_problem(Path(path).parent)
-        if problem:
-            raise InputError(f"{path}: {problem}")
+    check_outputs(*paths)
 
 
 def _teacher(args) -> int:
