@@ -57,12 +57,26 @@ class Catalyzer:
         self.result: TrainResult | None = None
 
     # ---------------------------------------------------------------- training / transform
-    def fit(self, xt: np.ndarray, progress: bool = False) -> Catalyzer:
-        """Train on xt: float32 (nt, d_in) (its last config.n_val rows are held out)."""
+    def fit(
+        self,
+        xt: np.ndarray,
+        progress: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = True,
+    ) -> Catalyzer:
+        """Train on xt: float32 (nt, d_in) (its last config.n_val rows are held out).
+
+        checkpoint_dir: a checkpoint (`last.pt`) is written there after every epoch, and
+        training resumes from one found there (same weights as an uninterrupted run); one of
+        another configuration or data is refused (`catalyzer.train.CheckpointMismatch`).
+        resume: False ignores (and overwrites) a checkpoint in checkpoint_dir.
+        """
         from annrepro.groundtruth import array_fingerprint
 
         xt = _f32(xt)
-        res = train_catalyzer(xt, self.config, progress=progress)
+        res = train_catalyzer(
+            xt, self.config, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume
+        )
         self._set(res.state_dict, res.d_in)
         self.result = res
         self.fingerprint = array_fingerprint(xt)

@@ -1,6 +1,7 @@
 """Command line of the catalyzer package.
 
     catalyzer train --xt learn.fvecs --out model.pt [--d-out 24 --lam 0.02 --preset paper ...]
+                    [--checkpoint-dir DIR]   (a checkpoint per epoch; a rerun resumes from it)
     catalyzer encode --model model.pt --x base.fvecs --out codes.npy [--quantizer zn_79|sign]
     catalyzer search --model model.pt --codes codes.npy --xq query.fvecs --k 10 --out I.npy
     catalyzer reproduce [OPTIONS]
@@ -50,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-quantizer", default=None, help="zn_<r2> | sign | none")
     t.add_argument("--end2end-r2", type=int, default=None, help="lattice layer (end-to-end)")
     t.add_argument("--threads", type=positive_int, default=None)
+    t.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="a checkpoint (last.pt) after every epoch; rerunning the same command resumes "
+        "from it (same weights as an uninterrupted run)",
+    )
     e = sub.add_parser("encode", help="encode vectors")
     e.add_argument("--model", required=True)
     e.add_argument("--x", required=True)
@@ -121,7 +128,14 @@ def _train(args) -> int:
 
     from .api import Catalyzer
 
-    _check_out(args.out)
+    if args.checkpoint_dir is not None:
+        from pathlib import Path
+
+        from .train import CHECKPOINT_NAME
+
+        _check_out(args.out, Path(args.checkpoint_dir) / CHECKPOINT_NAME)
+    else:
+        _check_out(args.out)
     over = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -134,7 +148,7 @@ def _train(args) -> int:
     cat = Catalyzer(args.d_out, args.hidden, args.lam, args.preset, seed=args.seed, **over)
     xt = read_vectors(args.xt)
     with threads(_threads(args)):
-        cat.fit(xt, progress=True)
+        cat.fit(xt, progress=True, checkpoint_dir=args.checkpoint_dir)
     cat.save(args.out)
     r = cat.result
     print(

@@ -33,6 +33,18 @@ exactly, our default "exact"); `pos_include_self = True` takes the positives fro
 k_pos-NN of x among the training vectors including x itself, as train.py's
 get_nearestneighbors(xt, xt, 10) does (default: x excluded, the paper's "nearest neighbors of
 each point"). `validation=(xq, xb)` validates on given arrays instead of held-out rows.
+
+Checkpoints (`checkpoint_dir`, as ccst.train): after every epoch `<checkpoint_dir>/last.pt` is
+written atomically (annrepro.atomic) with the network and optimizer (momentum) states, the number
+of finished epochs, the kept best state with its score and epoch, the history, the RNG states the
+next epochs draw from (the numpy Generator of positives and batch order; torch's CPU generator,
+which only the initialisation uses today) and a fingerprint of the configuration, the input
+dimension, the training (and validation) data and CODE_VERSION. A later run on the same directory
+resumes from it and ends with the same weights, bit for bit, as an uninterrupted run (same torch
+thread count: it can change float summation order; negatives mined with "hnsw32" and more than
+one thread are not deterministic anyway). Checkpointing draws no random numbers and changes no
+state: with or without a directory the weights are the same. A checkpoint of another
+configuration or data, or an unreadable one, is refused with one line naming the file.
 """
 
 from __future__ import annotations
@@ -49,6 +61,8 @@ import numpy as np
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 __all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointMismatch",
     "PRESETS",
     "TrainConfig",
     "TrainResult",
@@ -64,6 +78,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CODE_VERSION = 2  # bump when a change of this file changes trained models (cache key)
+CHECKPOINT_NAME = "last.pt"  # in checkpoint_dir (the name ccst uses)
+CHECKPOINT_FORMAT = 1
+_CHECKPOINT_KEYS = (
+    "format",
+    "fingerprint",
+    "epoch",
+    "model",
+    "optimizer",
+    "best",
+    "history",
+    "rng",
+)
+_CHECKPOINT_HOW = "delete it or use another checkpoint directory"
 
 # Named presets (Sec. 5.2 and the authors' train.py defaults).
 PRESETS = {
@@ -121,6 +148,10 @@ class TrainConfig:
         d = dict(d)
         d["lr_stages"] = tuple(tuple(float(v) for v in s) for s in d["lr_stages"])
         return cls(**d)
+
+
+class CheckpointMismatch(InputError):
+    """A checkpoint to resume from was made with another configuration or other data."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -287,11 +318,99 @@ def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
     return n
 
 
+# ------------------------------------------------------------------------- checkpoints
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _fingerprint(cfg: TrainConfig, xt: np.ndarray, validation) -> dict:
+    """What a resumed run must share with its checkpoint: config, data (d_in is in its shape),
+    validation arrays and code version."""
+    from annrepro.groundtruth import array_fingerprint
+
+    return {
+        "config": cfg.to_dict(),
+        "data": array_fingerprint(xt),
+        "validation": None if validation is None else array_fingerprint(*validation),
+        "code_version": CODE_VERSION,
+    }
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `train_catalyzer`, or InputError naming the file in one line."""
+    import torch
+
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip / pickle / EOF / OSError (seek) of a truncated or foreign file
+        raise InputError(
+            f"{path}: unreadable checkpoint (truncated or corrupt? {type(e).__name__}: "
+            f"{_first_line(e)}); {_CHECKPOINT_HOW}"
+        ) from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing or ckpt.get("format") != CHECKPOINT_FORMAT:
+        what = f"no {', '.join(missing)}" if missing else f"format {ckpt.get('format')!r}"
+        raise InputError(
+            f"{path}: not a catalyzer checkpoint of format {CHECKPOINT_FORMAT} ({what}); "
+            f"{_CHECKPOINT_HOW}"
+        )
+    return ckpt
+
+
+def _check_resumable(theirs, ours: dict, path: Path) -> None:
+    """CheckpointMismatch unless the checkpoint's fingerprint is `ours`."""
+    if not isinstance(theirs, dict):
+        raise InputError(f"{path}: not a catalyzer checkpoint (bad fingerprint); {_CHECKPOINT_HOW}")
+    tc, oc = theirs.get("config") or {}, ours["config"]
+    diff = [
+        f"{key}: checkpoint {tc.get(key)!r} != now {oc.get(key)!r}"
+        for key in sorted(set(tc) | set(oc))
+        if tc.get(key) != oc.get(key)
+    ]
+    if theirs.get("code_version") != ours["code_version"]:
+        diff.append(
+            f"catalyzer.train CODE_VERSION: checkpoint {theirs.get('code_version')!r} != now "
+            f"{ours['code_version']!r}"
+        )
+    if diff:
+        raise CheckpointMismatch(
+            f"{path}: cannot resume: the checkpoint was made with another configuration ("
+            + "; ".join(diff)
+            + f"); {_CHECKPOINT_HOW}"
+        )
+    for part, what in (("data", "training data"), ("validation", "validation arrays")):
+        if theirs.get(part) != ours[part]:
+            short = [None if v is None else str(v)[:12] for v in (theirs.get(part), ours[part])]
+            raise CheckpointMismatch(
+                f"{path}: cannot resume: the checkpoint was made on other {what} (fingerprint "
+                f"{short[0]} != now {short[1]}); {_CHECKPOINT_HOW}"
+            )
+
+
+def _save_checkpoint(blob: dict, path: Path) -> None:
+    """Through a unique temporary and an atomic rename (annrepro.atomic): a kill -9 leaves the
+    previous checkpoint or the new one, never a part."""
+    from annrepro.atomic import atomic_torch_save
+
+    try:
+        atomic_torch_save(blob, path)
+    except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
+        raise InputError(f"{path}: cannot write the checkpoint ({_first_line(e)})") from None
+
+
 def train_catalyzer(
     xt: np.ndarray,
     cfg: TrainConfig,
     progress: bool = False,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
 ) -> TrainResult:
     """Train a catalyzer on xt (Sec. 3, 5.2).
 
@@ -303,10 +422,16 @@ def train_catalyzer(
             against this base (exact input-space ground truth) instead of held-out rows; needs
             cfg.n_val = 0 (e.g. the released protocol on sift-10K: learn[20000:25000] against
             the training vectors learn[:20000]).
+        checkpoint_dir: where `last.pt` is written after every epoch (module docstring); None:
+            no checkpoints.
+        resume: continue from `checkpoint_dir/last.pt` when it is there (False: start afresh and
+            overwrite it).
     Returns:
         TrainResult with the best validation state (the last state when n_val = 0).
     Raises:
         ValueError: bad inputs (non-finite data, too few vectors, empty lattice).
+        CheckpointMismatch: the checkpoint to resume from has another configuration or data.
+        InputError: a checkpoint that cannot be read or written, naming the file.
         TrainingDiverged: the loss became NaN/inf; names the epoch, carries the last good state.
     """
     import faiss
@@ -347,6 +472,51 @@ def train_catalyzer(
     opt = None
     if params:  # the identity catalyzer has nothing to train
         opt = torch.optim.SGD(params, lr=lr_at(0, cfg.epochs, cfg.lr_stages), momentum=cfg.momentum)
+
+    history, best_score, best_epoch, best_state = [], -1.0, -1, None
+    start, t_before, t_mine, t_train, n_seen = 0, 0.0, 0.0, 0.0, 0
+    ckpt_path = fingerprint = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+        try:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(
+                f"{ckpt_path.parent}: cannot create the checkpoint directory ({e.strerror or e})"
+            ) from None
+        fingerprint = _fingerprint(cfg, xt, None if validation is None else (xvq, xvb))
+        if resume and ckpt_path.exists():
+            ckpt = _load_checkpoint(ckpt_path)
+            _check_resumable(ckpt["fingerprint"], fingerprint, ckpt_path)
+            try:
+                net.load_state_dict(ckpt["model"])
+                if opt is not None:
+                    opt.load_state_dict(ckpt["optimizer"])
+                rng.bit_generator.state = ckpt["rng"]["numpy"]
+                torch.set_rng_state(ckpt["rng"]["torch"])
+                best = ckpt["best"]
+                best_state, best_score = best["state"], float(best["score"])
+                best_epoch = int(best["epoch"])
+                history, start = list(ckpt["history"]), int(ckpt["epoch"])
+                timing = ckpt.get("timing") or {}
+                t_before, n_seen = float(timing.get("total_s", 0.0)), int(timing.get("n_seen", 0))
+                t_mine, t_train = float(timing.get("mine_s", 0.0)), float(timing.get("train_s", 0))
+                if not 0 <= start <= cfg.epochs or len(history) != start:
+                    raise ValueError(f"epoch {start} with {len(history)} history records")
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise InputError(
+                    f"{ckpt_path}: checkpoint does not fit its own configuration "
+                    f"({_first_line(e)}); {_CHECKPOINT_HOW}"
+                ) from None
+            if ckpt.get("threads") != torch.get_num_threads():
+                log.warning(
+                    "%s was written with %s torch threads, resumed with %d: the weights may differ "
+                    "in the last bits from an uninterrupted run (float summation order)",
+                    ckpt_path,
+                    ckpt.get("threads"),
+                    torch.get_num_threads(),
+                )
+            log.info("resuming from %s at epoch %d / %d", ckpt_path, start, cfg.epochs)
     st = None
     if cfg.end2end_r2 is not None:
         st = StraightThroughLattice(ZnSphereLattice(cfg.d_out, cfg.end2end_r2))
@@ -360,11 +530,13 @@ def train_catalyzer(
         gt_val = faiss.knn(xvq, xvb, 1)[1]
     xtr_t = torch.from_numpy(xtr)
 
-    history, best_score, best_epoch, best_state = [], -1.0, -1, None
-    t_mine = t_train = 0.0
-    n_seen = 0
     epochs = tqdm(
-        range(cfg.epochs), desc=f"catalyzer d_out={cfg.d_out}", disable=not progress, leave=False
+        range(start, cfg.epochs),
+        desc=f"catalyzer d_out={cfg.d_out}",
+        initial=start,
+        total=cfg.epochs,
+        disable=not progress,
+        leave=False,
     )
     for epoch in epochs:
         last_good = copy.deepcopy(net.state_dict())
@@ -400,9 +572,12 @@ def train_catalyzer(
             loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
             if not torch.isfinite(loss):
                 net.load_state_dict(last_good)
+                kept = ""
+                if ckpt_path is not None and epoch > 0 and ckpt_path.exists():
+                    kept = f"; the checkpoint {ckpt_path} (epochs done: {epoch}) is kept"
                 raise TrainingDiverged(
                     f"catalyzer loss is {loss.item()} at epoch {epoch} (batch {nb}); the model is "
-                    f"reset to its state at the start of epoch {epoch} (lr {lr})",
+                    f"reset to its state at the start of epoch {epoch} (lr {lr}){kept}",
                     epoch,
                     last_good,
                 )
@@ -451,9 +626,28 @@ def train_catalyzer(
                 best_epoch + 1,
             )
         history.append(rec)
+        if ckpt_path is not None:  # draws no random numbers, changes no state
+            blob = {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "epoch": epoch + 1,  # finished epochs
+                "model": net.state_dict(),
+                "optimizer": None if opt is None else opt.state_dict(),
+                "best": {"state": best_state, "score": best_score, "epoch": best_epoch},
+                "history": history,
+                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+                "timing": {
+                    "total_s": t_before + time.perf_counter() - t_start,
+                    "mine_s": t_mine,
+                    "train_s": t_train,
+                    "n_seen": n_seen,
+                },
+                "threads": torch.get_num_threads(),
+            }
+            _save_checkpoint(blob, ckpt_path)
     if best_state is None:
         best_state, best_epoch = copy.deepcopy(net.state_dict()), cfg.epochs - 1
-    total = time.perf_counter() - t_start
+    total = t_before + time.perf_counter() - t_start
     vps = n_seen / t_train if t_train > 0 else 0.0
     share = t_mine / (t_mine + t_train) if t_mine + t_train > 0 else 0.0
     log.info(
