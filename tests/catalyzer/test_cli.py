@@ -84,3 +84,17 @@ def test_train_names_n_val_when_the_learn_set_is_too_small(tmp_path, capsys):
                "--epochs", "1", "--threads", "1"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "--n-val" in err and "10000" in err and "-5500" not in err
+
+
+def test_damaged_model_file_is_one_line(tmp_path, capsys):
+    import numpy as np
+    from annrepro.vecio import write_vectors
+
+    for name, data in (("cut.pt", b"PK\x03\x04 truncated"), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(data)
+        x = tmp_path / "x.fvecs"
+        write_vectors(x, np.ones((4, 8), np.float32))
+        args = ["encode", "--model", str(tmp_path / name), "--x", str(x)]
+        assert main(args + ["--out", str(tmp_path / "c.npz")]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if "thread" not in ln]
+        assert len(err) == 1 and name in err[0] and "Traceback" not in err[0]

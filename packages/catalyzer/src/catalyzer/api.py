@@ -232,8 +232,8 @@ class Catalyzer:
 
     # ------------------------------------------------------------------- persistence
     def save(self, path) -> None:
-        """Weights + config + data fingerprint, one torch file."""
-        import torch
+        """Weights + config + data fingerprint, one torch file (written atomically)."""
+        from annrepro.atomic import atomic_torch_save
 
         self._need()
         res = self.result
@@ -246,17 +246,26 @@ class Catalyzer:
             "best_epoch": None if res is None else res.best_epoch,
             "best_score": None if res is None else res.best_score,
         }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        try:
+            atomic_torch_save(blob, Path(path))
+        except (OSError, RuntimeError) as e:  # torch's "enforce fail" does not name the file
+            raise InputError(f"{path}: cannot write the model ({e})") from None
 
     @classmethod
     def load(cls, path) -> Catalyzer:
         import torch
 
-        blob = torch.load(Path(path), weights_only=True)
-        if blob.get("format") != FORMAT:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such model file")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # zip / pickle / torch errors of a truncated or foreign file
+            raise InputError(
+                f"{path}: not a readable catalyzer model (truncated or damaged? "
+                f"{type(e).__name__}: {' '.join(str(e).split())[:160]})"
+            ) from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise InputError(f"{path}: not a catalyzer file of format {FORMAT}")
         cat = cls.__new__(cls)
         cat.config = TrainConfig.from_dict(blob["config"])

@@ -732,8 +732,8 @@ def fit_cached(
     res = train_catalyzer(xt, cfg, progress=progress)
     _MEMO[key] = res
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        from annrepro.atomic import atomic_torch_save
+
         blob = {
             "state_dict": res.state_dict,
             "config": cfg.to_dict(),
@@ -745,8 +745,8 @@ def fit_cached(
             "vectors_per_s": res.vectors_per_s,
             "mining_share": res.mining_share,
         }
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        # a unique temporary: two runs sharing the cache once broke each other on "<key>.tmp"
+        atomic_torch_save(blob, path)
     return res, False
 
 
