@@ -439,3 +439,23 @@ def test_reproduce_killed_mid_run_resumes_where_it_stopped(toy, tmp_path):
     assert "toy.table8 [tiny]: up to date" in rerun.stdout
     assert log.read_text().split() == ["table8", "table9", "table9"]
     assert (out / "toy.table9.csv").exists()
+
+
+def test_rows_skipped_for_missing_data_are_listed_at_the_top(toy, tmp_path, monkeypatch):
+    spec_path = toy / "toy" / "table9.toml"
+    spec_path.write_text(
+        SPEC.replace(
+            'datasets = { Toy = "synth-sift-2K" }',
+            'datasets = { Toy = "synth-sift-2K", Gone = "sift-10K" }',
+        )
+    )
+    monkeypatch.setenv("ANNREPRO_DATA", str(tmp_path / "empty"))
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        return [{"dataset": name, "row": "A", "1-recall@1": 0.9} for name, _ in ctx.each_dataset()]
+
+    run = run_table(load_spec(spec_path), "tiny")
+    assert run.error is None and "Gone" in run.provenance["skipped_datasets"]
+    top = write_report().read_text().split("## Scale")[0]
+    assert "Rows skipped for missing data** (1): toy.table9 [tiny] Gone" in top

@@ -183,6 +183,13 @@ def write_report(pattern: str = "*", path: Path | None = None, root: Path | None
         "bootstrap of the per-query values, or for a single run's 1-recall the Wilson interval."
     )
     L.append("")
+    skipped = [
+        f"{c.spec.id} [{c.run.scale}] {name}"
+        for c in comps
+        for name in c.run.provenance.get("skipped_datasets", {})
+    ]
+    if skipped:
+        L += [f"**Rows skipped for missing data** ({len(skipped)}): " + "; ".join(skipped), ""]
     if not comps:
         L.append("No results yet: run `annrepro reproduce` (or `nox -s reproduce`).")
     for scale in SCALES:

@@ -137,6 +137,7 @@ class Context:
     used: dict = field(default_factory=dict)
     out_dir: Path | None = None  # where results go; artifacts land in out_dir/<table id>/
     artifacts: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)  # paper data set -> why it was not available
 
     def __post_init__(self):
         self.log = logging.getLogger(f"annrepro.{self.spec.id}")
@@ -198,6 +199,7 @@ class Context:
                 ds = self.dataset(name)
             except DatasetError as e:
                 self.note(f"{name} skipped: {e}")
+                self.skipped[name] = str(e)
                 missing.append(name)
                 continue
             yield name, ds
@@ -519,6 +521,7 @@ def run_table(
     prov["wall_s"] = round(time.perf_counter() - t0, 3)
     prov["datasets"] = {k: ds.info() for k, ds in ctx.used.items() if _loaded(ds)}
     prov["notes"] = ctx.notes
+    prov["skipped_datasets"] = ctx.skipped
     prov["artifacts"] = ctx.artifacts
     prov["error"] = error
     run = TableRun(spec, scale, measured, prov, error, intervals)
