@@ -160,6 +160,23 @@ def test_cli_train_and_compress(xt, tmp_path, capsys):
     assert "16 -> 4" in capsys.readouterr().out
 
 
+def test_cli_compress_on_dask_equals_the_single_process(xt, tmp_path, capsys):
+    """`ccst compress --engine dask`: shards on 2 local workers read back as the same array."""
+    pytest.importorskip("distributed")
+    from annrepro.distributed import read_shards
+
+    np.save(tmp_path / "xt.npy", xt)
+    model_path = tmp_path / "m.pt"
+    argv = ["train", str(tmp_path / "xt.npy"), str(model_path), "--factor", "4"]
+    assert main(argv + ["--depths", "1", "--heads", "2", "--epochs", "1"]) == 0
+    out = tmp_path / "shards"
+    argv = ["compress", str(model_path), str(tmp_path / "xt.npy"), str(out)]
+    assert main(argv + ["--engine", "dask", "--workers", "2", "--shard-rows", "50"]) == 0
+    y = read_shards(out)
+    np.testing.assert_allclose(y, CCST.load(model_path).transform(xt), rtol=1e-5, atol=1e-6)
+    assert "shards in" in capsys.readouterr().out
+
+
 def test_cli_errors_are_reported(xt, tmp_path, capsys):
     np.save(tmp_path / "xt.npy", xt)
     argv = ["train", str(tmp_path / "xt.npy"), str(tmp_path / "m.pt"), "--factor", "3"]

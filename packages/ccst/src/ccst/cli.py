@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--max-memory-mb", type=float, default=256.0)
     co.add_argument("--threads", type=int, default=None, help="torch threads")
     co.add_argument("--device", default="cpu")
+    co.add_argument(
+        "--engine",
+        choices=("single", "dask"),
+        default="single",
+        help="dask: OUTPUT is a folder of .npy shards + manifest.json (annrepro.distributed)",
+    )
+    co.add_argument("--scheduler", help="address of a running Dask scheduler (else a local one)")
+    co.add_argument("--workers", type=int, default=None, help="local Dask workers")
+    co.add_argument("--shard-rows", type=int, default=1 << 20)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
 
     if args.command == "reproduce":
@@ -201,12 +210,71 @@ def _train(args) -> int:
     return 0
 
 
+class ModelTransform:
+    """A picklable `x -> CCST.load(model).transform(x)` for Dask workers: each worker loads the
+    model file (on shared storage) once and keeps it."""
+
+    def __init__(self, model_path: str, device: str, max_memory_mb: float):
+        self.model_path, self.device, self.max_memory_mb = model_path, device, max_memory_mb
+        self._model = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
+
+    def __call__(self, x):
+        from ccst.api import CCST
+
+        if self._model is None:
+            self._model = CCST.load(self.model_path, device=self.device)
+        return self._model.transform(x, max_memory_mb=self.max_memory_mb)
+
+
+def _compress_dask(args, model) -> int:
+    """`ccst compress --engine dask`: one shard per task, resumable (annrepro.distributed)."""
+    import hashlib
+
+    from annrepro.distributed import local_client, transform_sharded
+
+    with open(args.model, "rb") as f:
+        fingerprint = "ccst-" + hashlib.sha256(f.read()).hexdigest()
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    else:
+        client = local_client(args.workers)
+    print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+    fn = ModelTransform(str(Path(args.model).resolve()), args.device, args.max_memory_mb)
+    try:
+        m = transform_sharded(
+            fn, args.input, args.output, fingerprint, client=client, shard_rows=args.shard_rows
+        )
+    finally:
+        client.close()
+    n = m["source"]["n"]
+    print(
+        f"compressed {n} vectors {model.d_in} -> {model.d_out}: {len(m['shards'])} shards in "
+        f"{args.output} (annrepro.distributed.read_shards reads them back)"
+    )
+    return 0
+
+
 def _compress(args) -> int:
     from annrepro.vecio import FORMATS, mmap_vectors, write_vectors
 
     from ccst.api import CCST
     from ccst.errors import DataError
 
+    if args.engine == "dask":
+        model = CCST.load(args.model, device=args.device)
+        x = mmap_vectors(args.input)
+        if x.shape[1] != model.d_in:
+            raise _FileProblem(
+                args.input,
+                f"vectors of dimension {x.shape[1]}, but the model {args.model} was trained on "
+                f"dimension {model.d_in}",
+            )
+        return _compress_dask(args, model)
     if Path(args.output).suffix.lower() not in FORMATS:
         raise _FileProblem(
             args.output, f"unknown extension; expected one of {', '.join(sorted(FORMATS))}"
