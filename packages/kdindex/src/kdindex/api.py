@@ -3,6 +3,7 @@
     index = KDIndex("AQ", metric="l2", B=8, W=256, K=10)
     index.fit(xb, xq_train, teacher=HNSWTeacher(...))   # or labels=int64 (nt, K)
     D, I = index.search(xq, k=10)                          # exhaustive ADC; nprobe= for lists
+                                                           # (faiss; method="numpy": the oracle)
     index.save("kd.npz"); KDIndex.load("kd.npz")
 
 fit: warm start from faiss (Sec. 4.3), teacher labels (Sec. 3.1), iterative initialisation and
@@ -69,6 +70,7 @@ class KDIndex:
         self.codes: np.ndarray | None = None
         self.norms2: np.ndarray | None = None
         self.result: TrainResult | None = None
+        self._posting: tuple | None = None  # (quantizer, codes, PostingListIndex) searched
 
     # ------------------------------------------------------------------ fit
     def _check_fit_inputs(self, xb, xq, teacher, labels):
@@ -129,22 +131,43 @@ class KDIndex:
 
     # --------------------------------------------------------------- search
     def search(
-        self, xq: np.ndarray, k: int = 10, nprobe: int | None = None, return_ncand: bool = False
+        self,
+        xq: np.ndarray,
+        k: int = 10,
+        nprobe: int | None = None,
+        return_ncand: bool = False,
+        method: str = "faiss",
     ):
         """Top-k of queries xq float32 (nq, d). nprobe None: exhaustive asymmetric-distance
         search with look-up tables; else through the nprobe best posting lists per codebook
-        (`PostingListIndex`). Returns (D float32 (nq, k), I int64 (nq, k)), and with
-        return_ncand the number of documents scored per query, int64 (nq,)."""
+        (`PostingListIndex`, Sec. 3.4). method "faiss": faiss's indexes holding these codebooks
+        and codes (`kdindex.faiss_search`; built on the first search and kept); "numpy": the
+        numpy oracle (`student.adc_search` / the dense posting-list scan), same results up to
+        exact ties. Returns (D float32 (nq, k), I int64 (nq, k)), and with return_ncand the
+        number of documents scored per query, int64 (nq,)."""
         if self.quantizer is None:
             raise RuntimeError("fit or load the index before searching it")
+        if method not in ("faiss", "numpy"):
+            raise ValueError(f"method={method!r}; expected 'faiss' or 'numpy'")
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         if xq.ndim != 2 or xq.shape[1] != self.quantizer.d_in:
             raise ValueError(f"queries must be (nq, {self.quantizer.d_in}); got {xq.shape}")
-        if nprobe is None:
+        if nprobe is None and method == "numpy":
             D, I = adc_search(self.quantizer, self.codes, xq, k, self.metric, self.norms2)
             return (D, I, np.full(len(xq), len(self.codes), np.int64)) if return_ncand else (D, I)
-        index = PostingListIndex(self.quantizer, self.metric, codes=self.codes)
-        return index.search(xq, k, nprobe, return_ncand=return_ncand)
+        index = self.posting_lists()
+        nprobe = self.W if nprobe is None else nprobe
+        return index.search(xq, k, nprobe, return_ncand=return_ncand, method=method)
+
+    def posting_lists(self) -> PostingListIndex:
+        """The `PostingListIndex` of the stored codes (kept, with its faiss indexes, until the
+        codebooks or codes are replaced)."""
+        held = self._posting
+        if held is None or held[0] is not self.quantizer or held[1] is not self.codes:
+            q, codes = self.quantizer, self.codes
+            index = PostingListIndex(q, self.metric, codes=codes, norms2=self.norms2)
+            held = self._posting = (self.quantizer, self.codes, index)
+        return held[2]
 
     def memory_bytes(self) -> dict[str, int]:
         """Codes + codebooks (+ rotation) bytes (Table 3)."""

@@ -17,9 +17,15 @@ we probe among the codebooks" (App. D). So a search:
 `nprobe = W` probes every list: exhaustive asymmetric-distance search. The paper compares
 methods "within the same retrieval time" (Sec. 4.2) without giving the number of probes; since
 every method here has the same B, W and nprobe, they scan posting lists of the same total length
-when the lists are balanced. Scoring in step 3 uses the decoded vectors chunk by chunk, which is
-the asymmetric distance exactly (PQ/OPQ: sum of the per-subspace look-up tables; AQ: the exact
-reconstruction, faiss's `ST_decompress`).
+when the lists are balanced. The numpy scoring of step 3 uses the decoded vectors chunk by chunk,
+which is the asymmetric distance exactly (PQ/OPQ: sum of the per-subspace look-up tables; AQ:
+the exact reconstruction, faiss's `ST_decompress`).
+
+Two implementations give the same results (up to exact ties and float rounding): faiss's own
+indexes (`kdindex.faiss_search`: `IndexPQ` / `IndexResidualQuantizer` for `nprobe = W`, one
+`search_preassigned` inverted file per codebook otherwise), the default wherever the quantizer
+holds codebooks, and the numpy code above (`method="numpy"`), kept as the test oracle and for
+quantizers that only decode (PQ-VAE's decoder network, `learned_baselines.DecodedQuantizer`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 
 import numpy as np
 
+from .faiss_search import InvertedFiles, flat_index, select_probes
 from .quantizers import CodebookQuantizer
 
 __all__ = [
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 
 
 PER_QUERY = ":per_query"  # row key suffix the annrepro runner reads per-query values from
+METHODS = ("auto", "faiss", "numpy")  # search implementations (module docstring)
 
 
 def per_query_scores(I: np.ndarray, gt: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -101,8 +109,10 @@ def posting_list_sizes(codes: np.ndarray, W: int) -> np.ndarray:
 class PostingListIndex:
     """A quantizer's codes for nb documents, searched through their posting lists.
 
-    quantizer: trained `CodebookQuantizer`; xb: float32 (nb, d) documents (encoded here) or
-    codes: int (nb, B) precomputed; metric: "l2" | "ip".
+    quantizer: trained `CodebookQuantizer` (or any object with its transform / decode /
+    codeword_scores, searched by numpy); xb: float32 (nb, d) documents (encoded here) or
+    codes: int (nb, B) precomputed; metric: "l2" | "ip"; norms2: optional float32 (nb,) squared
+    norms of the reconstructions (AQ under L2; computed when needed and None).
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class PostingListIndex:
         metric: str,
         xb: np.ndarray | None = None,
         codes: np.ndarray | None = None,
+        norms2: np.ndarray | None = None,
     ):
         if metric not in ("l2", "ip"):
             raise ValueError(f"unknown metric {metric!r}")
@@ -122,6 +133,13 @@ class PostingListIndex:
         if self.codes.ndim != 2 or self.codes.shape[1] != quantizer.B:
             raise ValueError(f"codes must be (nb, {quantizer.B}); got {self.codes.shape}")
         self.codes = self.codes.astype(np.int32, copy=False)
+        self.norms2 = norms2
+        self._faiss_flat = self._faiss_lists = None  # built on first use
+
+    @property
+    def faiss_searchable(self) -> bool:
+        """True when faiss can hold the quantizer (PQ / OPQ / AQ codebooks)."""
+        return isinstance(self.quantizer, CodebookQuantizer)
 
     @property
     def nb(self) -> int:
@@ -139,20 +157,74 @@ class PostingListIndex:
         query_batch: int = 1024,
         base_batch: int = 1 << 15,
         return_ncand: bool = False,
+        method: str = "auto",
     ):
         """Top-k of each query among the documents of the probed posting lists.
 
         xq: float32 (nq, d_in). Returns `(D, I)`: D float32 (nq, k) squared L2 distances to the
         reconstructions (ascending) or inner products (descending), I int64 (nq, k) document ids,
-        -1 where fewer than k candidates were found; with `return_ncand`, also int64 (nq,) the
-        number of candidates scored per query.
+        -1 (and +inf / -inf) where fewer than k candidates were found; with `return_ncand`, also
+        int64 (nq,) the number of distinct candidates per query (the union of the probed lists).
+
+        method: "faiss" (faiss's indexes, `kdindex.faiss_search`; nprobe = W is the exhaustive
+        `IndexPQ` / `IndexResidualQuantizer` search), "numpy" (the dense masked scan, the test
+        oracle; query_batch / base_batch size its blocks) or "auto": faiss when the quantizer
+        holds codebooks (`faiss_searchable`), else numpy. Same results up to exact ties.
         """
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}; expected one of {METHODS}")
+        if not 1 <= nprobe <= self.quantizer.W:
+            raise ValueError(f"nprobe={nprobe} must be in [1, W={self.quantizer.W}]")
+        if k < 1:
+            raise ValueError(f"k={k} must be positive")
+        if method == "auto":
+            method = "faiss" if self.faiss_searchable else "numpy"
+        if method == "faiss":
+            return self._search_faiss(xq, k, nprobe, return_ncand)
+        return self._search_numpy(xq, k, nprobe, query_batch, base_batch, return_ncand)
+
+    def _search_faiss(self, xq: np.ndarray, k: int, nprobe: int, return_ncand: bool):
+        q = self.quantizer
+        if not self.faiss_searchable:
+            raise TypeError(f"faiss cannot hold a {type(q).__name__}: use method='numpy'")
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        if nprobe >= q.W:  # every list: the union is the base, exhaustive ADC
+            if self._faiss_flat is None:
+                self._faiss_flat = flat_index(q, self.codes, self.metric, self.norms2)
+            q.transform(xq[:0])  # the dimension check of the numpy path
+            D, I = self._faiss_flat.search(xq, k)
+            ncand = np.full(len(xq), self.nb, dtype=np.int64)
+        else:
+            if self._faiss_lists is None:
+                self._faiss_lists = InvertedFiles(q, self.codes, self.metric, self.norms2)
+            xt = q.transform(xq)
+            probes = select_probes(q.codeword_scores(xt, self.metric), nprobe)
+            D, I = self._faiss_lists.search(xt, k, probes)
+            ncand = self._count_candidates(probes) if return_ncand else None
+        D = np.where(I >= 0, D, -np.inf if self.metric == "ip" else np.inf).astype(np.float32)
+        return (D, I, ncand) if return_ncand else (D, I)
+
+    def _count_candidates(self, probes: np.ndarray, cells: int = 1 << 24) -> np.ndarray:
+        """probes int64 (nq, B, nprobe) -> int64 (nq,): size of the union of the probed lists
+        (dense masks, `cells` booleans at a time; not part of the faiss search)."""
+        nq, B, _ = probes.shape
+        W = self.quantizer.W
+        out = np.empty(nq, dtype=np.int64)
+        step = max(1, cells // max(self.nb, 1))
+        for q0 in range(0, nq, step):
+            pb = probes[q0 : q0 + step]
+            table = np.zeros((len(pb), B, W), dtype=bool)
+            np.put_along_axis(table, pb, True, axis=2)
+            cand = np.zeros((len(pb), self.nb), dtype=bool)
+            for b in range(B):
+                cand |= np.take(table[:, b, :], self.codes[:, b], axis=1)
+            out[q0 : q0 + len(pb)] = cand.sum(1)
+        return out
+
+    def _search_numpy(self, xq, k, nprobe, query_batch, base_batch, return_ncand):
         import faiss
 
         q = self.quantizer
-        W = q.W
-        if not 1 <= nprobe <= W:
-            raise ValueError(f"nprobe={nprobe} must be in [1, W={W}]")
         nq = len(xq)
         D = np.empty((nq, k), dtype=np.float32)
         I = np.empty((nq, k), dtype=np.int64)
@@ -192,6 +264,7 @@ class PostingListIndex:
             heap.finalize()
             D[q0 : q0 + nqb] = heap.D
             I[q0 : q0 + nqb] = heap.I
+        D[I < 0] = worst  # the heap pads with +-FLT_MAX
         if return_ncand:
             return D, I, ncand
         return D, I
@@ -259,7 +332,7 @@ class PostingListIndex:
         nq, B, W = scores.shape
         if nprobe >= W:
             return np.ones((nq, B, W), dtype=bool)
-        top = np.argpartition(-scores, nprobe - 1, axis=2)[:, :, :nprobe]
+        top = select_probes(scores, nprobe)  # the same sets as the faiss path
         table = np.zeros((nq, B, W), dtype=bool)
         np.put_along_axis(table, top, True, axis=2)
         return table

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .balance import balance_gap, balanced_assign, balanced_round, check_rounding, is_balanced
+from .faiss_search import flat_index
 from .losses import (
     check_kl_weighting,
     check_loss,
@@ -48,7 +49,7 @@ from .losses import (
     reconstruction_loss,
     weighted_kl_loss,
 )
-from .student import Student, adc_search
+from .student import Student
 
 __all__ = ["TrainConfig", "encode", "index_codes", "sinkhorn_codes", "train_student"]
 
@@ -268,15 +269,16 @@ def _batch_loss(student, xq, xd, metric, cfg, doc_codes, rec_scale, differentiab
 
 
 def _val_recall(student, xb, xv, labels_v, metric, cfg) -> float:
-    """Recall of the teacher's top-K among the student's top-K (exhaustive ADC) on the codes the
-    index stores (`index_codes`; nearest codes with `val_codes="nearest"`)."""
+    """Recall of the teacher's top-K among the student's top-K (exhaustive ADC, through faiss as
+    `KDIndex.search`, so that ties order alike) on the codes the index stores (`index_codes`;
+    nearest codes with `val_codes="nearest"`)."""
     K = labels_v.shape[1]
     q = student.to_quantizer()
     if cfg.val_codes == "index":
         codes = index_codes(student, xb, cfg)
     else:
         codes = encode(student, xb, cfg, balanced=False)
-    _, I = adc_search(q, codes, xv, K, metric)
+    _, I = flat_index(q, codes, metric).search(np.ascontiguousarray(xv, dtype=np.float32), K)
     hits = [len(np.intersect1d(I[i], labels_v[i])) for i in range(len(I))]
     return float(np.mean(hits) / K)
 
