@@ -10,17 +10,22 @@
    balanced encoding of the base). The package is not edited: its module-level functions are
    wrapped by timers for the duration of the fit (`_Timers`), which adds a few microseconds
    per call;
-3. search of the trained index: `KDIndex.search` (exhaustive ADC, numpy) and its posting-list
-   search (`nprobe`) against faiss's own PQ search (`faiss.IndexPQ`, ADC) on the *same*
-   codebooks and codes, at the same k; q/s of both and their ratio. Asserted on the way: both
-   return the same top-1 for at least `--min-top1-agree` of the queries (ties in the quantized
-   distance may order differently, so not all).
+3. search of the trained index through faiss (`KDIndex.search`, `kdindex.faiss_search`), side
+   by side at each of `--search-threads` (default 1 and 2 faiss threads): exhaustive against
+   faiss's own `IndexPQ` on the *same* codebooks and codes, and posting lists (`nprobe` per
+   codebook, B inverted files) against a plain faiss `IndexIVFPQ` (W k-means lists) probing
+   B x nprobe lists, i.e. the same number of scanned codes (faiss's IVF statistics print both);
+   q/s and ratios, plus the old numpy path's ratio (first thread count, `--numpy-queries`
+   queries). Asserted on the way: the same top-1 as IndexPQ, and as the numpy oracle for the
+   lists, for at least `--min-top1-agree` of the queries (ties may order differently).
+   `--search-only` skips 1 and 2 (a faiss PQ's codebooks and codes in a KDIndex).
 
 The student is "PQ" (faiss's IndexPQ can hold its codebooks); B = 8, W = 256, K = 10 (Sec. 4.1).
 The data are a seeded Gaussian mixture (d = 64) unless `--dataset` names a registry data set
 (its base, learn set as training queries, and queries; its metric).
 
     python benchmarks/bench_kdindex.py --quick            # < 1 min at 1 thread
+    python benchmarks/bench_kdindex.py --search-only      # search alone, nb = 100k
     python benchmarks/bench_kdindex.py [--dataset sift-10K] [--nb 100000 --nt 10000 --nq 2000]
         [--epochs 3] [--threads 1]
 
@@ -220,7 +225,8 @@ def bench_train(xb, xt, labels, metric, B, W, K, epochs, init_rounds, threads):
 
 # ------------------------------------------------------------------------------ 3. search
 def _faiss_pq(index):
-    """faiss.IndexPQ holding the KDIndex's codebooks and codes (PQ student, W = 256)."""
+    """faiss.IndexPQ holding the KDIndex's codebooks and codes (PQ student, W = 256), built here
+    independently of kdindex.faiss_search: the reference the KDIndex search is timed against."""
     import faiss
 
     q = index.quantizer
@@ -236,6 +242,24 @@ def _faiss_pq(index):
     return fi
 
 
+def _faiss_ivfpq(index, xb, n_train=50_000, seed=0):
+    """A plain faiss IndexIVFPQ (nlist = W lists from k-means, B x 8-bit residual PQ codes,
+    faiss's defaults otherwise) over the same base, in the quantizer's transformed space: the
+    reference for the posting-list search at an equal number of scanned codes."""
+    import faiss
+
+    q = index.quantizer
+    mt = faiss.METRIC_INNER_PRODUCT if index.metric == "ip" else faiss.METRIC_L2
+    coarse = faiss.IndexFlat(q.d_out, mt)
+    ivf = faiss.IndexIVFPQ(coarse, q.d_out, q.W, q.B, 8, mt)
+    ivf.cp.seed = ivf.pq.cp.seed = seed
+    xt = q.transform(xb)
+    rng = np.random.default_rng(seed)
+    ivf.train(xt[np.sort(rng.permutation(len(xt))[:n_train])])
+    ivf.add(xt)
+    return ivf
+
+
 def _best(fn, repeats):
     best, out = float("inf"), None
     for _ in range(repeats):
@@ -245,44 +269,111 @@ def _best(fn, repeats):
     return best, out
 
 
-def bench_search(index, xq, k, nprobes, threads, repeats, min_agree):
-    from kdindex.posting import PostingListIndex
+def _scanned(fn):
+    """(result of fn(), codes scanned per query): faiss's IVF statistics over one call."""
+    import faiss
+
+    st = faiss.cvar.indexIVF_stats
+    st.reset()
+    out = fn()
+    return out, st.ndis
+
+
+def bench_search(index, xb, xq, k, nprobes, thread_list, repeats, min_agree, n_numpy):
+    """Queries/s of KDIndex.search (faiss path) against faiss's IndexPQ on the same codebooks and
+    codes (exhaustive) and against a faiss IndexIVFPQ probing B x nprobe of its W lists (the
+    same number of scanned codes as nprobe lists of each of the B codebooks), measured side by
+    side at each thread count, plus the old numpy path's ratio (first thread count only, on the
+    first n_numpy queries)."""
+    import faiss
 
     fi = _faiss_pq(index)
-    xq_t = index.quantizer.transform(xq)  # PQ: zero padding to d_out (none when B divides d)
-    nq = len(xq)
-    index.search(xq[:50], k)  # untimed warm-ups
-    fi.search(xq_t[:50], k)
-    f_s, (_, If) = _best(lambda: fi.search(xq_t, k), repeats)
+    ivf = _faiss_ivfpq(index, xb)
+    q = index.quantizer
+    B, W, nq = q.B, q.W, len(xq)
+    xq_t = q.transform(xq)  # PQ: zero padding to d_out (none when B divides d)
+    xn = xq[:n_numpy]
+    lists = [p for p in nprobes if p < W]
+    # untimed warm-ups: build the KDIndex's faiss indexes (flat, inverted files)
+    index.search(xq[:50], k)
+    for p in lists[:1]:
+        index.search(xq[:50], k, nprobe=p)
+    # correctness on the way: the faiss path vs faiss's own IndexPQ and vs the numpy oracle
+    _, If = fi.search(xq_t, k)
+    _, Ik = index.search(xq, k)
+    agree = float(np.mean(If[:, 0] == Ik[:, 0]))
     print(
-        f"[search] faiss.IndexPQ (ADC) nb={fi.ntotal} k={k}: {nq / f_s:.0f} q/s, "
-        f"{threads} thread(s)"
+        f"[search] KDIndex (faiss) exhaustive: same top-1 as faiss.IndexPQ for {100 * agree:.1f}%"
     )
-    runs = [("KDIndex.search exhaustive ADC", lambda: index.search(xq, k))]
-    runs += [
-        (f"KDIndex posting lists nprobe={p}", lambda p=p: index.search(xq, k, nprobe=p))
-        for p in nprobes
-    ]
-    for name, fn in runs:
-        s, (_, I) = _best(fn, repeats)
-        line = f"[search] {name} k={k}: {nq / s:.0f} q/s, {f_s / s:.2f}x faiss's q/s"
-        if "nprobe" not in name or name.endswith(f"={index.W}"):  # same candidates as faiss
-            agree = float(np.mean(I[:, 0] == If[:, 0]))
-            line += f", same top-1 as faiss for {100 * agree:.1f}% of queries"
-            assert agree >= min_agree, (
-                f"{name}: top-1 agrees with faiss.IndexPQ on the same codes for only "
-                f"{100 * agree:.1f}% < {100 * min_agree:.0f}% of queries: not the same search"
+    assert agree >= min_agree, f"top-1 agreement {agree:.3f} < {min_agree}: not the same search"
+    for p in lists:
+        _, In = index.search(xn, k, nprobe=p, method="numpy")
+        _, Il = index.search(xn, k, nprobe=p)
+        a = float(np.mean(In[:, 0] == Il[:, 0]))
+        print(f"[search] KDIndex nprobe={p}: faiss path = numpy oracle top-1 for {100 * a:.1f}%")
+        assert a >= min_agree, f"nprobe={p}: faiss path and numpy oracle disagree ({a:.3f})"
+    for ti, threads in enumerate(thread_list):
+        faiss.omp_set_num_threads(threads)
+        tag = f"{threads} thread(s)"
+        f_s, _ = _best(lambda: fi.search(xq_t, k), repeats)
+        kd_s, _ = _best(lambda: index.search(xq, k), repeats)
+        print(
+            f"[search] exhaustive, nb={fi.ntotal} k={k}, {tag}: faiss.IndexPQ {nq / f_s:.0f} q/s, "
+            f"KDIndex (faiss) {nq / kd_s:.0f} q/s = {f_s / kd_s:.2f}x IndexPQ"
+        )
+        if ti == 0:
+            n_s, _ = _best(lambda: index.search(xn, k, method="numpy"), 1)
+            print(
+                f"[search] exhaustive, {tag}: old numpy ADC {len(xn) / n_s:.0f} q/s "
+                f"({len(xn)} queries) = {len(xn) / n_s / (nq / f_s):.2f}x IndexPQ"
             )
-        else:  # fewer candidates: report how much of the exhaustive top-k they keep
-            overlap = np.mean([len(np.intersect1d(I[i], If[i])) for i in range(nq)]) / k
-            p = int(name.rsplit("=", 1)[1])
-            pl = PostingListIndex(index.quantizer, index.metric, codes=index.codes)
-            ncand = pl.search(xq, k, p, return_ncand=True)[2]  # untimed
-            line += (
-                f", {100 * overlap:.1f}% of faiss's exhaustive top-{k}, "
-                f"{ncand.mean():.0f} candidates/query ({100 * ncand.mean() / fi.ntotal:.1f}%)"
+        for p in lists:
+            ivf.nprobe = min(B * p, W)
+
+            def ref():
+                return ivf.search(xq_t, k)
+
+            def kd(p=p):
+                return index.search(xq, k, nprobe=p)
+
+            r_s, _ = _best(ref, repeats)
+            l_s, _ = _best(kd, repeats)
+            _, r_nd = _scanned(ref)
+            _, k_nd = _scanned(kd)
+            print(
+                f"[search] posting lists nprobe={p} per codebook, {tag}: IndexIVFPQ nprobe="
+                f"{ivf.nprobe}/{W} {nq / r_s:.0f} q/s ({r_nd / nq:.0f} codes/query), KDIndex "
+                f"(faiss) {nq / l_s:.0f} q/s ({k_nd / nq:.0f} codes/query) = {r_s / l_s:.2f}x "
+                f"IndexIVFPQ"
+                + (  # B x nprobe > W: IndexIVFPQ cannot probe more than its W lists
+                    f" (NOT equal scanned codes: IndexIVFPQ capped at its {W} lists)"
+                    if B * p > W
+                    else ""
+                )
             )
-        print(line + f", {threads} thread(s)")
+            if ti == 0:
+                n_s, _ = _best(lambda p=p: index.search(xn, k, nprobe=p, method="numpy"), 1)
+                print(
+                    f"[search] posting lists nprobe={p}, {tag}: old numpy scan "
+                    f"{len(xn) / n_s:.0f} q/s ({len(xn)} queries) = "
+                    f"{len(xn) / n_s / (nq / r_s):.2f}x IndexIVFPQ"
+                )
+
+
+def _search_only_index(xb, metric, B, W, K, seed=0):
+    """A KDIndex holding a faiss-trained PQ's codebooks and nearest codes (no teacher, no
+    training): the search code path is the trained index's."""
+    from kdindex.api import KDIndex
+    from kdindex.quantizers import train_quantizer
+    from kdindex.student import reconstruction_norms2
+
+    rng = np.random.default_rng(seed)
+    sample = xb[np.sort(rng.permutation(len(xb))[:50_000])]
+    index = KDIndex("PQ", metric, B=B, W=W, K=K)
+    index.quantizer = train_quantizer("PQ", sample, B=B, W=W, seed=seed)
+    index.codes = index.quantizer.encode(xb)
+    index.norms2 = reconstruction_norms2(index.quantizer, index.codes)
+    return index
 
 
 def main(argv=None) -> None:
@@ -305,6 +396,15 @@ def main(argv=None) -> None:
     ap.add_argument("--nprobe", type=int, nargs="*", default=None, help="posting lists probed")
     ap.add_argument("--repeats", type=int, default=3, help="search timings: best of")
     ap.add_argument("--min-top1-agree", type=float, default=0.95)
+    ap.add_argument(
+        "--search-threads", type=int, nargs="+", default=[1, 2], help="faiss threads (search)"
+    )
+    ap.add_argument("--numpy-queries", type=int, default=200, help="queries for the numpy path")
+    ap.add_argument(
+        "--search-only",
+        action="store_true",
+        help="skip teacher and training: a faiss PQ's codebooks and codes in a KDIndex",
+    )
     a = ap.parse_args(argv)
 
     import faiss
@@ -325,9 +425,14 @@ def main(argv=None) -> None:
     print(f"data: {name}, metric {metric}, nb={len(xb)} nt={len(xt)} nq={len(xq)} d={xb.shape[1]}")
     if epochs < 1:
         raise SystemExit("--epochs must be >= 1: the per-epoch throughput is what is measured")
-    labels = bench_teacher(xb, xt, metric, a.K, a.M, a.efc, a.efs, a.threads)
-    index = bench_train(xb, xt, labels, metric, a.B, W, a.K, epochs, rounds, a.threads)
-    bench_search(index, xq, a.k, nprobes, a.threads, a.repeats, a.min_top1_agree)
+    if a.search_only:
+        index = _search_only_index(xb, metric, a.B, W, a.K)
+    else:
+        labels = bench_teacher(xb, xt, metric, a.K, a.M, a.efc, a.efs, a.threads)
+        index = bench_train(xb, xt, labels, metric, a.B, W, a.K, epochs, rounds, a.threads)
+    bench_search(
+        index, xb, xq, a.k, nprobes, a.search_threads, a.repeats, a.min_top1_agree, a.numpy_queries
+    )
 
 
 if __name__ == "__main__":
