@@ -108,10 +108,24 @@ class KDIndex:
             if labels.min() < 0 or labels.max() >= len(xb):
                 raise ValueError("labels hold ids outside the base")
 
-    def fit(self, xb: np.ndarray, xq_train: np.ndarray, teacher=None, labels=None) -> KDIndex:
+    def fit(
+        self,
+        xb: np.ndarray,
+        xq_train: np.ndarray,
+        teacher=None,
+        labels=None,
+        checkpoint_dir=None,
+        resume: bool = True,
+    ) -> KDIndex:
         """Train on documents xb float32 (nb, d) and training queries xq_train float32 (nt, d)
         labelled by `teacher` (an `HNSWTeacher` built over xb) or by `labels` int64 (nt, >= K)
-        (top-K ids, nearest first). Returns self."""
+        (top-K ids, nearest first). Returns self.
+
+        checkpoint_dir: a checkpoint (`last.pt`) is written there after every initialisation
+        round and epoch, and training resumes from one found there (the same index, bit for bit,
+        as an uninterrupted run; `train.train_student`); one of another configuration or data is
+        refused (`train.CheckpointMismatch`). resume: False ignores (and overwrites) it. The warm
+        start is recomputed on a resume (deterministic; the checkpoint holds the student)."""
         xb = np.ascontiguousarray(xb, dtype=np.float32)
         xq = np.ascontiguousarray(xq_train, dtype=np.float32)
         self._check_fit_inputs(xb, xq, teacher, labels)
@@ -123,7 +137,18 @@ class KDIndex:
         sample = xb[np.sort(rng.permutation(len(xb))[: self.n_warm])]
         warm = train_quantizer(self.kind, sample, B=self.B, W=self.W, seed=cfg.seed, **self.warm)
         student = Student.from_quantizer(warm, sample, self.metric, cfg.temperature)
-        self.result = train_student(student, xb, xq, labels, self.metric, cfg)
+        settings = {"n_warm": self.n_warm, "warm": dict(sorted(self.warm.items()))}
+        self.result = train_student(
+            student,
+            xb,
+            xq,
+            labels,
+            self.metric,
+            cfg,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            settings=settings,
+        )
         self.quantizer = student.to_quantizer()
         self.codes = index_codes(student, xb, cfg)  # what early stopping measured
         self.norms2 = reconstruction_norms2(self.quantizer, self.codes)
@@ -175,7 +200,10 @@ class KDIndex:
 
     # ------------------------------------------------------------ save/load
     def save(self, path) -> None:
-        """Write codebooks, rotation, codes and settings to an .npz file."""
+        """Write codebooks, rotation, codes and settings to an .npz file (atomically: a run
+        killed while saving leaves the previous file, or none, never a part)."""
+        from annrepro.atomic import atomic_path
+
         if self.quantizer is None:
             raise RuntimeError("nothing to save: fit the index first")
         q = self.quantizer
@@ -194,7 +222,7 @@ class KDIndex:
         arrays = {"codebooks": q.codebooks, "codes": self.codes, "meta": np.array(json.dumps(meta))}
         if q.rotation is not None:
             arrays["rotation"] = q.rotation
-        with open(path, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
     @classmethod

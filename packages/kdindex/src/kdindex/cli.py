@@ -4,7 +4,8 @@
                     --M 32 --ef-construction 40 --ef-search 100 --n-train 100000]
     kdindex train --xb base.fvecs --xt learn.fvecs --labels labels.npy --out index.npz
                   [--kind AQ --metric l2 -B 8 -W 256 -K 10 --lr 0.01 --batch-size 64
-                   --balance-index/--no-balance-index --val-codes index --aq-beam 5 ...]
+                   --balance-index/--no-balance-index --val-codes index --aq-beam 5 ...
+                   --checkpoint-dir DIR]   (a checkpoint per round / epoch; a rerun resumes)
     kdindex search --index index.npz --xq query.fvecs --out I.npy [--k 10 --nprobe 16
                    --gt gt.ivecs]
     kdindex reproduce [OPTIONS]
@@ -102,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=positive_int, default=None)
+    f.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="a checkpoint (last.pt) after every initialisation round and epoch; rerunning the "
+        "same command resumes from it (the same index as an uninterrupted run)",
+    )
     s = sub.add_parser("search", help="search a saved KDindex")
     s.add_argument("--index", required=True, help="index file written by `kdindex train`")
     s.add_argument("--xq", required=True, help="query vectors")
@@ -165,9 +172,14 @@ def _train(args) -> int:
     from annrepro.vecio import read_vectors
 
     from .api import KDIndex
-    from .train import TrainConfig
+    from .train import CHECKPOINT_NAME, TrainConfig
 
-    _check_out(args.out)
+    if args.checkpoint_dir is not None:
+        from pathlib import Path
+
+        _check_out(args.out, Path(args.checkpoint_dir) / CHECKPOINT_NAME)
+    else:
+        _check_out(args.out)
     xb = read_vectors(args.xb)
     labels = read_ground_truth(args.labels, nb=len(xb), nq=None, k=args.K)
     xt = read_vectors(args.xt, stop=len(labels))
@@ -191,7 +203,7 @@ def _train(args) -> int:
     warm = {"aq_beam": args.aq_beam} if args.kind == "AQ" else {}
     index = KDIndex(args.kind, args.metric, args.B, args.W, args.K, cfg, n_warm=args.n_warm, **warm)
     with _threads(args):
-        index.fit(xb, xt, labels=labels)
+        index.fit(xb, xt, labels=labels, checkpoint_dir=args.checkpoint_dir)
     index.save(args.out)
     r = index.result
     codes = "balanced" if args.balance_index else "nearest"

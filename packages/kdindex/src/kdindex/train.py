@@ -27,15 +27,35 @@ nearest codes whatever the index stores (the earlier behaviour).
 
 Hyper-parameters from the paper: Adam, learning rate 0.01, batch 64 (Sec. 4.1), K = 10
 (Sec. 4.1). Choices where it is silent are fields of `TrainConfig`, each commented.
+
+Checkpoints (`checkpoint_dir`, as catalyzer.train and ccst.train): after every iterative-
+initialisation round and every differentiable epoch `<checkpoint_dir>/last.pt` is written
+atomically (annrepro.atomic) with the student's parameters and buffers, Adam's state, the phase
+("init", "diff" or "done") and the rounds / epochs finished, the kept best state with its
+validation recall and epoch, the patience counter, the curve, the reconstruction-loss scale, the
+RNG states the next rounds and epochs draw from (the numpy Generator of the batch order; torch's
+CPU generator, which nothing draws from today) and a fingerprint of the configuration, the
+student's settings (kind, B, W, dimensions, AQ beam, metric, and what `KDIndex.fit` adds: the
+warm-start sample size and options), the base, the training queries, their labels, the
+validation split and CODE_VERSION. A later run on the same directory resumes from it and ends
+with the same codebooks, codes and curve, bit for bit, as an uninterrupted run (same torch
+thread count: it can change float summation order). Checkpointing draws no random numbers and
+changes no state: with or without a directory the student is the same. A checkpoint of another
+configuration or data, or an unreadable one, is refused with one line naming the file. The final
+encoding of the base (`index_codes`, in `KDIndex.fit`) is one deterministic pass after training,
+not checkpointed: a run killed there resumes from the "done" checkpoint and encodes again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
+from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 from tqdm.auto import tqdm
 
 from .balance import balance_gap, balanced_assign, balanced_round, check_rounding, is_balanced
@@ -51,9 +71,37 @@ from .losses import (
 )
 from .student import Student
 
-__all__ = ["TrainConfig", "encode", "index_codes", "sinkhorn_codes", "train_student"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointMismatch",
+    "TrainConfig",
+    "encode",
+    "index_codes",
+    "sinkhorn_codes",
+    "train_student",
+]
 
 log = logging.getLogger(__name__)
+
+CODE_VERSION = 1  # bump when a change of this file changes trained students (checkpoints)
+CHECKPOINT_NAME = "last.pt"  # in checkpoint_dir (the name catalyzer and ccst use)
+CHECKPOINT_FORMAT = 1
+_CHECKPOINT_KEYS = (
+    "format",
+    "fingerprint",
+    "phase",
+    "round",
+    "epoch",
+    "student",
+    "optimizer",
+    "best",
+    "stale",
+    "result",
+    "rec_scale",
+    "rng",
+)
+_CHECKPOINT_HOW = "delete it or use another checkpoint directory"
+_NOT_FINGERPRINTED = ("progress",)  # TrainConfig fields that change no number
 
 
 @dataclass
@@ -283,6 +331,127 @@ def _val_recall(student, xb, xv, labels_v, metric, cfg) -> float:
     return float(np.mean(hits) / K)
 
 
+# ------------------------------------------------------------------------- checkpoints
+class CheckpointMismatch(InputError):
+    """A checkpoint to resume from was made with another configuration or other data."""
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _plain(x):
+    """x as JSON types only (a checkpoint is read back with torch.load(weights_only=True))."""
+    return json.loads(json.dumps(x, sort_keys=True, default=repr))
+
+
+def _fingerprint(student, xb, xq, labels, val, metric, cfg, settings) -> dict:
+    """What a resumed run must share with its checkpoint: the configuration (TrainConfig but
+    `progress`, the student's and the caller's settings), the data and CODE_VERSION; and the
+    warm-started student, whose difference is only warned about (float noise of the warm start:
+    the checkpoint holds the whole student)."""
+    from annrepro.groundtruth import array_fingerprint
+
+    config = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    config.update(
+        kind=student.kind,
+        B=student.B,
+        W=student.W,
+        d_in=student.d_in,
+        d_out=student.d_out,
+        aq_beam=student.aq_beam,
+        metric=metric,
+    )
+    config.update(settings or {})
+    state = student.state_dict()
+    warm = array_fingerprint(*(state[k].detach().numpy() for k in sorted(state)))
+    return {
+        "config": _plain(config),
+        "data": {
+            "base vectors": array_fingerprint(np.ascontiguousarray(xb, np.float32)),
+            "training queries": array_fingerprint(np.ascontiguousarray(xq, np.float32)),
+            "labels": array_fingerprint(np.ascontiguousarray(labels, np.int64)),
+            "validation split": array_fingerprint(np.asarray(val, np.int64)),
+        },
+        "code_version": CODE_VERSION,
+        "warm_start": warm,
+    }
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `train_student`, or InputError naming the file in one line."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip / pickle / EOF / OSError (seek) of a truncated or foreign file
+        raise InputError(
+            f"{path}: unreadable checkpoint (truncated or corrupt? {type(e).__name__}: "
+            f"{_first_line(e)}); {_CHECKPOINT_HOW}"
+        ) from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing or ckpt.get("format") != CHECKPOINT_FORMAT:
+        what = f"no {', '.join(missing)}" if missing else f"format {ckpt.get('format')!r}"
+        raise InputError(
+            f"{path}: not a KDindex checkpoint of format {CHECKPOINT_FORMAT} ({what}); "
+            f"{_CHECKPOINT_HOW}"
+        )
+    return ckpt
+
+
+def _check_resumable(theirs, ours: dict, path: Path) -> None:
+    """CheckpointMismatch, naming every difference in one line, unless the checkpoint's
+    fingerprint is `ours` (but the warm start: a warning)."""
+    if not isinstance(theirs, dict):
+        raise InputError(f"{path}: not a KDindex checkpoint (bad fingerprint); {_CHECKPOINT_HOW}")
+    tc, oc = theirs.get("config") or {}, ours["config"]
+    diff = [
+        f"{key}: checkpoint {tc.get(key)!r} != now {oc.get(key)!r}"
+        for key in sorted(set(tc) | set(oc))
+        if tc.get(key) != oc.get(key)
+    ]
+    if theirs.get("code_version") != ours["code_version"]:
+        diff.append(
+            f"kdindex.train CODE_VERSION: checkpoint {theirs.get('code_version')!r} != now "
+            f"{ours['code_version']!r}"
+        )
+    parts = [f"another configuration ({', '.join(diff)})"] if diff else []
+    td = theirs.get("data") or {}
+    for what, fp in ours["data"].items():
+        if td.get(what) != fp:
+            parts.append(f"other {what} (fingerprint {str(td.get(what))[:12]} != now {fp[:12]})")
+    if parts:
+        raise CheckpointMismatch(
+            f"{path}: cannot resume: the checkpoint was made with {'; '.join(parts)}; "
+            f"{_CHECKPOINT_HOW}"
+        )
+    if theirs.get("warm_start") != ours["warm_start"]:
+        log.warning(
+            "%s was made from another warm start of the same settings (faiss threads or "
+            "kernels?): the resumed student continues the checkpoint's",
+            path,
+        )
+
+
+def _save_checkpoint(blob: dict, path: Path) -> None:
+    """Through a unique temporary and an atomic rename (annrepro.atomic): a kill -9 leaves the
+    previous checkpoint or the new one, never a part."""
+    from annrepro.atomic import atomic_torch_save
+
+    try:
+        atomic_torch_save(blob, path)
+    except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
+        raise InputError(f"{path}: cannot write the checkpoint ({_first_line(e)})") from None
+
+
+def _clone(state: dict) -> dict:
+    return {k: v.clone() for k, v in state.items()}
+
+
 def train_student(
     student: Student,
     xb: np.ndarray,
@@ -290,10 +459,20 @@ def train_student(
     labels: np.ndarray,
     metric: str,
     cfg: TrainConfig,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    settings: dict | None = None,
 ) -> TrainResult:
     """Algorithm 2. student: warm-started `Student`; xb float32 (nb, d) documents; xq float32
     (nt, d) training queries; labels int64 (nt, K) their teacher top-K (nearest first); metric
     "l2" | "ip". Trains in place (the best validation state is restored) and returns the curve.
+
+    checkpoint_dir: where `last.pt` is written after every round and epoch (module docstring);
+    None: no checkpoints. resume: continue from `checkpoint_dir/last.pt` when it is there
+    (False: start afresh and overwrite it). settings: JSON-able options of the caller that made
+    the warm start (`KDIndex.fit`: n_warm, the warm-start options), part of the fingerprint.
+    Raises CheckpointMismatch for a checkpoint of another configuration or data, InputError for
+    one that cannot be read or written (both name the file).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -309,6 +488,84 @@ def train_student(
     res = TrainResult(val_ids=[int(i) for i in val])
     W = student.W
 
+    # where training stands: phase "init" (rounds finished), "diff" (epochs finished; best None:
+    # the validation before epoch 0 is still to come) or "done"
+    phase, r0, ep0 = "init", 0, 0
+    best, best_val, stale = None, -1.0, 0
+    ckpt_path = fingerprint = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+        try:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(
+                f"{ckpt_path.parent}: cannot create the checkpoint directory ({e.strerror or e})"
+            ) from None
+        fingerprint = _fingerprint(student, xb, xq, labels, val, metric, cfg, settings)
+        if resume and ckpt_path.exists():
+            ckpt = _load_checkpoint(ckpt_path)
+            _check_resumable(ckpt["fingerprint"], fingerprint, ckpt_path)
+            try:
+                phase, r0, ep0 = str(ckpt["phase"]), int(ckpt["round"]), int(ckpt["epoch"])
+                if phase not in ("init", "diff", "done"):
+                    raise ValueError(f"unknown phase {phase!r}")
+                if not 0 <= r0 <= cfg.init_max_rounds or not 0 <= ep0 <= cfg.epochs:
+                    raise ValueError(f"round {r0}, epoch {ep0}")
+                student.load_state_dict(ckpt["student"])
+                opt.load_state_dict(ckpt["optimizer"])
+                rng.bit_generator.state = ckpt["rng"]["numpy"]
+                torch.set_rng_state(ckpt["rng"]["torch"])
+                rec_scale = float(ckpt["rec_scale"])
+                b = ckpt["best"]
+                best = None if b["state"] is None else dict(b["state"])
+                best_val, res.best_epoch = float(b["val_recall"]), int(b["epoch"])
+                stale = int(ckpt["stale"])
+                res.curve = list(ckpt["result"]["curve"])
+                res.init_rounds = int(ckpt["result"]["init_rounds"])
+                if res.init_rounds != r0:
+                    raise ValueError(f"{res.init_rounds} init rounds recorded, {r0} finished")
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise InputError(
+                    f"{ckpt_path}: checkpoint does not fit its own configuration "
+                    f"({_first_line(e)}); {_CHECKPOINT_HOW}"
+                ) from None
+            if ckpt.get("threads") != torch.get_num_threads():
+                log.warning(
+                    "%s was written with %s torch threads, resumed with %d: the student may "
+                    "differ in the last bits from an uninterrupted run (float summation order)",
+                    ckpt_path,
+                    ckpt.get("threads"),
+                    torch.get_num_threads(),
+                )
+            log.info(
+                "resuming from %s at %s (init rounds done %d, epochs done %d)",
+                ckpt_path,
+                phase,
+                r0,
+                ep0,
+            )
+
+    def checkpoint(phase: str, rounds: int, epochs: int) -> None:
+        """Draws no random numbers and changes no state."""
+        if ckpt_path is None:
+            return
+        blob = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "phase": phase,
+            "round": rounds,  # init rounds finished
+            "epoch": epochs,  # differentiable epochs finished
+            "student": student.state_dict(),
+            "optimizer": opt.state_dict(),
+            "best": {"state": best, "val_recall": best_val, "epoch": res.best_epoch},
+            "stale": stale,
+            "result": {"curve": res.curve, "init_rounds": res.init_rounds},
+            "rec_scale": rec_scale,
+            "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "threads": torch.get_num_threads(),
+        }
+        _save_checkpoint(blob, ckpt_path)
+
     def batches():
         order = tr[rng.permutation(len(tr))]
         for i0 in range(0, len(order), cfg.batch_size):
@@ -318,7 +575,7 @@ def train_student(
     docs = np.unique(labels[tr])
     pos = np.full(len(xb), -1, dtype=np.int64)
     pos[docs] = np.arange(len(docs))
-    for r in range(cfg.init_max_rounds):
+    for r in range(r0, cfg.init_max_rounds if phase == "init" else 0):
         codes = encode(student, xb[docs], cfg, balanced=cfg.init_balance)
         balanced = is_balanced(codes, W)
         losses = []
@@ -336,15 +593,28 @@ def train_student(
         )
         res.init_rounds = r + 1
         log.info("init round %d: loss %.4f, balanced %s", r, np.mean(losses), balanced)
+        over = balanced or r + 1 == cfg.init_max_rounds
+        checkpoint("diff" if over else "init", r + 1, 0)
         if balanced:
             break
+    if phase == "init":
+        phase = "diff"
 
     # differentiable training (Algorithm 2) with early stopping
-    best = {k: v.clone() for k, v in student.state_dict().items()}
-    best_val = _val_recall(student, xb, xq[val], labels[val], metric, cfg) if n_val else -1.0
-    res.curve.append({"phase": "diff", "epoch": -1, "loss": float("nan"), "val_recall": best_val})
-    stale = 0
-    bar = tqdm(range(cfg.epochs), desc="KDindex epochs", disable=not cfg.progress, leave=False)
+    if best is None:
+        best = _clone(student.state_dict())
+        best_val = _val_recall(student, xb, xq[val], labels[val], metric, cfg) if n_val else -1.0
+        res.curve.append(
+            {"phase": "diff", "epoch": -1, "loss": float("nan"), "val_recall": best_val}
+        )
+    bar = tqdm(
+        range(ep0, cfg.epochs if phase == "diff" else ep0),
+        desc="KDindex epochs",
+        initial=ep0,
+        total=cfg.epochs,
+        disable=not cfg.progress,
+        leave=False,
+    )
     for ep in bar:
         losses = []
         for bq in batches():
@@ -360,13 +630,16 @@ def train_student(
             {"phase": "diff", "epoch": ep, "loss": float(np.mean(losses)), "val_recall": v}
         )
         bar.set_postfix(loss=f"{np.mean(losses):.4f}", val=f"{v:.4f}")
+        stop = False
         if v > best_val:
             best_val, stale, res.best_epoch = v, 0, ep
-            best = {k: t.clone() for k, t in student.state_dict().items()}
+            best = _clone(student.state_dict())
         else:
             stale += 1
-            if stale >= cfg.patience:
-                break
+            stop = stale >= cfg.patience
+        checkpoint("done" if stop or ep + 1 == cfg.epochs else "diff", res.init_rounds, ep + 1)
+        if stop:
+            break
     student.load_state_dict(best)
     res.best_val_recall = best_val
     return res
