@@ -13,6 +13,7 @@ from annrepro.distributed import (
     transform_sharded,
 )
 from annrepro.groundtruth import knn_exact
+from annrepro.testing import LinearTransform
 from annrepro.vecio import write_vectors
 
 distributed = pytest.importorskip("distributed")
@@ -92,9 +93,14 @@ def test_duplicates_across_shards_tie_by_id(tmp_path):
 def test_dask_ground_truth_equals_the_single_process(tmp_path, client, metric):
     xb, xq, path = _data(tmp_path, ext=".fbin")
     D0, I0 = knn_exact(xq, xb, 20, metric)
-    D, I = knn_sharded(xq, path, 20, metric, client=client, shard_rows=500, query_rows=16)
+    D, I = knn_sharded(xq, path, 20, metric, client=client, shard_rows=500, timeout=120)
     np.testing.assert_array_equal(I, I0)
     np.testing.assert_array_equal(D, D0)
+    # query blocks below faiss's BLAS threshold (20) take its SIMD kernels: compare like with like
+    Db, Ib = knn_sharded(xq, path, 20, metric, client=client, shard_rows=500, query_rows=16)
+    Dr, Ir = knn_sharded(xq, path, 20, metric, shard_rows=500, query_rows=16)
+    np.testing.assert_array_equal(Ib, Ir)
+    np.testing.assert_array_equal(Db, Dr)
 
 
 def test_uint8_base_memory_mapped(tmp_path, client):
@@ -121,21 +127,13 @@ def test_bad_shard_input_is_one_clear_error_naming_the_file(tmp_path, client):
         knn_sharded(xq, path, 5, client=client)
 
 
-class Project:
-    """A picklable stand-in for a trained model's transform: a fixed random projection."""
-
-    def __init__(self, d, d_out, seed=0):
-        self.w = np.random.default_rng(seed).standard_normal((d, d_out)).astype(np.float32)
-
-    def __call__(self, x):
-        return x @ self.w
-
-
 def test_transform_shards_equal_the_single_process_and_rerun_skips_done(tmp_path, client):
     xb, _, path = _data(tmp_path, nb=2500)
-    fn = Project(16, 4)
+    fn = LinearTransform(16, 4)
     out = tmp_path / "out"
-    m = transform_sharded(fn, path, out, "proj-0", client=client, shard_rows=600, batch_rows=128)
+    m = transform_sharded(
+        fn, path, out, "proj-0", client=client, shard_rows=600, batch_rows=128, timeout=120
+    )
     assert m["complete"] and len(m["shards"]) == 5
     np.testing.assert_allclose(read_shards(out), fn(xb), rtol=1e-6)
     # interrupted job: two shards lost; a rerun recomputes exactly those
@@ -159,8 +157,8 @@ def test_a_killed_worker_changes_nothing(tmp_path):
     from distributed import Client, LocalCluster
 
     xb, _, path = _data(tmp_path, nb=4000)
-    fn = SlowProject(16, 4)
-    ref = transform_sharded(Project(16, 4), path, tmp_path / "ref", "p", shard_rows=500)
+    fn = LinearTransform(16, 4, delay_s=0.5)
+    ref = transform_sharded(LinearTransform(16, 4), path, tmp_path / "ref", "p", shard_rows=500)
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as c,
@@ -175,18 +173,12 @@ def test_a_killed_worker_changes_nothing(tmp_path):
             killed.append(time.monotonic())
 
         threading.Thread(target=kill_one, daemon=True).start()
-        m = transform_sharded(fn, path, tmp_path / "out", "p", client=c, shard_rows=500)
+        m = transform_sharded(
+            fn, path, tmp_path / "out", "p", client=c, shard_rows=500, timeout=120
+        )
         assert killed, "the worker was not killed before the job finished"
         assert victim not in c.run(os.getpid).values()  # it really died (the nanny restarted it)
     assert [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in ref["shards"]]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json"] + [
         f"shard-{i:06d}.npy" for i in range(8)
     ]  # no temporary left behind
-
-
-class SlowProject(Project):
-    def __call__(self, x):
-        import time
-
-        time.sleep(0.5)
-        return super().__call__(x)

@@ -132,6 +132,7 @@ def knn_sharded(
     shard_rows: int = 1 << 20,
     query_rows: int = 1 << 14,
     progress: bool = False,
+    timeout: float | None = None,
 ):
     """Exact top-k of each query over the base file, sharded over a Dask cluster.
 
@@ -164,7 +165,9 @@ def knn_sharded(
             D, I = merge_topk((D, I), p, k, metric)
         return D, I
     _require_dask()
-    xq_f = client.scatter(xq, broadcast=True)
+    # hash=False: a key of its own per call (the content hash let one call release the queries
+    # that a concurrent or later call with the same queries still needed: "lost dependencies")
+    xq_f = client.scatter(xq, broadcast=True, hash=False)
     futures = [
         client.submit(_shard_knn, base_path, s, e, xq_f, k, metric, query_rows, pure=False)
         for s, e in ranges
@@ -173,14 +176,16 @@ def knn_sharded(
         from distributed import progress as dask_progress
 
         dask_progress(futures)
-    return _gather(client, _tree_reduce(client, futures, k, metric))
+    return _gather(client, _tree_reduce(client, futures, k, metric), timeout)
 
 
-def _gather(client, future):
+def _gather(client, future, timeout: float | None = None):
     try:
-        return client.gather(future)
+        return future.result(timeout=timeout)
     except AnnreproError:
         raise
+    except TimeoutError:
+        raise DistributedError(f"no result from the Dask workers after {timeout} s") from None
     except Exception as e:  # a worker-side error arrives as its own type; keep it one line
         raise DistributedError(f"{type(e).__name__}: {e}") from None
 
@@ -250,13 +255,15 @@ def transform_sharded(
     shard_rows: int = 1 << 20,
     batch_rows: int = 1 << 15,
     progress: bool = False,
+    timeout: float | None = None,
 ) -> dict:
     """Apply `fn` (float32 (n, d) -> (n, ...), picklable) to every row of the input file, one
     output shard per row range, and return the manifest.
 
     `fingerprint` names what makes the output (e.g. the model file's sha256 and the settings):
     an existing out_dir made by another fingerprint or input is refused, never mixed. Shards
-    already listed in the manifest with a matching checksum are not recomputed."""
+    already listed in the manifest with a matching checksum are not recomputed. `timeout`
+    (seconds, Dask only): give up with DistributedError when shards stop finishing."""
     from .vecio import vectors_shape
 
     in_path = str(in_path)
@@ -321,8 +328,15 @@ def transform_sharded(
             from distributed import progress as dask_progress
 
             dask_progress(list(futures))
-        for fut in as_completed(futures):
-            record(futures[fut], _gather(client, fut))
+        try:
+            for fut in as_completed(futures, timeout=timeout):
+                record(futures[fut], _gather(client, fut))
+        except TimeoutError:
+            n_left = len(todo) - sum(i in done for i, _, _ in todo)
+            raise DistributedError(
+                f"{out_dir}: {n_left} shards still unfinished after {timeout} s (workers lost or "
+                "unable to import the transform's class?); a rerun computes only those"
+            ) from None
     manifest["complete"] = True
     atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -16,7 +16,7 @@ from .datasets import synthetic_split
 from .groundtruth import knn_exact
 from .tables.runner import Context, RunMemo
 
-__all__ = ["SyntheticDataset", "FakeContext"]
+__all__ = ["SyntheticDataset", "FakeContext", "LinearTransform"]
 
 
 class SyntheticDataset:
@@ -91,3 +91,21 @@ class FakeContext(Context):
 
     def memo(self, key, fn, nbytes: int | None = None):
         return self._memo.get(key, fn, nbytes)
+
+
+class LinearTransform:
+    """`x -> x @ w` with a seeded random w (d, d_out), optionally sleeping `delay_s` per call:
+    a stand-in for a trained model's transform in the Dask tests. It lives here, in an
+    importable module, because Dask workers must import the class of every task's function (a
+    class defined in a test module is not importable by the workers)."""
+
+    def __init__(self, d: int, d_out: int, seed: int = 0, delay_s: float = 0.0):
+        self.w = np.random.default_rng(seed).standard_normal((d, d_out)).astype(np.float32)
+        self.delay_s = delay_s
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.delay_s:
+            import time
+
+            time.sleep(self.delay_s)
+        return x @ self.w
