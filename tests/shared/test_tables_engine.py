@@ -446,7 +446,7 @@ def test_rows_skipped_for_missing_data_are_listed_at_the_top(toy, tmp_path, monk
     spec_path.write_text(
         SPEC.replace(
             'datasets = { Toy = "synth-sift-2K" }',
-            'datasets = { Toy = "synth-sift-2K", Gone = "sift-10K" }',
+            'datasets = { Toy = "synth-sift-2K", Gone = "sift-1M" }',
         )
     )
     monkeypatch.setenv("ANNREPRO_DATA", str(tmp_path / "empty"))

@@ -372,8 +372,12 @@ def local_client(n_workers: int | None = None, max_memory: str | None = None, th
 
     n = n_workers or os.cpu_count() or 1
     limit = "auto" if max_memory is None else parse_bytes(max_memory) // n
-    cluster = LocalCluster(
-        n_workers=n, threads_per_worker=threads, processes=True, memory_limit=limit
+    cluster = LocalCluster(  # dashboard on a free port: 8787 may be taken by another cluster
+        n_workers=n,
+        threads_per_worker=threads,
+        processes=True,
+        memory_limit=limit,
+        dashboard_address=":0",
     )
     client = Client(cluster)
     log.info("Dask LocalCluster: %d workers, dashboard %s", n, client.dashboard_link)
