@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from annrepro.metrics import one_recall_at
 from annrepro.plotting import pyplot_or_note, save_figure, write_points
+from annrepro.stats import mean_std_row
 from annrepro.tables import register
 from annrepro.threads import threads
 
@@ -292,16 +293,16 @@ def table2(spec, ctx):
                         index = _binary_index(method, ds.d, nbits, ctx.seed + i, p)
                         I = hamming_knn(index, xt, xb, xq, k)
                     vals.append(one_recall_at(I, gt, k))
-                rows.append(
-                    {
-                        "dataset": name,
-                        "row": f"{method} {nbits}b",
-                        f"1-recall@{k}": float(np.mean(vals)),
-                        f"1-recall@{k}:std": float(np.std(vals)),
-                    }
-                )
+                # mean and sample std (ddof 1, annrepro.stats: one convention for the papers;
+                # np.std's ddof 0 was used here before); a single seed has no std
+                row = mean_std_row(name, f"{method} {nbits}b", [{"r": v} for v in vals], ["r"])
+                rows.append({"dataset": name, "row": row["row"], f"1-recall@{k}": row["r"]})
+                if "r:std" in row:
+                    rows[-1][f"1-recall@{k}:std"] = row["r:std"]
                 ctx.log.info("%s %s %db: %s", name, method, nbits, vals)
-    ctx.note(f"Table 2: mean and std over {n_seeds} seeds (ctx.seed + 0..{n_seeds - 1})")
+    ctx.note(
+        f"Table 2: mean and sample std (ddof 1) over {n_seeds} seeds (ctx.seed + 0..{n_seeds - 1})"
+    )
     if cat_n_seeds != n_seeds and "Catalyzer+sign" in p["methods"]:
         ctx.note(
             f"Table 2: Catalyzer+sign rows over {cat_n_seeds} seed(s) only (cat_n_seeds; one "
