@@ -27,7 +27,9 @@ def _table2_ctx(tmp_path, **params) -> Context:
 def test_table2_catalyzer_seeds_separate_from_baseline_seeds(tmp_path):
     ctx = _table2_ctx(tmp_path, n_seeds=2, cat_n_seeds=1)
     rows = {r["row"]: r for r in table2(ctx.spec, ctx)}
-    assert rows["Catalyzer+sign 16b"]["1-recall@10:std"] == 0.0  # a single trained network
+    # a single trained network has no spread to report (ddof 1); the 2-seed baseline has one
+    assert "1-recall@10:std" not in rows["Catalyzer+sign 16b"]
+    assert rows["LSH 16b"]["1-recall@10:std"] >= 0.0
     assert ctx._catalyzer_stats["trained"] + ctx._catalyzer_stats["reused"] == 1
     assert any("Catalyzer+sign rows over 1 seed(s)" in n for n in ctx.notes)
 
