@@ -2,12 +2,12 @@
 producers run end to end at the tiny scale (synthetic stand-ins, a few seconds each)."""
 
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from annrepro.groundtruth import knn_exact
 from annrepro.tables import find_specs, run_table
+from annrepro.testing import FakeContext
 from kdindex import tables
 from kdindex.train import TrainConfig
 
@@ -28,16 +28,7 @@ class _Data:
 
 
 def _ctx(params):
-    notes = []
-    return SimpleNamespace(
-        params=params,
-        seed=0,
-        scale="tiny",
-        threads=1,
-        notes=notes,
-        progress=lambda it, **kw: it,
-        note=notes.append,
-    )
+    return FakeContext(None, **params)  # the producers' real Context (seeds, param, note, ...)
 
 
 KD_PARAMS = dict(

@@ -1,13 +1,12 @@
 """KDindex table specs, published numbers and producers (fast smoke tests)."""
 
-from types import SimpleNamespace
-
 import annrepro.cli
 import numpy as np
 import pytest
 from annrepro.groundtruth import knn_exact
 from annrepro.tables import find_specs, producers
 from annrepro.tables.compare import claim_verdict
+from annrepro.testing import FakeContext
 from kdindex import tables
 from kdindex.cli import main
 
@@ -87,16 +86,7 @@ PARAMS = {
 
 
 def _ctx(params):
-    notes = []
-    return SimpleNamespace(
-        params=params,
-        seed=0,
-        scale="tiny",
-        threads=1,
-        notes=notes,
-        progress=lambda it, **kw: it,
-        note=notes.append,
-    )
+    return FakeContext(None, **params)  # the producers' real Context (seeds, param, note, ...)
 
 
 def test_baseline_rows_mean_std_and_cache():

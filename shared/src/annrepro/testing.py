@@ -68,11 +68,23 @@ class SyntheticDataset:
         }  # fmt: skip
 
 
+def _blank_spec():
+    from .tables.spec import TableSpec
+
+    return TableSpec(
+        id="test.table", paper="test", title="a test", source="-", path=Path("test.toml"),
+        columns={}, scales={"tiny": {}}, params={}, claims=[], cells=[],
+    )  # fmt: skip
+
+
 class FakeContext(Context):
     """A Context over in-memory data sets: `FakeContext(spec, {"SIFT1M": SyntheticDataset(...)},
-    scale="tiny", **param_overrides)`. Its memo is its own (tests never share state)."""
+    scale="tiny", **param_overrides)`; `spec=None` gives a blank spec (the params are then only
+    the overrides). Its memo is its own (tests never share state)."""
 
-    def __init__(self, spec, datasets: dict, scale: str = "tiny", out_dir=None, **params):
+    def __init__(self, spec, datasets: dict | None = None, scale="tiny", out_dir=None, **params):
+        spec = _blank_spec() if spec is None else spec
+        datasets = {} if datasets is None else datasets
         super().__init__(spec, scale, seed=params.pop("seed", 0), threads=1)
         self.progress_enabled = False
         self.params = {**self.params, **params}

@@ -34,6 +34,7 @@ import logging
 import numpy as np
 from annrepro.metrics import recall_at
 from annrepro.plotting import pyplot_or_note, save_figure, write_points
+from annrepro.stats import mean_std_row, paired_ttest
 from annrepro.tables import register
 from annrepro.timing import Timer
 
@@ -101,23 +102,13 @@ def evaluate_baseline(kind: str, ds, seed: int, p: dict) -> dict:
 def _mean_std_row(
     paper_name: str, row: str, runs: list[dict], cols, seeds=(), per_seed: dict | None = None
 ) -> dict:
-    """One table row from per-seed runs: the mean of each column and, with more than one run,
-    its sample std (ddof = 1, as '± std' over the paper's 5 runs) under "<column>:std"; where
-    every run has per-query values ("<column>:per_query", `posting.search_scores`), their mean
-    over the runs, one value per query, under the same key (the runner's bootstrap interval).
-    per_seed (optional) receives {row: {seed: run}} for the paired t-test of Table 2."""
+    """One table row from per-seed runs (annrepro.stats.mean_std_row: the mean of each column,
+    its sample std under "<column>:std", per-query values averaged over the runs for the
+    runner's bootstrap interval). per_seed (optional) receives {row: {seed: run}} for the paired
+    t-test of Table 2."""
     if per_seed is not None:
         per_seed[row] = dict(zip(seeds, runs, strict=True))
-    out = {"dataset": paper_name, "row": row}
-    for c in cols:
-        v = np.array([r[c] for r in runs])
-        out[c] = float(v.mean())
-        if len(v) > 1:
-            out[f"{c}:std"] = float(v.std(ddof=1))
-        if all(c + PER_QUERY in r for r in runs):
-            # the runner's bootstrap interval: each query's value averaged over the seeds
-            out[c + PER_QUERY] = np.mean([r[c + PER_QUERY] for r in runs], axis=0).tolist()
-    return out
+    return mean_std_row(paper_name, row, runs, cols)
 
 
 def learned_baseline_rows(ctx, paper_name: str, ds, per_seed: dict | None = None) -> list[dict]:
@@ -130,7 +121,7 @@ def learned_baseline_rows(ctx, paper_name: str, ds, per_seed: dict | None = None
     p = ctx.params
     k = int(p.get("k", 10))
     cols = [f"recall@{k}", _second_metric(paper_name).replace("@10", f"@{k}")]
-    seeds = [ctx.seed + i for i in range(int(p.get("lb_n_seeds", p["n_seeds"])))]
+    seeds = ctx.seeds(int(p.get("lb_n_seeds", p["n_seeds"])))
     xt, labels = teacher_labels(ctx, paper_name, ds)
     lb = {key: v for key, v in p.items() if key.startswith("lb_") and key != "lb_n_seeds"}
     rows, times = [], []
@@ -173,7 +164,7 @@ def baseline_rows(
     p = ctx.params
     k = int(p.get("k", 10))
     cols = [f"recall@{k}", _second_metric(paper_name).replace("@10", f"@{k}")]
-    seeds = [ctx.seed + i for i in range(int(p["n_seeds"]))]
+    seeds = ctx.seeds(int(p["n_seeds"]))
     rows, scanned = [], []
     for kind in kinds:
         runs = []
@@ -220,16 +211,7 @@ def table2(spec, ctx):
     return rows
 
 
-def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Two-sided paired t-test of a against b (same seeds): (t, p). Needs two pairs or more;
-    identical pairs give (nan, nan)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.size < 2:
-        raise ValueError(f"a paired t-test needs two or more pairs; got {a.size} and {b.size}")
-    res = stats.ttest_rel(a, b)
-    return float(res.statistic), float(res.pvalue)
+paired_t_test = paired_ttest  # annrepro.stats: two-sided, over the seeds both rows ran
 
 
 def paired_t_test_note(paper_name: str, ds, per_seed: dict, column: str) -> str:
@@ -509,7 +491,7 @@ def kdindex_rows(
     k = int(p.get("k", 10))
     cols = [f"recall@{k}", _second_metric(paper_name).replace("@10", f"@{k}")]
     n_seeds = int(p.get("kd_n_seeds", p.get("n_seeds", 1)))
-    seeds = [ctx.seed + i for i in range(n_seeds)]
+    seeds = ctx.seeds(n_seeds)
     xt, labels = teacher_labels(ctx, paper_name, ds)
     K = int(K if K is not None else _label_K(p))
     rows, notes = [], []
