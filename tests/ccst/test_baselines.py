@@ -1,6 +1,5 @@
 """Compressor baselines of Table 5 (ccst.baselines) and their rows in ccst.tables.table5."""
 
-import logging
 import math
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 from annrepro.groundtruth import knn_exact
 from annrepro.tables import ProducerError
 from annrepro.tables.spec import load_spec
+from annrepro.testing import FakeContext
 from ccst import tables
 from ccst.baselines import (
     CompressorConfig,
@@ -148,16 +148,8 @@ def test_custom_loss_nan_stops_training():
 # -- table5 rows -----------------------------------------------------------------------------
 
 
-class Ctx:
-    def __init__(self, **overrides):
-        self.spec = load_spec(SPEC)
-        self.params = {**self.spec.params_for("tiny"), **overrides}
-        self.scale, self.seed, self.threads = "tiny", 0, 1
-        self.log = logging.getLogger("test.ccst.baselines")
-        self.notes = []
-
-    def note(self, text):
-        self.notes.append(text)
+def Ctx(**overrides):
+    return FakeContext(load_spec(SPEC), **overrides)  # the producers' real Context
 
 
 class DS:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from annrepro.tables.runner import ProducerError
 from annrepro.tables.spec import load_spec
+from annrepro.testing import FakeContext
 from ccst import tables
 from ccst.api import CCST
 from ccst.cli import main
@@ -180,14 +181,10 @@ def test_table_producers_pass_ccst_norm():
     ds = SimpleNamespace(name="blobs-norm", nb=60, d=16, xb=xb)
     params = {**spec.params_for("tiny"), "ccst_heads": 2, "ccst_epochs": 1}
     for norm in NORMS:
-        ctx = SimpleNamespace(params={**params, "ccst_norm": norm}, seed=0, threads=1)
-        ctx.spec, ctx.notes = spec, []
-        ctx.note = ctx.notes.append
+        ctx = FakeContext(spec, **{**params, "ccst_norm": norm})
         model = tables._train_ccst(ds, "GIST1M", 4, ctx)
         assert model.config.norm == norm
         assert any(f"normalisation {norm!r}" in n for n in ctx.notes)
-    ctx = SimpleNamespace(params={**params, "ccst_pre_norm": True}, seed=0, threads=1)
-    ctx.spec, ctx.notes = spec, []
-    ctx.note = ctx.notes.append
+    ctx = FakeContext(spec, **{**params, "ccst_pre_norm": True})
     with pytest.raises(ProducerError, match="ccst_pre_norm was replaced by ccst_norm"):
         tables._train_ccst(ds, "GIST1M", 4, ctx)

@@ -5,13 +5,13 @@ synthetic Gaussian blobs, and must return rows whose (dataset, row, column) keys
 published CSV, with recalls in [0, 1] and positive timings.
 """
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from annrepro.groundtruth import knn_exact
 from annrepro.tables.spec import load_spec
+from annrepro.testing import FakeContext
 from annrepro.threads import threads
 from ccst import tables  # noqa: E402
 
@@ -40,28 +40,6 @@ class FakeDataset:
 
     def describe(self) -> str:
         return f"fake {self.name} {self.d}-d"
-
-
-class FakeContext:
-    def __init__(self, spec, datasets):
-        self.spec, self._datasets = spec, datasets
-        self.params = spec.params_for("tiny")
-        self.scale, self.seed, self.threads = "tiny", 0, 1
-        self.log = logging.getLogger("test.ccst")
-        self.notes = []
-
-    def dataset(self, paper_name):
-        return self._datasets[paper_name]
-
-    def each_dataset(self, names=None):
-        for name in names if names is not None else list(self._datasets):
-            yield name, self._datasets[name]
-
-    def progress(self, iterable=None, desc="", total=None, **kw):
-        return iterable
-
-    def note(self, text):
-        self.notes.append(text)
 
 
 DATASETS = {

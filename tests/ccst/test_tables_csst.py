@@ -4,7 +4,6 @@ Producers run with the spec's tiny parameters on a fake context over seeded Gaus
 returned (dataset, row, column) must exist in the published CSV.
 """
 
-import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 from annrepro.groundtruth import knn_exact
 from annrepro.tables.spec import load_spec
+from annrepro.testing import FakeContext
 from annrepro.threads import threads
 from annrepro.vecio import mmap_vectors, write_vectors
 from ccst import tables
@@ -45,25 +45,6 @@ class FakeDataset:
 
     def describe(self):
         return f"fake {self.name} {self.d}-d"
-
-
-class FakeContext:
-    def __init__(self, spec, datasets, **params):
-        self.spec, self._datasets = spec, datasets
-        self.params = {**spec.params_for("tiny"), **params}
-        self.scale, self.seed, self.threads = "tiny", 0, 1
-        self.log = logging.getLogger("test.ccst")
-        self.notes = []
-
-    def dataset(self, paper_name):
-        return self._datasets[paper_name]
-
-    def each_dataset(self, names=None):
-        for name in names if names is not None else list(self._datasets):
-            yield name, self._datasets[name]
-
-    def note(self, text):
-        self.notes.append(text)
 
 
 DATASETS = {

@@ -46,16 +46,6 @@ MILLION_SCALE = ("GIST1M", "Deep1M")
 BILLION_SCALE = ("Bigann-1B",)
 
 
-def _param(ctx, name: str, dataset: str | None = None) -> Any:
-    """ctx.params[name]; a dict-valued parameter is indexed by the paper's data set name."""
-    value = ctx.params[name]
-    if isinstance(value, dict):
-        if dataset not in value:
-            raise KeyError(f"param {name!r} has no value for data set {dataset!r}")
-        return value[dataset]
-    return value
-
-
 def _queries(ds, ctx, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The queries and their exact top-k ids, optionally cut to the first `nq` (param)."""
     xq, gt = ds.xq, ds.gt(k)
@@ -79,13 +69,13 @@ def _graph_recalls(I: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 def _nndescent(ctx, dataset: str) -> NNDescentParams | None:
     """NN-descent parameters of the NSG k-NN graph (Sec. 4.2), or None for brute force."""
-    if _param(ctx, "nsg_knn", dataset) == "brute":
+    if ctx.param("nsg_knn", dataset) == "brute":
         return None
     return NNDescentParams(
-        L=_param(ctx, "knn_L", dataset),
-        iter=_param(ctx, "knn_iter", dataset),
-        S=_param(ctx, "knn_S", dataset),
-        R=_param(ctx, "knn_R", dataset),
+        L=ctx.param("knn_L", dataset),
+        iter=ctx.param("knn_iter", dataset),
+        S=ctx.param("knn_S", dataset),
+        R=ctx.param("knn_R", dataset),
     )
 
 
@@ -110,7 +100,7 @@ def _hnsw_row(ds, dataset: str, ctx, row: str, k: int = 100, xg=None) -> dict[st
             index = build_hnsw_flat(ds.xb, M, efc, ds.metric)
         else:
             index = build_hnsw_flat_built_on(xg, ds.xb, M, efc, ds.metric)
-    set_search_params(index, ef_search=int(_param(ctx, "efSearch", dataset)))
+    set_search_params(index, ef_search=int(ctx.param("efSearch", dataset)))
     qps, I = _search(index, xq, k, ctx)
     ctx.log.info("%s %s: build %.2f s, %.0f q/s", dataset, row, t.s, qps)
     return {"dataset": dataset, "row": row, "build_s": t.s, "qps": qps, **_graph_recalls(I, gt)}
@@ -125,7 +115,7 @@ def _nsg_row(ds, dataset: str, ctx, row: str, k: int = 100, xg=None) -> dict[str
         R=int(ctx.params["nsg_R"]),
         L=int(ctx.params["nsg_L"]),
         C=int(ctx.params["nsg_C"]),
-        GK=int(_param(ctx, "knn_GK", dataset)),
+        GK=int(ctx.param("knn_GK", dataset)),
         nndescent=knn,
         metric=ds.metric,
     )
@@ -134,7 +124,7 @@ def _nsg_row(ds, dataset: str, ctx, row: str, k: int = 100, xg=None) -> dict[str
             index = build_nsg_flat(ds.xb, **kw)
         else:
             index = build_nsg_flat_built_on(xg, ds.xb, **kw)
-    set_search_params(index, search_L=int(_param(ctx, "nsg_search_L", dataset)))
+    set_search_params(index, search_L=int(ctx.param("nsg_search_L", dataset)))
     qps, I = _search(index, xq, k, ctx)
     ctx.log.info("%s %s: build %.2f s, %.0f q/s", dataset, row, t.s, qps)
     if knn is None and xg is None:
@@ -269,7 +259,7 @@ def table3(spec, ctx) -> list[dict]:
             xb_c, _ = _compress(model, ds.xb, ctx)
             xt_c = _compress(model, ds.xt, ctx)[0] if ds.xt is not ds.xb else xb_c
             spaces.append(("CSST+", xt_c, xb_c, _compress(model, xq, ctx)[0]))
-        for nbytes in _param(ctx, "pq_bytes", dataset):
+        for nbytes in ctx.param("pq_bytes", dataset):
             for prefix, xt, xb, xq_s in spaces:
                 m = _pq_m(ctx, dataset, ds, xb.shape[1], int(nbytes), f"{prefix}PQ")
                 rows.append(_ivfadc_row(dataset, f"{prefix}PQ {nbytes}B", xt, xb, xq_s, gt, m, ctx))
@@ -399,7 +389,7 @@ def _sq8_row(ds, dataset: str, ctx, row: str, build, *arrays, k: int = 100) -> d
     xq, gt = _queries(ds, ctx, k)
     with threads(ctx.threads), Timer() as t:
         index = build(*arrays, int(ctx.params["M"]), int(ctx.params["efConstruction"]), ds.metric)
-    set_search_params(index, ef_search=int(_param(ctx, "efSearch", dataset)))
+    set_search_params(index, ef_search=int(ctx.param("efSearch", dataset)))
     with threads(1):
         _, I = index.search(xq, k)
     ctx.log.info("%s %s: build %.2f s", dataset, row, t.s)
@@ -412,13 +402,6 @@ def _sq8_row(ds, dataset: str, ctx, row: str, build, *arrays, k: int = 100) -> d
 # and a half on one CPU core (fmnist-1K: ~2.2 s per epoch); their CSST rows are therefore
 # under-trained and say little about the paper's numbers.
 # Each is overridden by a spec param of the same name (e.g. `ccst_epochs`).
-def _ccst_param(ctx, name: str) -> Any:
-    """A CSST training setting from the spec (ccst_* in [params] / [scales.X.params])."""
-    if name not in ctx.params:
-        raise ProducerError(f"{ctx.spec.id}: spec lacks the CSST training parameter {name!r}")
-    return ctx.params[name]
-
-
 # Trained CSST models of this process, keyed on the data and every training setting, so that
 # Tables 1-5 share one model per (data set, factor) within a run (training is the cost).
 _CCST_CACHE: dict[tuple, Any] = {}
@@ -442,24 +425,24 @@ def _train_ccst(ds, dataset: str, cf: int, ctx):
             "'layernorm' | 'none' (ccst_pre_norm = true is 'layernorm', false 'none')"
         )
 
-    heads = int(_ccst_param(ctx, "ccst_heads"))
+    heads = int(ctx.param("ccst_heads"))
     d_out = ds.d // cf
     if d_out % heads:
         heads = math.gcd(heads, d_out)  # heads must divide d_out (a stand-in's odd dimension)
         ctx.note(f"{dataset} ({ds.name}): CSST uses {heads} heads so that they divide {d_out}")
     kw = dict(
         compression_factor=cf,
-        depths=tuple(_ccst_param(ctx, "ccst_depths")),
+        depths=tuple(ctx.param("ccst_depths")),
         heads=heads,
-        epochs=int(_ccst_param(ctx, "ccst_epochs")),
-        batch_size=int(_ccst_param(ctx, "ccst_batch_size")),
-        lr=float(_ccst_param(ctx, "ccst_lr")),
-        loss=str(_ccst_param(ctx, "ccst_loss")),
+        epochs=int(ctx.param("ccst_epochs")),
+        batch_size=int(ctx.param("ccst_batch_size")),
+        lr=float(ctx.param("ccst_lr")),
+        loss=str(ctx.param("ccst_loss")),
         seed=ctx.seed,
         input_scaling=str(ctx.params.get("ccst_input_scaling", "output")),
         norm=str(ctx.params.get("ccst_norm", "released")),
         # CPU by default (deterministic); full scale needs a GPU: spec param ccst_device = "cuda"
-        device=str(_ccst_param(ctx, "ccst_device")),
+        device=str(ctx.param("ccst_device")),
     )
     nt = min(int(ctx.params.get("ccst_train_rows") or ds.nb), ds.nb)
     key = (ds.name, ds.nb, ds.d, nt, tuple(sorted(kw.items())))
@@ -530,7 +513,7 @@ def _compressed_search_rows(name, dataset, xb_c, xq_c, gt, metric, ctx, k=10) ->
         index = build_hnsw_flat(
             xb_c, int(ctx.params["M"]), int(ctx.params["efConstruction"]), metric
         )
-    set_search_params(index, ef_search=int(_param(ctx, "efSearch", dataset)))
+    set_search_params(index, ef_search=int(ctx.param("efSearch", dataset)))
     with threads(1):
         _, I_hnsw = index.search(xq_c, k)
     with threads(ctx.threads):
@@ -550,7 +533,7 @@ def _compressed_search_rows(name, dataset, xb_c, xq_c, gt, metric, ctx, k=10) ->
 def _prefixed_params(ctx, prefix: str, dataset: str) -> dict[str, Any]:
     """Spec params '<prefix>_<name>' as {name: value}, per-data-set values resolved."""
     n = len(prefix) + 1
-    return {k[n:]: _param(ctx, k, dataset) for k in ctx.params if k.startswith(prefix + "_")}
+    return {k[n:]: ctx.param(k, dataset) for k in ctx.params if k.startswith(prefix + "_")}
 
 
 def _learned_baseline_rows(name: str, ds, dataset: str, xq, gt, cf: int, ctx, k: int):
@@ -572,7 +555,7 @@ def _learned_baseline_rows(name: str, ds, dataset: str, xq, gt, cf: int, ctx, k:
         model = cls(
             compression_factor=cf,
             seed=ctx.seed,
-            device=str(_ccst_param(ctx, "ccst_device")),
+            device=str(ctx.param("ccst_device")),
             progress=False,
             **p,
         )
