@@ -182,3 +182,43 @@ def test_cli_errors_are_reported(xt, tmp_path, capsys):
     argv = ["train", str(tmp_path / "xt.npy"), str(tmp_path / "m.pt"), "--factor", "3"]
     assert main(argv) == 2  # bad input: exit 2, one line
     assert capsys.readouterr().err.strip().startswith("ccst: error: compression factor 3 does not")
+
+
+def test_cli_train_killed_then_rerun_gives_the_uninterrupted_weights(xt, tmp_path):
+    """kill -9 of `ccst train --checkpoint-dir` mid-training; the same command again resumes and
+    ends with the weights of an uninterrupted run, every tensor equal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    np.save(tmp_path / "xt.npy", xt)
+    common = ["--factor", "4", "--depths", "1", "--heads", "2", "--epochs", "12"]
+    common += ["--batch-size", "16", "--checkpoint-every", "1", "--threads", "1"]
+    straight = tmp_path / "straight.pt"
+    assert main(["train", str(tmp_path / "xt.npy"), str(straight), *common]) == 0
+
+    ckdir, model = tmp_path / "ck", tmp_path / "model.pt"
+    cmd = [sys.executable, "-m", "ccst.cli", "train", str(tmp_path / "xt.npy"), str(model)]
+    cmd += [*common, "--checkpoint-dir", str(ckdir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ckdir / "last.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint after 60 s"
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL and not model.exists()  # killed mid-training
+    done = torch.load(ckdir / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= done < 12
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    a, b = torch.load(straight, weights_only=True), torch.load(model, weights_only=True)
+    sa, sb = a["state_dict"], b["state_dict"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
