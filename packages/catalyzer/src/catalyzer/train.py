@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from annrepro.checkpoint import CheckpointMismatch, check_resumable, first_line, read_checkpoint
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 __all__ = [
@@ -148,10 +149,6 @@ class TrainConfig:
         d = dict(d)
         d["lr_stages"] = tuple(tuple(float(v) for v in s) for s in d["lr_stages"])
         return cls(**d)
-
-
-class CheckpointMismatch(InputError):
-    """A checkpoint to resume from was made with another configuration or other data."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -319,11 +316,6 @@ def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
 
 
 # ------------------------------------------------------------------------- checkpoints
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 def _fingerprint(cfg: TrainConfig, xt: np.ndarray, validation) -> dict:
     """What a resumed run must share with its checkpoint: config, data (d_in is in its shape),
     validation arrays and code version."""
@@ -331,66 +323,22 @@ def _fingerprint(cfg: TrainConfig, xt: np.ndarray, validation) -> dict:
 
     return {
         "config": cfg.to_dict(),
-        "data": array_fingerprint(xt),
-        "validation": None if validation is None else array_fingerprint(*validation),
+        "data": {
+            "training data": array_fingerprint(xt),
+            "validation arrays": None if validation is None else array_fingerprint(*validation),
+        },
         "code_version": CODE_VERSION,
     }
 
 
 def _load_checkpoint(path: Path) -> dict:
     """A checkpoint written by `train_catalyzer`, or InputError naming the file in one line."""
-    import torch
-
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip / pickle / EOF / OSError (seek) of a truncated or foreign file
-        raise InputError(
-            f"{path}: unreadable checkpoint (truncated or corrupt? {type(e).__name__}: "
-            f"{_first_line(e)}); {_CHECKPOINT_HOW}"
-        ) from None
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing or ckpt.get("format") != CHECKPOINT_FORMAT:
-        what = f"no {', '.join(missing)}" if missing else f"format {ckpt.get('format')!r}"
-        raise InputError(
-            f"{path}: not a catalyzer checkpoint of format {CHECKPOINT_FORMAT} ({what}); "
-            f"{_CHECKPOINT_HOW}"
-        )
-    return ckpt
+    return read_checkpoint(path, "catalyzer", CHECKPOINT_FORMAT, _CHECKPOINT_KEYS, _CHECKPOINT_HOW)
 
 
 def _check_resumable(theirs, ours: dict, path: Path) -> None:
     """CheckpointMismatch unless the checkpoint's fingerprint is `ours`."""
-    if not isinstance(theirs, dict):
-        raise InputError(f"{path}: not a catalyzer checkpoint (bad fingerprint); {_CHECKPOINT_HOW}")
-    tc, oc = theirs.get("config") or {}, ours["config"]
-    diff = [
-        f"{key}: checkpoint {tc.get(key)!r} != now {oc.get(key)!r}"
-        for key in sorted(set(tc) | set(oc))
-        if tc.get(key) != oc.get(key)
-    ]
-    if theirs.get("code_version") != ours["code_version"]:
-        diff.append(
-            f"catalyzer.train CODE_VERSION: checkpoint {theirs.get('code_version')!r} != now "
-            f"{ours['code_version']!r}"
-        )
-    if diff:
-        raise CheckpointMismatch(
-            f"{path}: cannot resume: the checkpoint was made with another configuration ("
-            + "; ".join(diff)
-            + f"); {_CHECKPOINT_HOW}"
-        )
-    for part, what in (("data", "training data"), ("validation", "validation arrays")):
-        if theirs.get(part) != ours[part]:
-            short = [None if v is None else str(v)[:12] for v in (theirs.get(part), ours[part])]
-            raise CheckpointMismatch(
-                f"{path}: cannot resume: the checkpoint was made on other {what} (fingerprint "
-                f"{short[0]} != now {short[1]}); {_CHECKPOINT_HOW}"
-            )
+    check_resumable(theirs, ours, path, "catalyzer", _CHECKPOINT_HOW)
 
 
 def _save_checkpoint(blob: dict, path: Path) -> None:
@@ -401,7 +349,7 @@ def _save_checkpoint(blob: dict, path: Path) -> None:
     try:
         atomic_torch_save(blob, path)
     except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
-        raise InputError(f"{path}: cannot write the checkpoint ({_first_line(e)})") from None
+        raise InputError(f"{path}: cannot write the checkpoint ({first_line(e)})") from None
 
 
 def train_catalyzer(
@@ -506,7 +454,7 @@ def train_catalyzer(
             except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise InputError(
                     f"{ckpt_path}: checkpoint does not fit its own configuration "
-                    f"({_first_line(e)}); {_CHECKPOINT_HOW}"
+                    f"({first_line(e)}); {_CHECKPOINT_HOW}"
                 ) from None
             if ckpt.get("threads") != torch.get_num_threads():
                 log.warning(

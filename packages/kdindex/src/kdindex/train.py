@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from annrepro.checkpoint import CheckpointMismatch, check_resumable, first_line, read_checkpoint
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 from tqdm.auto import tqdm
 
@@ -332,15 +333,6 @@ def _val_recall(student, xb, xv, labels_v, metric, cfg) -> float:
 
 
 # ------------------------------------------------------------------------- checkpoints
-class CheckpointMismatch(InputError):
-    """A checkpoint to resume from was made with another configuration or other data."""
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 def _plain(x):
     """x as JSON types only (a checkpoint is read back with torch.load(weights_only=True))."""
     return json.loads(json.dumps(x, sort_keys=True, default=repr))
@@ -381,54 +373,13 @@ def _fingerprint(student, xb, xq, labels, val, metric, cfg, settings) -> dict:
 
 def _load_checkpoint(path: Path) -> dict:
     """A checkpoint written by `train_student`, or InputError naming the file in one line."""
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip / pickle / EOF / OSError (seek) of a truncated or foreign file
-        raise InputError(
-            f"{path}: unreadable checkpoint (truncated or corrupt? {type(e).__name__}: "
-            f"{_first_line(e)}); {_CHECKPOINT_HOW}"
-        ) from None
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing or ckpt.get("format") != CHECKPOINT_FORMAT:
-        what = f"no {', '.join(missing)}" if missing else f"format {ckpt.get('format')!r}"
-        raise InputError(
-            f"{path}: not a KDindex checkpoint of format {CHECKPOINT_FORMAT} ({what}); "
-            f"{_CHECKPOINT_HOW}"
-        )
-    return ckpt
+    return read_checkpoint(path, "KDindex", CHECKPOINT_FORMAT, _CHECKPOINT_KEYS, _CHECKPOINT_HOW)
 
 
 def _check_resumable(theirs, ours: dict, path: Path) -> None:
     """CheckpointMismatch, naming every difference in one line, unless the checkpoint's
     fingerprint is `ours` (but the warm start: a warning)."""
-    if not isinstance(theirs, dict):
-        raise InputError(f"{path}: not a KDindex checkpoint (bad fingerprint); {_CHECKPOINT_HOW}")
-    tc, oc = theirs.get("config") or {}, ours["config"]
-    diff = [
-        f"{key}: checkpoint {tc.get(key)!r} != now {oc.get(key)!r}"
-        for key in sorted(set(tc) | set(oc))
-        if tc.get(key) != oc.get(key)
-    ]
-    if theirs.get("code_version") != ours["code_version"]:
-        diff.append(
-            f"kdindex.train CODE_VERSION: checkpoint {theirs.get('code_version')!r} != now "
-            f"{ours['code_version']!r}"
-        )
-    parts = [f"another configuration ({', '.join(diff)})"] if diff else []
-    td = theirs.get("data") or {}
-    for what, fp in ours["data"].items():
-        if td.get(what) != fp:
-            parts.append(f"other {what} (fingerprint {str(td.get(what))[:12]} != now {fp[:12]})")
-    if parts:
-        raise CheckpointMismatch(
-            f"{path}: cannot resume: the checkpoint was made with {'; '.join(parts)}; "
-            f"{_CHECKPOINT_HOW}"
-        )
+    check_resumable(theirs, ours, path, "KDindex", _CHECKPOINT_HOW)
     if theirs.get("warm_start") != ours["warm_start"]:
         log.warning(
             "%s was made from another warm start of the same settings (faiss threads or "
@@ -445,7 +396,7 @@ def _save_checkpoint(blob: dict, path: Path) -> None:
     try:
         atomic_torch_save(blob, path)
     except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
-        raise InputError(f"{path}: cannot write the checkpoint ({_first_line(e)})") from None
+        raise InputError(f"{path}: cannot write the checkpoint ({first_line(e)})") from None
 
 
 def _clone(state: dict) -> dict:
@@ -527,7 +478,7 @@ def train_student(
             except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise InputError(
                     f"{ckpt_path}: checkpoint does not fit its own configuration "
-                    f"({_first_line(e)}); {_CHECKPOINT_HOW}"
+                    f"({first_line(e)}); {_CHECKPOINT_HOW}"
                 ) from None
             if ckpt.get("threads") != torch.get_num_threads():
                 log.warning(
