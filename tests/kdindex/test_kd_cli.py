@@ -124,3 +124,13 @@ def test_train_balance_index_switch(files, capsys):
     near = KDIndex.load(tmp / "near.npz")
     assert near.quantizer.aq_beam == 3
     np.testing.assert_array_equal(near.codes, near.quantizer.encode(xb))
+
+
+def test_damaged_index_file_is_one_line(files, capsys):
+    tmp, p, _, _ = files
+    for name, data in (("cut.npz", b"PK\x03\x04 truncated"), ("text.npz", b"1 2 3")):
+        (tmp / name).write_bytes(data)
+        argv = ["search", "--index", str(tmp / name), "--xq", str(p["xq"])]
+        assert main(argv + ["--out", str(tmp / "I.npy")]) == 2
+        line = _one_error_line(capsys)
+        assert name in line and "not a readable KDindex index" in line and "unsafely" not in line

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 
 import numpy as np
 
@@ -227,19 +228,36 @@ class KDIndex:
 
     @classmethod
     def load(cls, path) -> KDIndex:
-        """Read an index written by `save`."""
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            rotation = z["rotation"] if "rotation" in z.files else None
-            q = CodebookQuantizer(
-                meta["kind"],
-                meta["d_in"],
-                meta["d_out"],
-                z["codebooks"],
-                rotation,
-                aq_beam=meta.get("aq_beam", 5),
-            )
-            codes = z["codes"]
+        """Read an index written by `save`; a missing, truncated or foreign file is one
+        InputError naming it."""
+        from pathlib import Path
+
+        from annrepro.errors import InputError
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such index file")
+        try:  # our own file handle: np.load leaks its own on a damaged zip
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                rotation = z["rotation"] if "rotation" in z.files else None
+                q = CodebookQuantizer(
+                    meta["kind"],
+                    meta["d_in"],
+                    meta["d_out"],
+                    z["codebooks"],
+                    rotation,
+                    aq_beam=meta.get("aq_beam", 5),
+                )
+                codes = z["codes"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            why = " ".join(str(e).split())[:160]
+            if "pickled" in why:  # numpy's advice to unpickle a stranger's file: not ours to give
+                why = "not a numpy .npz archive"
+            raise InputError(
+                f"{path}: not a readable KDindex index (truncated, damaged or another file? "
+                f"{type(e).__name__}: {why})"
+            ) from None
         index = cls(meta["kind"], meta["metric"], meta["B"], meta["W"], meta["K"])
         index.quantizer, index.codes = q, codes
         index.norms2 = reconstruction_norms2(q, codes)
