@@ -284,13 +284,13 @@ def table2(spec, ctx):
                     )
                     continue
                 vals = []
-                for i in range(cat_n_seeds if method == "Catalyzer+sign" else n_seeds):
+                for seed in ctx.seeds(cat_n_seeds if method == "Catalyzer+sign" else n_seeds):
                     if method == "Catalyzer+sign":  # d_out = nbits, sign of f(x) (Sec. 4.1)
                         lam = float(p["cat_sign_lam"][str(nbits)])
-                        cat = catalyzer_for(ctx, ds, nbits, lam, ctx.seed + i, "sign")
+                        cat = catalyzer_for(ctx, ds, nbits, lam, seed, "sign")
                         I = quantized_search(cat.transform(xq), cat.transform(xb), k, "sign")
                     else:
-                        index = _binary_index(method, ds.d, nbits, ctx.seed + i, p)
+                        index = _binary_index(method, ds.d, nbits, seed, p)
                         I = hamming_knn(index, xt, xb, xq, k)
                     vals.append(one_recall_at(I, gt, k))
                 # mean and sample std (ddof 1, annrepro.stats: one convention for the papers;
