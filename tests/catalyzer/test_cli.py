@@ -98,3 +98,22 @@ def test_damaged_model_file_is_one_line(tmp_path, capsys):
         assert main(args + ["--out", str(tmp_path / "c.npz")]) == 2
         err = [ln for ln in capsys.readouterr().err.splitlines() if "thread" not in ln]
         assert len(err) == 1 and name in err[0] and "Traceback" not in err[0]
+
+
+def test_encode_on_dask_gives_the_single_process_codes(tmp_path, capsys):
+    """`catalyzer encode --engine dask`: shards on 2 local workers read back as the same codes."""
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("distributed")
+    from annrepro.distributed import read_shards
+    from catalyzer import Catalyzer
+
+    model = _train_model(tmp_path)
+    x = tmp_path / "x.npy"
+    argv = ["encode", "--model", str(model), "--x", str(x), "--quantizer", "zn_3"]
+    dask = ["--engine", "dask", "--workers", "2", "--shard-rows", "64"]
+    assert main(argv + ["--out", str(tmp_path / "shards"), *dask]) == 0
+    want = Catalyzer.load(model).encode(np.load(x), "zn_3")
+    np.testing.assert_array_equal(read_shards(tmp_path / "shards"), want)
+    assert "shards in" in capsys.readouterr().out

@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--x", required=True)
     e.add_argument("--out", required=True, help="codes file, written as named (an .npz archive)")
     e.add_argument("--quantizer", default="zn_79")
+    e.add_argument(
+        "--engine",
+        choices=("single", "dask"),
+        default="single",
+        help="dask: --out is a folder of .npy code shards + manifest.json (annrepro.distributed)",
+    )
+    e.add_argument("--scheduler", help="address of a running Dask scheduler (else a local one)")
+    e.add_argument("--workers", type=positive_int, default=None, help="local Dask workers")
+    e.add_argument("--shard-rows", type=positive_int, default=1 << 20)
     s = sub.add_parser("search", help="search encoded vectors")
     s.add_argument("--model", required=True)
     s.add_argument("--codes", required=True, help="from encode (checked: quantizer, model)")
@@ -159,14 +168,65 @@ def _train(args) -> int:
     return 0
 
 
+class ModelEncoder:
+    """A picklable `x -> Catalyzer.load(model).encode(x, quantizer)` for Dask workers: each
+    worker loads the model file (on shared storage) once and keeps it."""
+
+    def __init__(self, model_path: str, quantizer: str):
+        self.model_path, self.quantizer = model_path, quantizer
+        self._cat = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_cat": None}
+
+    def __call__(self, x):
+        from .api import Catalyzer
+
+        if self._cat is None:
+            self._cat = Catalyzer.load(self.model_path)
+        return self._cat.encode(x, self.quantizer)
+
+
+def _encode_dask(args, cat) -> int:
+    """`catalyzer encode --engine dask`: one code shard per task, resumable."""
+    from pathlib import Path
+
+    from annrepro.distributed import local_client, transform_sharded
+
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    else:
+        client = local_client(args.workers)
+    print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+    fn = ModelEncoder(str(Path(args.model).resolve()), args.quantizer)
+    fingerprint = f"catalyzer-{cat.model_id}-{args.quantizer}"  # refuses shards of another model
+    try:
+        m = transform_sharded(
+            fn, args.x, args.out, fingerprint, client=client, shard_rows=args.shard_rows
+        )
+    finally:
+        client.close()
+    print(
+        f"{m['source']['n']} codes ({args.quantizer}, model {cat.model_id}): "
+        f"{len(m['shards'])} shards in {args.out} (annrepro.distributed.read_shards)"
+    )
+    return 0
+
+
 def _encode(args) -> int:
     from annrepro.validate import check_same_dim
-    from annrepro.vecio import read_vectors
+    from annrepro.vecio import mmap_vectors, read_vectors
 
     from .api import Catalyzer
 
     _check_out(args.out)
     cat = Catalyzer.load(args.model)
+    if args.engine == "dask":
+        x = mmap_vectors(args.x)  # the workers read their rows; nothing loaded here
+        check_same_dim(model=cat.d_in, input=x, paths={"model": args.model, "input": args.x})
+        return _encode_dask(args, cat)
     x = read_vectors(args.x)
     check_same_dim(model=cat.d_in, input=x, paths={"model": args.model, "input": args.x})
     codes = cat.encode(x, args.quantizer)
