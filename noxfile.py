@@ -52,6 +52,13 @@ def tests(session):
 
 
 @nox.session
+def fast(session):
+    """The edit-test loop: the unit and bad-input tests, without the `slow` tiny-table runs."""
+    _install(session, *PAPERS, extra=("pytest",))
+    session.run("pytest", "-m", "not slow", *session.posargs, env=_env())
+
+
+@nox.session
 def reproduce(session):
     """Every registered table (default scale `small`), then results/REPORT.md."""
     _install(session, *PAPERS)
@@ -88,6 +95,7 @@ def report(session):
 
 @nox.session
 def lint(session):
+    """ruff check and ruff format --check over the code and the READMEs' code blocks (CI)."""
     session.install("ruff", *CONSTRAINTS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
