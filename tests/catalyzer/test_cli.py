@@ -117,3 +117,23 @@ def test_encode_on_dask_gives_the_single_process_codes(tmp_path, capsys):
     want = Catalyzer.load(model).encode(np.load(x), "zn_3")
     np.testing.assert_array_equal(read_shards(tmp_path / "shards"), want)
     assert "shards in" in capsys.readouterr().out
+
+
+def test_search_writes_the_format_its_extension_names(tmp_path, capsys):
+    import numpy as np
+    from annrepro.vecio import read_vectors
+
+    model = _train_model(tmp_path)
+    x = str(tmp_path / "x.npy")
+    codes = tmp_path / "c.npz"
+    assert main(["encode", "--model", str(model), "--x", x, "--out", str(codes),
+                 "--quantizer", "zn_3"]) == 0  # fmt: skip
+    common = ["search", "--model", str(model), "--codes", str(codes), "--xq", x, "--k", "3",
+              "--quantizer", "zn_3"]  # fmt: skip
+    assert main(common + ["--out", str(tmp_path / "I.ivecs")]) == 0
+    assert main(common + ["--out", str(tmp_path / "I.npy")]) == 0
+    a, b = read_vectors(tmp_path / "I.ivecs"), np.load(tmp_path / "I.npy")
+    np.testing.assert_array_equal(a, b)  # a real .ivecs file, not .npy bytes under that name
+    capsys.readouterr()
+    assert main(common + ["--out", str(tmp_path / "I.bin")]) == 2
+    assert "I.bin" in capsys.readouterr().err

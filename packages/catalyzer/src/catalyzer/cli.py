@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--xq", required=True)
     s.add_argument("--k", type=positive_int, default=10)
     s.add_argument("--quantizer", default="zn_79")
-    s.add_argument("--out", required=True, help=".npy ids, int64 (nq, k)")
+    s.add_argument("--out", required=True, help="ids: .npy (int64) or .ivecs / .ibin (int32)")
     r = sub.add_parser("reference-run", help="the released code's protocol on sift-10K")
     r.add_argument("--dataset", default="sift-10K", help="registry data set (default sift-10K)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0], help="one training per seed")
@@ -239,21 +239,22 @@ def _search(args) -> int:
     from pathlib import Path
 
     import numpy as np
-    from annrepro.atomic import atomic_path
+    from annrepro.errors import InputError
     from annrepro.validate import check_same_dim
-    from annrepro.vecio import read_vectors
+    from annrepro.vecio import read_vectors, write_vectors
 
     from .api import Catalyzer
 
     out = Path(args.out)
+    if out.suffix.lower() not in (".npy", ".ivecs", ".ibin"):  # the format its extension names
+        raise InputError(f"{out}: ids are written as .npy (int64), .ivecs or .ibin (int32)")
     _check_out(out)
     cat = Catalyzer.load(args.model)
     codes = cat.load_codes(args.codes, args.quantizer)
     xq = read_vectors(args.xq)
     check_same_dim(model=cat.d_in, query=xq, paths={"model": args.model, "query": args.xq})
     _, I = cat.search(xq, codes, args.k, args.quantizer)
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:  # exactly --out (np.save adds .npy)
-        np.save(f, I)
+    write_vectors(out, I if out.suffix.lower() == ".npy" else I.astype(np.int32))  # atomic
     print(f"{I.shape[0]} queries x {args.k} results -> {out}")
     return 0
 
