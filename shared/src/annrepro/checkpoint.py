@@ -13,7 +13,13 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["CheckpointMismatch", "first_line", "read_checkpoint", "check_resumable"]
+__all__ = [
+    "CheckpointMismatch",
+    "first_line",
+    "read_checkpoint",
+    "check_resumable",
+    "save_checkpoint",
+]
 
 
 class CheckpointMismatch(InputError):
@@ -77,3 +83,14 @@ def check_resumable(theirs, ours: dict, path, kind: str, how: str) -> None:
         raise CheckpointMismatch(
             f"{path}: cannot resume: the checkpoint was made with {'; '.join(parts)}; {how}"
         )
+
+
+def save_checkpoint(blob: dict, path) -> None:
+    """Through a unique temporary and an atomic rename (annrepro.atomic): a kill -9 leaves the
+    previous checkpoint or the new one, never a part; a failed write is one line naming it."""
+    from .atomic import atomic_torch_save
+
+    try:
+        atomic_torch_save(blob, path)
+    except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
+        raise InputError(f"{path}: cannot write the checkpoint ({first_line(e)})") from None

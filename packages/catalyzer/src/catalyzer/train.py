@@ -58,7 +58,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from annrepro.checkpoint import CheckpointMismatch, check_resumable, first_line, read_checkpoint
+from annrepro.checkpoint import (
+    CheckpointMismatch,
+    check_resumable,
+    first_line,
+    read_checkpoint,
+    save_checkpoint,
+)
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 __all__ = [
@@ -342,14 +348,7 @@ def _check_resumable(theirs, ours: dict, path: Path) -> None:
 
 
 def _save_checkpoint(blob: dict, path: Path) -> None:
-    """Through a unique temporary and an atomic rename (annrepro.atomic): a kill -9 leaves the
-    previous checkpoint or the new one, never a part."""
-    from annrepro.atomic import atomic_torch_save
-
-    try:
-        atomic_torch_save(blob, path)
-    except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
-        raise InputError(f"{path}: cannot write the checkpoint ({first_line(e)})") from None
+    save_checkpoint(blob, path)  # annrepro.checkpoint: atomic, one line on failure
 
 
 def train_catalyzer(
