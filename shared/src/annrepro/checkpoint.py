@@ -19,6 +19,7 @@ __all__ = [
     "read_checkpoint",
     "check_resumable",
     "save_checkpoint",
+    "checkpoint_path",
 ]
 
 
@@ -94,3 +95,15 @@ def save_checkpoint(blob: dict, path) -> None:
         atomic_torch_save(blob, path)
     except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
         raise InputError(f"{path}: cannot write the checkpoint ({first_line(e)})") from None
+
+
+def checkpoint_path(checkpoint_dir, name: str) -> Path:
+    """`checkpoint_dir / name`, the folder created; one line naming it if that cannot be done."""
+    path = Path(checkpoint_dir) / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"{path.parent}: cannot create the checkpoint directory ({e.strerror or e})"
+        ) from None
+    return path

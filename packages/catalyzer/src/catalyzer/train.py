@@ -61,6 +61,7 @@ import numpy as np
 from annrepro.checkpoint import (
     CheckpointMismatch,
     check_resumable,
+    checkpoint_path,
     first_line,
     read_checkpoint,
     save_checkpoint,
@@ -424,13 +425,7 @@ def train_catalyzer(
     start, t_before, t_mine, t_train, n_seen = 0, 0.0, 0.0, 0.0, 0
     ckpt_path = fingerprint = None
     if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-        try:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(
-                f"{ckpt_path.parent}: cannot create the checkpoint directory ({e.strerror or e})"
-            ) from None
+        ckpt_path = checkpoint_path(checkpoint_dir, CHECKPOINT_NAME)
         fingerprint = _fingerprint(cfg, xt, None if validation is None else (xvq, xvb))
         if resume and ckpt_path.exists():
             ckpt = _load_checkpoint(ckpt_path)

@@ -58,6 +58,7 @@ import torch
 from annrepro.checkpoint import (
     CheckpointMismatch,
     check_resumable,
+    checkpoint_path,
     first_line,
     read_checkpoint,
     save_checkpoint,
@@ -444,13 +445,7 @@ def train_student(
     best, best_val, stale = None, -1.0, 0
     ckpt_path = fingerprint = None
     if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-        try:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(
-                f"{ckpt_path.parent}: cannot create the checkpoint directory ({e.strerror or e})"
-            ) from None
+        ckpt_path = checkpoint_path(checkpoint_dir, CHECKPOINT_NAME)
         fingerprint = _fingerprint(student, xb, xq, labels, val, metric, cfg, settings)
         if resume and ckpt_path.exists():
             ckpt = _load_checkpoint(ckpt_path)
