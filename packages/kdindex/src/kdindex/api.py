@@ -155,6 +155,30 @@ class KDIndex:
         self.norms2 = reconstruction_norms2(self.quantizer, self.codes)
         return self
 
+    # --------------------------------------------------------------- new documents
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Codes int32 (n, B) of new documents x float32 (n, d) under the learned codebooks: the
+        nearest codeword per subspace (PQ / OPQ), faiss's residual beam search of width aq_beam
+        (AQ), as `CodebookQuantizer.encode`. Not Algorithm 1's balanced assignment: that is
+        solved once over the training base at `fit`."""
+        if self.quantizer is None:
+            raise RuntimeError("fit or load the index before encoding")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.quantizer.d_in:
+            raise ValueError(f"documents must be (n, {self.quantizer.d_in}); got {x.shape}")
+        return self.quantizer.encode(x)
+
+    def add(self, x: np.ndarray) -> None:
+        """Append documents x float32 (n, d) with ids len(codes) ..: encoded by `encode` (no
+        retraining); the posting lists and faiss indexes are rebuilt on the next search."""
+        codes = self.encode(x)
+        norms2 = reconstruction_norms2(self.quantizer, codes)
+        if self.codes is None or len(self.codes) == 0:
+            self.codes, self.norms2 = codes, norms2
+        else:
+            self.codes = np.concatenate([self.codes, codes])
+            self.norms2 = np.concatenate([self.norms2, norms2])
+
     # --------------------------------------------------------------- search
     def search(
         self,

@@ -1,0 +1,157 @@
+"""The catalyzer behind `annrepro.methods` (entry point "catalyzer").
+
+Spec strings: "catalyzer<d_out>,<quantizer>" with quantizer
+- "zn_<r2>": the spherical lattice of the paper (Sec. 4.2), asymmetric search; "catalyzer24,zn_79"
+  gives 64-bit codes;
+- "sign": binary codes of d_out bits, Hamming search (Sec. 4.1); "catalyzer64,sign" is 8 bytes;
+- any faiss factory string, trained and searched by faiss on the catalyzed features f(x)
+  ("catalyzer24,OPQ8_64,PQ8" is the paper's "Catalyzer + OPQ" row).
+
+Settings (`make(spec, metric, **overrides)`): any `Catalyzer` argument (preset, lam, hidden) or
+`TrainConfig` field (epochs, batch_size, seed, ...). Our choice where the estimator's default
+assumes a big learn set: unless n_val is given, min(10000, nt // 5) learn vectors are held out
+for validation (the paper's 10000 on its 500k-vector learn sets), with n_val // 10 of them
+queries.
+
+Only metric "l2": the catalyzer is trained on Euclidean neighbours (Sec. 3); on unit-norm data
+the inner product ranks alike, so normalise and use "l2".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+from annrepro.errors import SettingError
+from annrepro.methods import FaissStage, Method, array_to_torch, check_settings, torch_to_array
+
+from .api import Catalyzer
+
+__all__ = ["CatalyzerMethod", "make", "method_class"]
+
+_SPEC = re.compile(r"catalyzer(\d+),(.+)")
+
+
+class CatalyzerMethod(Method):
+    plugin = "catalyzer"
+    paper = "Sablayrolles et al., Spreading vectors for similarity search, ICLR 2019"
+
+    def __init__(self, spec: str, metric: str = "l2", **overrides):
+        super().__init__(spec, metric)
+        m = _SPEC.fullmatch(spec)
+        if m is None:
+            raise SettingError(
+                f"method {spec!r}: expected 'catalyzer<d_out>,<quantizer>' (zn_79, sign or a "
+                "faiss factory string), e.g. 'catalyzer24,zn_79'"
+            )
+        if metric != "l2":
+            raise SettingError(
+                f"method {spec!r}: the catalyzer supports metric 'l2' only (it learns Euclidean "
+                "neighbours); for inner product on unit-norm data use 'l2'"
+            )
+        self.d_out, self.quantizer = int(m.group(1)), m.group(2)
+        from .train import TrainConfig
+
+        known = {f.name for f in dataclasses.fields(TrainConfig)} | {"preset"}
+        check_settings(spec, overrides, known - {"d_out"})
+        self.overrides = dict(overrides)
+        self.cat: Catalyzer | None = None
+        self.stage: FaissStage | None = None
+        self.codes: list[np.ndarray] = []
+        if self.quantizer.startswith("zn_") and not self.quantizer[3:].isdigit():
+            raise SettingError(f"method {spec!r}: lattice quantizer is 'zn_<r2>', e.g. zn_79")
+
+    def settings(self) -> dict:
+        if self.cat is None:
+            return dict(self.overrides)
+        return {"quantizer": self.quantizer, **self.cat.config.to_dict()}
+
+    def _native(self) -> bool:
+        return self.quantizer == "sign" or self.quantizer.startswith("zn_")
+
+    def _fit(self, xt, xb):
+        kw = dict(self.overrides)
+        if "n_val" not in kw:
+            kw["n_val"] = min(10000, len(xt) // 5)
+            kw.setdefault("n_val_queries", max(1, kw["n_val"] // 10))
+        self.cat = Catalyzer(d_out=self.d_out, **kw)
+        if self.quantizer.startswith("zn_"):
+            self.cat._lattice(self.quantizer)  # refuses codes over 64 bits before training
+        self.cat.fit(xt)
+        if not self._native():
+            self.stage = FaissStage(self.quantizer, "l2")
+            self.stage.train(self.cat.transform(xt))
+        self.codes = []
+
+    def _add(self, xb):
+        if self._native():
+            self.codes.append(self.cat.encode(xb, self.quantizer))
+        else:
+            self.stage.add(self.cat.transform(xb))
+
+    def _all_codes(self) -> np.ndarray:
+        if len(self.codes) > 1:
+            self.codes = [np.concatenate(self.codes)]
+        return self.codes[0]
+
+    def _search(self, xq, k):
+        if self._native():
+            codes = self._all_codes()
+            D, I = self.cat.search(xq, codes, min(k, len(codes)), self.quantizer)
+            if k > len(codes):  # fewer stored than asked: pad like faiss
+                pad = k - len(codes)
+                D = np.pad(D.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf)
+                I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
+            return D, I
+        return self.stage.search(self.cat.transform(xq), k)
+
+    def _code_bytes(self):
+        if self.quantizer == "sign":
+            return (self.d_out + 7) // 8
+        if self.quantizer.startswith("zn_"):
+            return 8  # uint64 codes (the lattice codes need <= 64 bits, Appendix B)
+        return self.stage.code_bytes()
+
+    def _state(self):
+        blob = {
+            "state_dict": self.cat.net.state_dict(),
+            "config": self.cat.config.to_dict(),
+            "d_in": self.cat.d_in,
+        }
+        arrays = {"catalyzer": torch_to_array(blob)}
+        if self._native():
+            if self.codes:
+                arrays["codes"] = self._all_codes()
+        else:
+            arrays["faiss_index"] = self.stage.to_array()
+        return {"overrides": self.overrides}, arrays
+
+    @classmethod
+    def _from_state(cls, meta, arrays):
+        from .train import TrainConfig
+
+        m = cls(meta["spec"], meta["metric"], **meta["state"]["overrides"])
+        blob = array_to_torch(arrays["catalyzer"])
+        cat = Catalyzer.__new__(Catalyzer)
+        cat.config = TrainConfig.from_dict(blob["config"])
+        cat.result, cat.fingerprint, cat.net, cat.d_in = None, None, None, None
+        cat._set(blob["state_dict"], blob["d_in"])
+        m.cat = cat
+        if "codes" in arrays:
+            m.codes = [arrays["codes"]]
+        if "faiss_index" in arrays:
+            m.stage = FaissStage.from_array(m.quantizer, "l2", arrays["faiss_index"])
+        return m
+
+    def describe(self) -> dict:
+        what = f"catalyzer MLP to {self.d_out} dims, then {self.quantizer}"
+        return {**super().describe(), "what": what}
+
+
+def make(spec: str, metric: str = "l2", **overrides) -> CatalyzerMethod:
+    return CatalyzerMethod(spec, metric, **overrides)
+
+
+def method_class(spec: str):
+    return CatalyzerMethod

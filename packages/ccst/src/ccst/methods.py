@@ -1,0 +1,101 @@
+"""CCST behind `annrepro.methods` (entry point "csst", the paper's name for the compressor).
+
+Spec strings: "csst<f>x,<faiss factory>": the CCST network compresses d -> d / f (Sec. 3), and
+the faiss index of the factory string is trained, filled and searched on the compressed vectors
+("csst4x,PQ16", "csst4x,HNSW32", "csst2x,SQ8", "csst4x,Flat"). Queries are compressed by the same
+network. A graph built on compressed vectors but searched at full dimension (the paper's HNSW
+use) is `ccst index`; here everything is in the compressed space, so bytes per vector are the
+compressed codes'.
+
+Settings (`make(spec, metric, **overrides)`): any `CCST` argument (epochs, batch_size, lr, seed,
+norm, ...). The estimator's default epochs (2400, Sec. 4.1) take hours on a CPU: give epochs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from annrepro.errors import SettingError
+from annrepro.methods import FaissStage, Method, check_settings
+
+from .api import CCST
+
+__all__ = ["CCSTMethod", "make", "method_class"]
+
+_SPEC = re.compile(r"csst(\d+)x,(.+)")
+
+
+class CCSTMethod(Method):
+    plugin = "csst"
+    paper = "CCST: compact transformer compression before indexing (CNT/CCST, ccst.txt)"
+
+    def __init__(self, spec: str, metric: str = "l2", **overrides):
+        super().__init__(spec, metric)
+        m = _SPEC.fullmatch(spec)
+        if m is None:
+            raise SettingError(
+                f"method {spec!r}: expected 'csst<factor>x,<faiss factory>', e.g. 'csst4x,PQ16'"
+            )
+        self.factor, self.factory = int(m.group(1)), m.group(2)
+        if self.factor < 1:
+            raise SettingError(f"method {spec!r}: compression factor must be >= 1")
+        known = set(inspect.signature(CCST.__init__).parameters) - {"self", "compression_factor"}
+        check_settings(spec, overrides, known)
+        self.overrides = {"progress": False, **overrides}
+        self.model: CCST | None = None
+        self.stage: FaissStage | None = None
+
+    def settings(self) -> dict:
+        return {"compression_factor": self.factor, "factory": self.factory, **self.overrides}
+
+    def _fit(self, xt, xb):
+        if xt.shape[1] % self.factor:
+            raise SettingError(
+                f"method {self.spec!r}: compression factor {self.factor} does not divide the "
+                f"dimension {xt.shape[1]}"
+            )
+        self.model = CCST(compression_factor=self.factor, **self.overrides).fit(xt)
+        self.stage = FaissStage(self.factory, self.metric)
+        self.stage.train(self.model.transform(xt))
+
+    def _add(self, xb):
+        self.stage.add(self.model.transform(xb))
+
+    def _search(self, xq, k):
+        return self.stage.search(self.model.transform(xq), k)
+
+    def _code_bytes(self):
+        return self.stage.code_bytes()
+
+    def _state(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ccst.pt"
+            self.model.save(path)
+            model = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
+        return {"overrides": self.overrides}, {"ccst": model, "faiss_index": self.stage.to_array()}
+
+    @classmethod
+    def _from_state(cls, meta, arrays):
+        m = cls(meta["spec"], meta["metric"], **meta["state"]["overrides"])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ccst.pt"
+            path.write_bytes(np.asarray(arrays["ccst"], dtype=np.uint8).tobytes())
+            m.model = CCST.load(path)
+        m.stage = FaissStage.from_array(m.factory, m.metric, arrays["faiss_index"])
+        return m
+
+    def describe(self) -> dict:
+        what = f"CCST transformer compressing {self.factor}x, then faiss {self.factory!r}"
+        return {**super().describe(), "what": what}
+
+
+def make(spec: str, metric: str = "l2", **overrides) -> CCSTMethod:
+    return CCSTMethod(spec, metric, **overrides)
+
+
+def method_class(spec: str):
+    return CCSTMethod
