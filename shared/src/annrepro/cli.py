@@ -5,6 +5,8 @@ annrepro report
 annrepro tables                      # list tables and which have producers
 annrepro data list | info NAME | fetch NAME | check NAME
 annrepro groundtruth --base xb.fvecs --queries xq.fvecs -k 100 --out gt.ivecs [--engine dask]
+annrepro bench --base xb.fvecs --queries xq.fvecs [--learn xt.fvecs] [--gt gt.ivecs] \
+    --methods 'catalyzer24,zn_79;kdindex,PQ8x256;OPQ8_64,PQ8' -k 100 --metric l2 --out DIR
 
 Bad input (a file, an option, a variable, a registry entry) ends in one line
 `annrepro: error: <what>: <problem>` on stderr and exit code 2 (`run_cli`).
@@ -245,6 +247,71 @@ def _groundtruth(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    """Every method of --methods on the user's vectors: bench.csv / .md / .json and two plots."""
+    from pathlib import Path
+
+    from .bench import run_bench, write_outputs
+    from .methods import parse_overrides, plugin_name
+    from .validate import check_same_dim, read_ground_truth
+    from .vecio import read_vectors
+
+    out = Path(args.out)
+    check_outputs(out / "bench.csv")
+    methods = [m.strip() for m in args.methods.split(";") if m.strip()]
+    if not methods:
+        raise AnnreproError(f"--methods {args.methods!r}: no method given")
+    overrides = parse_overrides(args.set)
+    unknown = sorted(set(overrides) - {plugin_name(m) for m in methods})
+    if unknown:
+        raise AnnreproError(f"--set names {unknown}, which none of --methods uses")
+    from .threads import set_threads
+
+    set_threads(announce_threads("annrepro bench", args.threads))
+    xb, xq = read_vectors(args.base), read_vectors(args.queries)
+    xt = read_vectors(args.learn) if args.learn else None
+    paths = {"base": args.base, "queries": args.queries}
+    roles = {"base": xb, "queries": xq}
+    if xt is not None:
+        paths["learn"], roles["learn"] = args.learn, xt
+    check_same_dim(paths=paths, **roles)
+    if args.k > len(xb):
+        raise AnnreproError(f"-k {args.k} exceeds the {len(xb)} base vectors of {args.base}")
+    gt = None
+    if args.gt:
+        gt = read_ground_truth(
+            args.gt, len(xb), len(xq), min(args.k, 10), xb=xb, xq=xq, metric=args.metric
+        )
+    if xt is None:
+        print("annrepro bench: no --learn: the methods are trained on the base", file=sys.stderr)
+
+    def show(row):
+        rec = "  ".join(f"{n} {v:.4f}" for n, v in row.recalls.items())
+        print(
+            f"{row.method}: {row.bytes_per_vector:g} B/vector  {rec}  "
+            f"{row.queries_per_s:.0f} q/s  train {row.train_s:.1f} s  encode {row.encode_s:.1f} s",
+            flush=True,
+        )
+
+    rows = run_bench(
+        xb,
+        xq,
+        methods,
+        args.k,
+        args.metric,
+        xt=xt,
+        gt=gt,
+        overrides=overrides,
+        repeats=args.repeats,
+        on_row=show,
+    )
+    written = write_outputs(
+        rows, out, title=args.title or f"{Path(args.base).name} ({args.metric})"
+    )
+    print(f"annrepro bench: wrote {', '.join(str(p) for p in written.values())}")
+    return 0
+
+
 def reproduce_paper(paper: str, argv: list[str]) -> int:
     """`<paper> reproduce [OPTIONS]` of a paper package: `annrepro reproduce` on its tables
     (a later `--tables` in OPTIONS narrows the selection)."""
@@ -302,6 +369,31 @@ def _main(argv=None) -> int:
     g.add_argument("--shard-rows", type=positive_int, default=1 << 20)
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(fn=_groundtruth)
+
+    b = sub.add_parser("bench", help="any methods on your vectors: recalls, speed, bytes, plots")
+    b.add_argument("--base", required=True, help=".fvecs/.bvecs/.fbin/.u8bin/.npy")
+    b.add_argument("--queries", required=True)
+    b.add_argument("--learn", help="training vectors (default: the base)")
+    b.add_argument("--gt", help="ground truth ids (default: computed exactly, cached)")
+    b.add_argument(
+        "--methods",
+        required=True,
+        help="';'-separated specs: faiss factory strings (OPQ8_64,PQ8, LSQ8x8, HNSW32,SQ8) or "
+        "a paper's method (catalyzer24,zn_79, csst4x,PQ16, kdindex,AQ8x256)",
+    )
+    b.add_argument("-k", "--k", type=positive_int, default=100)
+    b.add_argument("--metric", choices=("l2", "ip"), default="l2")
+    b.add_argument("--out", required=True, help="folder for bench.csv, bench.md and the plots")
+    b.add_argument(
+        "--set",
+        action="append",
+        metavar="PLUGIN.KEY=VALUE",
+        help="a setting of a learned method, e.g. catalyzer.epochs=8 (repeatable)",
+    )
+    b.add_argument("--repeats", type=positive_int, default=1, help="timed searches (best kept)")
+    b.add_argument("--threads", type=positive_int, default=None)
+    b.add_argument("--title")
+    b.set_defaults(fn=_bench)
 
     args = p.parse_args(argv)
     logging.basicConfig(
