@@ -24,7 +24,7 @@ lists with the same nprobe as the baselines:
   (the teacher HNSW), with figure4.csv / figure4.png artifacts.
 
 The re-implemented learned baselines of Table 2 (DiffPQ, DeepPQ, GCD, RepCONC, PQVAE) come from
-`kdindex.learned_baselines`, trained on the labels of `teacher_labels` (`learned_baseline_rows`).
+`kdindex.baselines`, trained on the labels of `teacher_labels` (`learned_baseline_rows`).
 """
 
 from __future__ import annotations
@@ -112,11 +112,11 @@ def _mean_std_row(
 
 
 def learned_baseline_rows(ctx, paper_name: str, ds, per_seed: dict | None = None) -> list[dict]:
-    """Table 2 rows of the re-implemented learned baselines (kdindex.learned_baselines: DiffPQ,
+    """Table 2 rows of the re-implemented learned baselines (kdindex.baselines: DiffPQ,
     DeepPQ, GCD, RepCONC, PQVAE), trained with KDindex's distillation objective on the same
     teacher-labelled training queries as KDindex (Sec. 4.1) and searched through the same
     posting lists; mean and std over `lb_n_seeds` seeds (default `n_seeds`)."""
-    from .learned_baselines import LEARNED_BASELINES, evaluate_learned_baseline  # torch
+    from .baselines import LEARNED_BASELINES, evaluate_learned_baseline  # torch
 
     p = ctx.params
     k = int(p.get("k", 10))
