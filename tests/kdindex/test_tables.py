@@ -1,13 +1,11 @@
-"""KDindex table specs, published numbers and producers (fast smoke tests)."""
+"""KDindex table specs, published numbers and producers: registration, the published claims, the
+CLI, and (slow) the producers end to end at the tiny scale (synthetic stand-ins, seconds each)."""
 
 import annrepro.cli
-import numpy as np
 import pytest
-from annrepro.groundtruth import knn_exact
-from annrepro.tables import find_specs, producers
+from annrepro.tables import find_specs, producers, run_table
 from annrepro.tables.compare import claim_verdict
-from annrepro.testing import FakeContext
-from kdindex import tables
+from annrepro.tables.runner import RUN_MEMO
 from kdindex.cli import main
 
 TABLES = ["kdindex.figure3", "kdindex.figure4"] + [f"kdindex.table{n}" for n in range(2, 9)]
@@ -57,96 +55,6 @@ def test_published_transcription_spot_checks():
     assert t7[("GIST1M", "HNSW", "build_s")].published == 145.4  # printed "2m25.4s"
 
 
-class _Data:
-    """A minimal stand-in for annrepro's Dataset."""
-
-    def __init__(self, metric="l2", nb=400, nq=20, d=8, seed=0):
-        rng = np.random.default_rng(seed)
-        self.name, self.metric = f"fake-{metric}", metric
-        self.xb = rng.standard_normal((nb, d)).astype(np.float32)
-        self.xq = rng.standard_normal((nq, d)).astype(np.float32)
-        self.xt = self.xb
-        self.nb, self.nq, self.nt, self.d, self.has_learn = nb, nq, nb, d, False
-
-    def gt(self, k):
-        return knn_exact(self.xq, self.xb, k, self.metric)[1]
-
-
-PARAMS = {
-    "B": 2,
-    "W": 16,
-    "k": 10,
-    "n_seeds": 2,
-    "nprobe": 4,
-    "n_train": 300,
-    "opq_niter": 2,
-    "aq_beam": 1,
-    "aq_refine": False,
-}
-
-
-def _ctx(params):
-    return FakeContext(None, **params)  # the producers' real Context (seeds, param, note, ...)
-
-
-def test_baseline_rows_mean_std_and_cache():
-    tables._BASELINE_CACHE.clear()
-    ctx = _ctx(PARAMS)
-    ds = _Data("ip")
-    rows = tables.baseline_rows(ctx, "MSMARCO-Doc", ds, kinds=("PQ",))
-    assert [r["row"] for r in rows] == ["PQ"]
-    r = rows[0]
-    cells = {"recall@10", "mrr@10"}
-    assert set(r) == {"dataset", "row"} | {
-        f"{c}{s}" for c in cells for s in ("", ":std", ":per_query")
-    }
-    assert 0 < r["recall@10"] <= 1 and r["recall@10:std"] >= 0
-    # per-query values for the report's bootstrap interval: one per test query, averaged over the
-    # seeds, in the unit of the cell (a fraction), their mean the cell
-    for c in cells:
-        pq = np.asarray(r[f"{c}:per_query"])
-        assert pq.shape == (ds.nq,) and pq.min() >= 0 and pq.max() <= 1
-        assert pq.mean() == pytest.approx(r[c], abs=1e-12)
-    assert len(tables._BASELINE_CACHE) == 2  # one entry per seed
-    again = tables.baseline_rows(ctx, "MSMARCO-Passage", ds, kinds=("PQ",))
-    assert again[0]["recall@10"] == r["recall@10"] and len(tables._BASELINE_CACHE) == 2
-    tables._BASELINE_CACHE.clear()
-
-
-def test_per_query_scores_are_the_metrics_per_query():
-    """Per-query recall / NDCG / MRR whose means are annrepro.metrics' values, with padding (-1)
-    and repeated ids (counted once) as the metrics treat them."""
-    from annrepro.metrics import mrr_at, ndcg_at, recall_at
-    from kdindex.posting import per_query_scores
-
-    rng = np.random.default_rng(0)
-    gt = np.stack([rng.permutation(50)[:10] for _ in range(40)])
-    I = rng.integers(-1, 50, size=(40, 12))
-    I[0, :3] = gt[0, 0]  # one true neighbour repeated
-    I[1] = -1
-    I[2, :10] = gt[2]  # perfect
-    pq = per_query_scores(I, gt, 10)
-    assert set(pq) == {"recall@10", "ndcg@10", "mrr@10"}
-    for name, fn in (("recall@10", recall_at), ("ndcg@10", ndcg_at), ("mrr@10", mrr_at)):
-        assert pq[name].shape == (40,)
-        assert pq[name].mean() == pytest.approx(fn(I, gt, 10), abs=1e-12), name
-        assert pq[name][1] == 0 and pq[name][2] == pytest.approx(1.0)
-    assert pq["recall@10"][0] == pytest.approx(recall_at(I[:1], gt[:1], 10))
-
-
-def test_evaluate_baseline_fractions():
-    res = tables.evaluate_baseline("OPQ", _Data("l2"), seed=3, p=PARAMS)
-    for key in ("recall@10", "ndcg@10", "mrr@10", "scanned"):
-        assert 0 <= res[key] <= 1
-
-
-def test_teacher_params_per_dataset():
-    p = {"M": 32, "efConstruction": {"GIST1M": 40}, "efSearch": {"GIST1M": 512}}
-    assert tables._teacher_params(p, "GIST1M") == (32, 40, 512)
-    with pytest.raises(KeyError):
-        tables._teacher_params(p, "SIFT1M")
-
-
 def test_cli_forwards_to_annrepro(monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(annrepro.cli, "main", lambda argv: seen.append(argv) or 0)
@@ -157,3 +65,98 @@ def test_cli_forwards_to_annrepro(monkeypatch, capsys):
     assert "kdindex reproduce" in capsys.readouterr().out
     assert main(["evaluate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def _run(table):
+    RUN_MEMO.clear()  # every table trains its own runs here
+    run = run_table(find_specs(table)[0], "tiny", n_threads=1, write=False, progress=False)
+    assert run.error is None, run.provenance.get("traceback") or run.error
+    return run.measured
+
+
+def _cells(measured, row_pred):
+    return {k: v for k, v in measured.items() if row_pred(k[1])}
+
+
+@pytest.mark.slow
+def test_table2_kdindex_rows_tiny():
+    m = _run("kdindex.table2")
+    kd = _cells(m, lambda r: r.startswith("KDindex"))
+    rows = {(d, r) for d, r, _ in kd}
+    assert rows == {
+        (d, f"KDindex ({k})")
+        for d in ("SIFT1M", "GIST1M", "MSMARCO-Doc", "MSMARCO-Passage")
+        for k in ("PQ", "OPQ", "AQ")
+    }
+    for (d, r, c), (mean, std) in kd.items():
+        assert 0 < mean / 100 <= 1 and std is not None and std >= 0, (d, r, c)
+
+
+@pytest.mark.slow
+def test_table3_kdindex_row_tiny():
+    m = _run("kdindex.table3")
+    for d in ("SIFT1M", "GIST1M", "MSMARCO-Doc"):
+        kd = m[(d, "KDindex", "memory_gb")][0]
+        aq = m[(d, "AQ", "memory_gb")][0]
+        hnsw = m[(d, "HNSW", "memory_gb")][0]
+        assert kd == pytest.approx(aq)  # the student's layout (Sec. 3.6)
+        assert m[(d, "KDindex", "compression_ratio")][0] == pytest.approx(hnsw / kd)
+        assert hnsw / kd > 1
+
+
+@pytest.mark.slow
+def test_tables_4_5_8_tiny():
+    m4 = _run("kdindex.table4")
+    assert {r for _, r, _ in m4} == {f"K={k}" for k in (5, 10, 20, 50, 100)}
+    m5 = _run("kdindex.table5")
+    rows5 = {r for _, r, _ in m5}
+    for k in ("PQ", "OPQ", "AQ"):
+        for v in ("", " initialization", " w/o distillation", " w/o balance"):
+            assert f"KDindex ({k}){v}" in rows5
+    m8 = _run("kdindex.table8")
+    assert {r for _, r, _ in m8} == {
+        "Lambdarank loss",
+        "Weighted KL loss",
+        "Distributed-based loss",
+    }
+    for m in (m4, m5, m8):
+        for key, (mean, _) in m.items():
+            assert 0 <= mean / 100 <= 1, key
+
+
+@pytest.mark.slow
+def test_figure4_tiny_points_and_artifacts(tmp_path):
+    spec = find_specs("kdindex.figure4")[0]
+    run = run_table(spec, "tiny", n_threads=1, out_dir=tmp_path, write=False, progress=False)
+    assert run.error is None, run.provenance.get("traceback") or run.error
+    m = run.measured
+    for d in ("SIFT1M", "GIST1M"):
+        for method in ("KDindex (AQ)", "AQ"):
+            for npb in (1, 2, 4, 16):
+                r = m[(d, f"{method} nprobe={npb}", "recall@10")][0] / 100
+                assert 0 < r <= 1
+                assert m[(d, f"{method} nprobe={npb}", "latency")][0] > 0
+        assert m[(d, "HNSW ef=40", "recall@10")][0] > 90  # the teacher is near exact at tiny
+    csv = tmp_path / "kdindex.figure4" / "figure4.csv"
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "dataset,method,setting,recall@10,latency_ms"
+    assert len(lines) == 1 + 2 * (2 * 4 + 2)
+
+
+@pytest.mark.slow
+def test_figure3_tiny_grid_and_artifacts(tmp_path):
+    spec = find_specs("kdindex.figure3")[0]
+    run = run_table(spec, "tiny", n_threads=1, out_dir=tmp_path, write=False, progress=False)
+    assert run.error is None, run.provenance.get("traceback") or run.error
+    m = run.measured
+    for kind in ("PQ", "OPQ", "AQ"):
+        for method in (kind, f"KDindex ({kind})"):
+            small = m[("SIFT1M", f"{method} B=2 W=8", "recall@10")][0]
+            large = m[("SIFT1M", f"{method} B=4 W=16", "recall@10")][0]
+            assert 0 < small < large <= 100  # 16-bit codes beat 6-bit codes
+    lines = (tmp_path / "kdindex.figure3" / "figure3.csv").read_text().splitlines()
+    assert lines[0] == "dataset,method,B,W,recall@10" and len(lines) == 1 + 3 * 2 * 4
+    from annrepro.plotting import pyplot
+
+    png = tmp_path / "kdindex.figure3" / "figure3.png"
+    assert png.exists() == (pyplot() is not None)
