@@ -11,6 +11,10 @@ interrupted-then-resumed run give the same weights. A checkpoint of another conf
 refused. A non-finite loss stops training with `TrainingDiverged`, naming the epoch; the last
 checkpoint (written before that epoch) is left untouched.
 
+`train` is a short loop over named steps: the run's optimizer and generator (`_new_run`), the
+checkpoint (`_Checkpoints`: resume, due, save), one epoch (`train_epoch`) and the validation loss
+(`validate`).
+
 The same loop trains the compressor baselines of Table 5 (`ccst.baselines`): any module with a
 `cfg` holding `d_in` and `to_dict()`, with the INRP loss (the default) or another `loss_fn`.
 """
@@ -42,6 +46,8 @@ __all__ = [
     "min_train_vectors",
     "split_train_val",
     "train",
+    "train_epoch",
+    "validate",
 ]
 
 # loss_fn(net, xb) -> scalar tensor: the training objective of one mini-batch xb (B, d_in)
@@ -214,7 +220,9 @@ def _inrp_loss_fn(boundary: float, cfg: TrainConfig) -> LossFn:
 
 
 @torch.no_grad()
-def _val_loss(net, x, rows, loss_fn: LossFn, cfg, device) -> float:
+def validate(net, x: np.ndarray, rows: np.ndarray, loss_fn: LossFn, cfg: TrainConfig, device):
+    """Mean mini-batch loss over the validation rows of x (NaN without a validation pair), in
+    eval mode; `net` is left in train mode."""
     net.eval()
     total, n = 0.0, 0
     for i0 in range(0, len(rows), cfg.batch_size):
@@ -227,6 +235,135 @@ def _val_loss(net, x, rows, loss_fn: LossFn, cfg, device) -> float:
         n += len(r)
     net.train()
     return total / n if n else float("nan")
+
+
+@dataclass
+class _Run:
+    """What a training carries from epoch to epoch and what its checkpoint holds."""
+
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    history: list[dict]
+    start: int = 0  # epochs already done (a resumed run)
+
+
+def _new_run(net: torch.nn.Module, cfg: TrainConfig, device) -> _Run:
+    """The network in train mode on `device`, AdamW over its trainable parameters (frozen ones,
+    CCSTConfig.freeze_projection, stay out: no weight decay either) and the batch-order
+    generator seeded with cfg.seed."""
+    net.to(device).train()
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return _Run(net, opt, torch.Generator().manual_seed(cfg.seed), [])
+
+
+class _Checkpoints:
+    """`<checkpoint_dir>/last.pt` of one training (None: no checkpoints): resume from it, write
+    it atomically, and say which one is kept when training stops."""
+
+    def __init__(self, checkpoint_dir, cfg: TrainConfig, nt: int, boundary: float):
+        self.cfg, self.nt, self.boundary = cfg, nt, boundary
+        self.path = None
+        if checkpoint_dir is not None:
+            self.path = Path(checkpoint_dir) / CHECKPOINT_NAME
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ModelFileError(
+                    self.path.parent,
+                    f"cannot create the checkpoint directory: {e.strerror or e}",
+                ) from None
+        self.saved: int | None = None  # epoch of the checkpoint on disk
+
+    def resume(self, run: _Run, resume: bool) -> None:
+        """Load the checkpoint into `run` when there is one and `resume`; refuse one of another
+        configuration (CheckpointMismatch) or one that does not fit its own (ModelFileError)."""
+        path = self.path
+        if path is not None and resume and path.exists():
+            ckpt = _load_checkpoint(path)
+            _check_resumable(ckpt, run.net, self.cfg, self.nt, path)
+            try:
+                run.net.load_state_dict(ckpt["model"])
+                run.opt.load_state_dict(ckpt["optimizer"])
+                run.gen.set_state(ckpt["generator"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise ModelFileError(
+                    path, f"checkpoint does not fit its own configuration: {first_line(e)}"
+                ) from None
+            run.history = list(ckpt["history"])
+            run.start = int(ckpt["epoch"])
+            log.info("resuming from %s at epoch %d / %d", path, run.start, self.cfg.epochs)
+        self.saved = run.start if path is not None and path.exists() else None
+
+    def due(self, epoch: int) -> bool:
+        """Whether a checkpoint is written after 1-based `epoch` (every checkpoint_every, and the
+        last)."""
+        return epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs
+
+    def save(self, run: _Run, epoch: int) -> None:
+        if self.path is None:
+            return
+        state = {
+            "model_config": run.net.cfg.to_dict(),
+            "train_config": self.cfg.identity(),
+            "nt": self.nt,
+            "boundary": self.boundary,
+            "epoch": epoch,
+            "model": run.net.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "generator": run.gen.get_state(),
+            "history": run.history,
+        }
+        _save_atomic(state, self.path)
+        self.saved = epoch
+
+    def last_good(self) -> str:
+        """The checkpoint a training stopped by a non-finite training loss leaves."""
+        if self.saved is None:
+            return "no checkpoint was written"
+        return f"the last good checkpoint {self.path} (epoch {self.saved})"
+
+
+def train_epoch(
+    run: _Run,
+    xt: np.ndarray,
+    train_rows: np.ndarray,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    epoch: int,
+    device,
+    checkpoints: _Checkpoints,
+) -> dict:
+    """One pass over the training rows in the generator's order, at the poly learning rate of
+    0-based `epoch` (Sec. 4.1): {"epoch" (1-based), "lr", "train_loss"} (the mean over the
+    vectors of the batches trained on).
+
+    Raises TrainingDiverged on a non-finite loss, naming the epoch, the batch and the checkpoint
+    kept."""
+    lr = cfg.lr_at(epoch)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    order = train_rows[torch.randperm(len(train_rows), generator=run.gen).numpy()]
+    total, n = 0.0, 0
+    for i0 in range(0, len(order), cfg.batch_size):
+        rows = order[i0 : i0 + cfg.batch_size]
+        if len(rows) < 2:  # a single vector has no pair (and breaks batch norm)
+            continue
+        xb = _batch(xt, rows, device)
+        loss = loss_fn(run.net, xb)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss is {loss.item()} at epoch {epoch + 1} (batch starting at "
+                f"{i0}); training stopped, {checkpoints.last_good()} is kept"
+            )
+        if loss.requires_grad:  # else nothing trainable reaches the output (an ablation)
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            run.opt.step()
+        total += loss.item() * len(rows)
+        n += len(rows)
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": total / n}
 
 
 def train(
@@ -274,108 +411,30 @@ def train(
     if loss_fn is None:
         loss_fn = _inrp_loss_fn(boundary, cfg)
     train_rows, val_rows = split_train_val(nt, cfg.val_fraction, cfg.seed)
-    net.to(device).train()
-    # frozen parameters (CCSTConfig.freeze_projection) stay out of AdamW: no weight decay either
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    start = 0
-
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-        try:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ModelFileError(
-                ckpt_path.parent, f"cannot create the checkpoint directory: {e.strerror or e}"
-            ) from None
-        if resume and ckpt_path.exists():
-            ckpt = _load_checkpoint(ckpt_path)
-            _check_resumable(ckpt, net, cfg, nt, ckpt_path)
-            try:
-                net.load_state_dict(ckpt["model"])
-                opt.load_state_dict(ckpt["optimizer"])
-                gen.set_state(ckpt["generator"])
-            except (RuntimeError, ValueError, KeyError, TypeError) as e:
-                raise ModelFileError(
-                    ckpt_path, f"checkpoint does not fit its own configuration: {first_line(e)}"
-                ) from None
-            history = list(ckpt["history"])
-            start = int(ckpt["epoch"])
-            log.info("resuming from %s at epoch %d / %d", ckpt_path, start, cfg.epochs)
-
-    saved = [start if ckpt_path is not None and ckpt_path.exists() else None]
-
-    def save(epoch: int) -> None:
-        if ckpt_path is None:
-            return
-        state = {
-            "model_config": net.cfg.to_dict(),
-            "train_config": cfg.identity(),
-            "nt": nt,
-            "boundary": boundary,
-            "epoch": epoch,
-            "model": net.state_dict(),
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "history": history,
-        }
-        _save_atomic(state, ckpt_path)
-        saved[0] = epoch
-
+    run = _new_run(net, cfg, device)
+    checkpoints = _Checkpoints(checkpoint_dir, cfg, nt, boundary)
+    checkpoints.resume(run, resume)
     bar = tqdm(
-        range(start, cfg.epochs),
+        range(run.start, cfg.epochs),
         desc="ccst train",
-        initial=start,
+        initial=run.start,
         total=cfg.epochs,
         disable=not progress,
     )
     for epoch in bar:
-        lr = cfg.lr_at(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
-        total, n = 0.0, 0
-        for i0 in range(0, len(order), cfg.batch_size):
-            rows = order[i0 : i0 + cfg.batch_size]
-            if len(rows) < 2:  # a single vector has no pair (and breaks batch norm)
-                continue
-            xb = _batch(xt, rows, device)
-            loss = loss_fn(net, xb)
-            if not torch.isfinite(loss):
-                where = (
-                    f"the last good checkpoint {ckpt_path} (epoch {saved[0]})"
-                    if saved[0] is not None
-                    else "no checkpoint was written"
-                )
-                raise TrainingDiverged(
-                    f"training loss is {loss.item()} at epoch {epoch + 1} (batch starting at "
-                    f"{i0}); training stopped, {where} is kept"
-                )
-            if loss.requires_grad:  # else nothing trainable reaches the output (an ablation)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            total += loss.item() * len(rows)
-            n += len(rows)
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": total / n,
-            "val_loss": _val_loss(net, xt, val_rows, loss_fn, cfg, device),
-        }
+        record = train_epoch(run, xt, train_rows, loss_fn, cfg, epoch, device, checkpoints)
+        record["val_loss"] = validate(net, xt, val_rows, loss_fn, cfg, device)
         if len(val_rows) and not math.isfinite(record["val_loss"]):
             raise TrainingDiverged(
                 f"validation loss is {record['val_loss']} at epoch {epoch + 1}; training "
-                f"stopped, the last checkpoint ({ckpt_path}, epoch {saved[0]}) is kept"
+                f"stopped, the last checkpoint ({checkpoints.path}, epoch {checkpoints.saved}) "
+                "is kept"
             )
-        history.append(record)
+        run.history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record['val_loss']:.4g}")
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            save(epoch + 1)
+        if checkpoints.due(epoch + 1):
+            checkpoints.save(run, epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(record)
     net.eval()
-    return history
+    return run.history
