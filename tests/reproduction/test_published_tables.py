@@ -40,7 +40,10 @@ PAPERS = Path(__file__).resolve().parents[2].parent / "shared" / "papers"
 PAPER_TEXT = {"ccst": "ccst.txt", "catalyzer": "catalyzer.md", "kdindex": "kdindex.md"}
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+PUBLISHED = [s for s in SPECS if s.cells]  # figures and annrepro.crosspaper print no numbers
+
+
+@pytest.mark.parametrize("spec", PUBLISHED, ids=[s.id for s in PUBLISHED])
 def test_published_numbers_appear_verbatim_in_the_paper(spec):
     """A typo in a transcription shows up as a number the paper never prints. Cells converted
     from a non-numeric print (e.g. '2m25.4s') must say so in their note."""

@@ -41,6 +41,7 @@ __all__ = [
     "one_recall_at",
     "n_recall_at",
     "recall_at",
+    "per_query_recall",
     "ndcg_at",
     "mrr_at",
     "binomial_ci",
@@ -114,6 +115,13 @@ def n_recall_at(I, gt, n: int, m: int, nb: int | None = None) -> float:
     """n-recall@m: mean over queries of |first m results and true top-n| / n."""
     check_results(I, gt, m, n, nb)
     return float(_hits(I, gt, n, m).sum(axis=1).mean() / n)
+
+
+def per_query_recall(I, gt, n: int, m: int, nb: int | None = None) -> np.ndarray:
+    """float64 (nq,): per query |first m results and true top-n| / n (their mean is
+    `n_recall_at`; n = 1 gives 1-recall@m per query, 0 or 1)."""
+    check_results(I, gt, m, n, nb)
+    return _hits(I, gt, n, m).sum(axis=1) / n
 
 
 def recall_at(I, gt, k: int, nb: int | None = None) -> float:

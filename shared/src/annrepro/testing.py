@@ -46,6 +46,7 @@ class SyntheticDataset:
         self.xt, self.xq = xt, xq
         self.nb, self.nq, self.nt = len(self.xb), nq, len(xt)
         self.scale = "tiny"
+        self.has_learn = True  # a learn set of its own (registry data sets may lack one)
         self._gt: dict[int, np.ndarray] = {}
 
     def gt(self, k: int) -> np.ndarray:

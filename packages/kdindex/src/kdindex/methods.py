@@ -18,7 +18,8 @@ indexes, with the data set's training queries):
 
 Settings (`make(spec, metric, **overrides)`): K, n_warm, n_queries, the teacher's M /
 ef_construction / ef_search (teacher_M, teacher_ef_construction, teacher_ef_search; Table 7
-defaults 32 / 40 / 100), and any `kdindex.train.TrainConfig` field (epochs, batch_size, seed,
+defaults 32 / 40 / 100), the warm start's n_train / opq_niter / aq_beam / aq_refine
+(`quantizers.train_quantizer`), and any `kdindex.train.TrainConfig` field (epochs, batch_size, seed,
 balance_index, ...).
 """
 
@@ -41,6 +42,7 @@ __all__ = ["KDindexMethod", "make", "method_class"]
 
 _SPEC = re.compile(r"kdindex,(PQ|OPQ|AQ)(\d+)x(\d+)")
 _OWN = ("K", "n_warm", "n_queries", "teacher_M", "teacher_ef_construction", "teacher_ef_search")
+_WARM = ("n_train", "opq_niter", "aq_beam", "aq_refine")  # `train_quantizer`: the warm start
 
 
 class KDindexMethod(Method):
@@ -56,7 +58,7 @@ class KDindexMethod(Method):
             )
         self.kind, self.B, self.W = m.group(1), int(m.group(2)), int(m.group(3))
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        check_settings(spec, overrides, fields | set(_OWN))
+        check_settings(spec, overrides, fields | set(_OWN) | set(_WARM))
         if self.W < 2 or self.W & (self.W - 1) or self.B < 1:
             raise SettingError(
                 f"method {spec!r}: B >= 1 codebooks of W codewords, W a power of two (codes are "
@@ -81,7 +83,8 @@ class KDindexMethod(Method):
             docs, queries = xt[:-nq], xt[-nq:]
         else:
             docs, queries = xb, xt
-        cfg = TrainConfig(**{k: v for k, v in o.items() if k not in _OWN})
+        cfg = TrainConfig(**{k: v for k, v in o.items() if k not in _OWN + _WARM})
+        warm = {k: v for k, v in o.items() if k in _WARM}
         K = int(o.get("K", 10))
         teacher = HNSWTeacher(
             docs.shape[1],
@@ -91,7 +94,7 @@ class KDindexMethod(Method):
             ef_search=int(o.get("teacher_ef_search", 100)),
         )
         teacher.build(docs)
-        index = KDIndex(self.kind, self.metric, self.B, self.W, K, config=cfg)
+        index = KDIndex(self.kind, self.metric, self.B, self.W, K, config=cfg, **warm)
         index.n_warm = int(o.get("n_warm", index.n_warm))
         index.fit(docs, queries, teacher=teacher)
         self._trained_codes = index.codes

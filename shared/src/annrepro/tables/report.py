@@ -118,6 +118,8 @@ def _table_md(comp: Comparison, base: Path | None = None) -> list[str]:
         ]
     if prov.get("pending"):
         L += ["", f"*Not produced*: {prov['pending']}."]
+    if spec.raw.get("table", {}).get("layout") == "wide":
+        return L + _wide_md(comp)
     L += [
         "",
         "| data set | row | column | published | ours | Δ (ours − paper) | status |",
@@ -147,6 +149,32 @@ def _table_md(comp: Comparison, base: Path | None = None) -> list[str]:
         for cr in comp.claims:
             flag = " ⚠ the paper's table does not support this" if cr.paper == "fails" else ""
             L.append(f"| {cr.claim.text} | **{cr.ours}** | {cr.paper}{flag} | {cr.detail} |")
+    L.append("")
+    return L
+
+
+def _ours(comp: Comparison, c) -> str:
+    unit = comp.spec.columns[c.column].unit
+    out = _fmt(c.measured) + _ci(comp, c)
+    if c.measured_std is not None:
+        out += f" ± {_fmt(c.measured_std)}"
+    if c.measured is not None and unit and unit != "%":
+        out += f" {unit}"
+    return out
+
+
+def _wide_md(comp: Comparison) -> list[str]:
+    """A table of our own numbers (`layout = "wide"` in the spec, no published cells): one
+    Markdown table per data set, a row per method, a column per measured column."""
+    cols = list(comp.spec.columns)
+    L = []
+    for ds in dict.fromkeys(c.dataset for c in comp.cells):
+        cells = {(c.row, c.column): c for c in comp.cells if c.dataset == ds}
+        L += ["", f"**{ds}**", "", "| row | " + " | ".join(cols) + " |"]
+        L.append("|---|" + "---|" * len(cols))
+        for row in dict.fromkeys(r for r, _ in cells):
+            vals = [_ours(comp, cells[(row, c)]) if (row, c) in cells else "–" for c in cols]
+            L.append(f"| {row} | " + " | ".join(vals) + " |")
     L.append("")
     return L
 

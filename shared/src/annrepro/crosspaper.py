@@ -1,0 +1,130 @@
+"""The comparison none of the three papers made: `annrepro.crosspaper`.
+
+Every method of the three papers and the faiss baselines, on the same vectors, with the same
+queries, the same exact ground truth and the same search call (`annrepro.methods`), at a few
+bytes per vector. Spec: paper_tables/annrepro/crosspaper.toml (no published numbers: the table
+is ours; its notes say how each method is set).
+
+Each cell of a learned method (catalyzer, CCST, KDindex) is the mean over `n_seeds` runs (seeds
+ctx.seeds(), passed as the method's `seed` setting) with the sample std, and per-query recalls
+averaged over the runs for the report's bootstrap interval. A faiss-only method runs once: its
+training is seeded by faiss itself (k-means seed 1234), so every run is the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .metrics import per_query_recall
+from .stats import mean_std_row
+from .tables.runner import register
+
+__all__ = ["crosspaper", "settings_of", "RECALLS"]
+
+RECALLS = (("1-recall@1", 1, 1), ("1-recall@10", 1, 10), ("1-recall@100", 1, 100))
+RECALLS += (("10-recall@10", 10, 10),)
+SEEDED = {"catalyzer": "seed", "csst": "seed", "kdindex": "seed"}  # setting that takes the seed
+
+
+def settings_of(items) -> dict:
+    """["epochs=8", "preset=released"] -> {"epochs": 8, "preset": "released"} (JSON values)."""
+    from .methods import parse_overrides
+
+    return parse_overrides([f"x.{i}" for i in items]).get("x", {})
+
+
+def _run(spec, metric, ds, xt, k, seed, settings, ctx):
+    """One fit / add / search of `spec`; the row's columns with per-query recalls."""
+    from .methods import make, plugin_name
+
+    plugin = plugin_name(spec)
+    kw = dict(settings.get(plugin, {}))
+    if plugin in SEEDED:
+        kw[SEEDED[plugin]] = seed
+    m = make(spec, metric, **kw)
+    t0 = time.perf_counter()
+    m.fit(xt)
+    train_s = time.perf_counter() - t0
+    m.add(ds.xb)
+    m.search(ds.xq[:16], k)  # warm-up: search structures built lazily
+    t1 = time.perf_counter()
+    _, I = m.search(ds.xq, k)
+    search_s = time.perf_counter() - t1
+    gt = ds.gt(k)
+    out = {"bytes_per_vector": m.bytes_per_vector, "train_s": train_s}
+    out["q/s"] = len(ds.xq) / search_s if search_s > 0 else float("inf")
+    for name, n, mm in RECALLS:
+        if mm <= k:
+            pq = per_query_recall(I, gt, n, mm, ds.nb)
+            out[name], out[name + ":per_query"] = float(pq.mean()), pq
+    return out
+
+
+@register("annrepro.crosspaper")
+def crosspaper(spec, ctx):
+    """catalyzer, CCST, KDindex and faiss PQ / OPQ / LSQ / RQ / ITQ+LSH / HNSW at 4-16 bytes
+    per vector, one protocol: fit on the learn set, add the base, search the queries."""
+    from .methods import plugin_name
+
+    k = int(ctx.param("k"))
+    rows = []
+    for name, ds in ctx.each_dataset(ctx.param_list("datasets")):
+        ntrain = int(ctx.param("ntrain"))
+        xt = ds.xt[:ntrain] if ds.has_learn else ds.xb[:ntrain]
+        if not ds.has_learn:
+            ctx.note(f"{name}: {ds.name} has no learn set: methods are trained on the base")
+        settings = {p: settings_of(ctx.param_list(p, default=[])) for p in SEEDED}
+        per_budget: dict[float, list] = {}
+        for spec_str in ctx.progress(ctx.param_list("methods", name), desc=name):
+            # faiss's own training is seeded by faiss (k-means seed 1234): one run is all runs
+            seeds = ctx.seeds() if plugin_name(spec_str) in SEEDED else ctx.seeds(1)
+            runs = [_run(spec_str, ds.metric, ds, xt, k, s, settings, ctx) for s in seeds]
+            cols = [c for c in runs[0] if not c.endswith(":per_query") and c != "bytes_per_vector"]
+            row = mean_std_row(name, spec_str, runs, cols)
+            row["bytes_per_vector"] = runs[0]["bytes_per_vector"]  # the same for every seed
+            rows.append(row)
+            per_budget.setdefault(row["bytes_per_vector"], []).append(row)
+        for budget in sorted(per_budget):
+            at = per_budget[budget]
+            best = max(at, key=lambda r: r["1-recall@10"])
+            ctx.note(
+                f"{name}: at {budget:g} bytes/vector the best 1-recall@10 is {best['row']} "
+                f"({100 * best['1-recall@10']:.1f} %, of {len(at)} method(s))"
+            )
+        _plots(ctx, name, [r for r in rows if r["dataset"] == name])
+    ctx.note(
+        f"{len(ctx.seeds())} seed(s) per learned method, one run per faiss method; search with "
+        f"{ctx.threads} thread(s)"
+    )
+    return rows
+
+
+def _plots(ctx, name, rows):
+    """recall-vs-bytes and recall-vs-q/s PNGs of one data set, with the Pareto fronts."""
+    from .bench import pareto_front
+    from .plotting import pyplot_or_note, save_figure, write_points
+
+    slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+    pts = [(r["row"], r["bytes_per_vector"], r["q/s"], r["1-recall@10"]) for r in rows]
+    write_points(ctx, f"{slug}_points.csv", ["method", "bytes_per_vector", "qps", "recall"], pts)
+    plt = pyplot_or_note(ctx, "cross-paper")
+    if plt is None:
+        return
+    for xi, xlabel, larger, fname in ((1, "bytes per vector", False, "bytes"),
+                                      (2, "queries per second", True, "qps")):  # fmt: skip
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        xy = [(p[xi], 100 * p[3]) for p in pts]
+        for p, (x, y) in zip(pts, xy):
+            ax.scatter([x], [y], s=24, zorder=3)
+            ax.annotate(p[0], (x, y), textcoords="offset points", xytext=(3, 2), fontsize=6)
+        front = pareto_front(xy, larger)
+        ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "k--", lw=1, label="Pareto")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("1-recall@10 (%)")
+        ax.set_title(f"{name} ({ctx.scale})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save_figure(fig, ctx.artifact(f"{slug}_recall_vs_{fname}.png"))
