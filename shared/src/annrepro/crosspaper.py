@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from .metrics import per_query_recall
 from .stats import mean_std_row
 from .tables.runner import register
