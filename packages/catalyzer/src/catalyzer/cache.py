@@ -29,9 +29,9 @@ def cache_key(data_key: str, cfg: TrainConfig) -> str:
     import torch
 
     # torch's thread count can change float summation order, hence the weights: part of the key
+    th = torch.get_num_threads()
     blob = json.dumps(
-        {"data": data_key, "cfg": cfg.to_dict(), "v": CODE_VERSION, "th": torch.get_num_threads()},
-        sort_keys=True,
+        {"data": data_key, "cfg": cfg.numbers_dict(), "v": CODE_VERSION, "th": th}, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
