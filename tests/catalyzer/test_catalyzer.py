@@ -19,7 +19,8 @@ from catalyzer import (
     train_catalyzer,
 )
 from catalyzer.cli import main as cli_main
-from catalyzer.train import lr_at, positives_knn, quantized_search
+from catalyzer.search import quantized_search
+from catalyzer.train import lr_at, positives_knn
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
+from .search import check_codes, encode_outputs, search_codes
 from .train import PRESETS, TrainConfig, TrainResult, train_catalyzer
 
 __all__ = ["Catalyzer"]
@@ -123,24 +124,9 @@ class Catalyzer:
         return out
 
     # ------------------------------------------------------------------- quantizers
-    def _lattice(self, quantizer: str):
-        from .lattice import ZnSphereLattice
-
-        if not quantizer.startswith("zn_"):
-            raise InputError(f"unknown quantizer {quantizer!r}: 'zn_<r2>' or 'sign'")
-        lat = ZnSphereLattice(self.config.d_out, int(quantizer[3:]))
-        if lat.code_size_bits > 64:
-            raise InputError(
-                f"{lat!r}: {lat.code_size_bits}-bit codes exceed the 64 bits of faiss's codec"
-            )
-        return lat
-
     def encode(self, x: np.ndarray, quantizer: str = "zn_79") -> np.ndarray:
         """Codes of x: uint64 (n,) for "zn_<r2>"; uint8 (n, ceil(d_out / 8)) for "sign"."""
-        y = self.transform(x)
-        if quantizer == "sign":
-            return np.packbits(y > 0, axis=1)
-        return self._lattice(quantizer).encode(y)
+        return encode_outputs(self.transform(x), quantizer)
 
     def search(self, xq: np.ndarray, codes: np.ndarray, k: int, quantizer: str = "zn_79"):
         """k-NN of xq among encoded vectors: (D, I), I int64 (nq, k).
@@ -149,27 +135,8 @@ class Catalyzer:
         output space (Sec. 4.2). "sign": the query is binarised, D = Hamming distance (Sec. 4.1).
         codes must be what `encode(x, quantizer)` returns (dtype and shape are checked).
         """
-        import faiss
-
-        codes = np.asarray(codes)
-        if quantizer == "sign":
-            width = (self.config.d_out + 7) // 8
-            if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != width:
-                raise InputError(
-                    f"sign codes of this catalyzer (d_out {self.config.d_out}) are uint8 "
-                    f"(n, {width}); got {codes.dtype} {codes.shape}"
-                )
-            yq = self.transform(xq)
-            index = faiss.IndexBinaryFlat(8 * width)
-            index.add(np.ascontiguousarray(codes))
-            return index.search(np.packbits(yq > 0, axis=1), k)
-        lat = self._lattice(quantizer)
-        if codes.dtype != np.uint64 or codes.ndim != 1:
-            raise InputError(
-                f"{quantizer} codes are uint64 (n,) (from encode(x, {quantizer!r})); got "
-                f"{codes.dtype} {codes.shape}"
-            )
-        return lat.search(self.transform(xq), codes, k)
+        lattice = check_codes(codes, quantizer, self.config.d_out)
+        return search_codes(self.transform(xq), np.asarray(codes), k, lattice)
 
     # ------------------------------------------------------------------- code files
     @property

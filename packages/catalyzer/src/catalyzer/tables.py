@@ -43,8 +43,10 @@ from .baselines import (
     pca_lattice_search,
 )
 from .binary import hamming_knn, itq_index, lsh_index
+from .cache import fit_cached
 from .lattice import ZnSphereLattice, atom_permutations, atom_sign_bits
-from .train import TrainConfig, fit_cached, quantized_search
+from .search import quantized_search
+from .train import TrainConfig
 
 RECALL_KS = (1, 10, 100)  # Table 1: 1-recall at 1, 10, 100 (Sec. 5.1)
 

@@ -1,5 +1,9 @@
 """Training loop of the catalyzer (Sablayrolles et al., Sec. 3.2, 5.1, 5.2).
 
+`train_catalyzer` is a loop over epochs of three steps: `mine_negatives`, `train_epoch` and,
+every val_every epochs, `validate`; around it, the checkpoint of every epoch. The search of the
+validation is `search.quantized_search`. The table producers' model cache is `cache.py`.
+
 - Positives (Sec. 3.2): the k_pos = 10 exact nearest neighbours of each training vector in the
   input space (faiss, computed once; the point itself excluded). Each epoch draws one of them per
   anchor.
@@ -34,6 +38,16 @@ k_pos-NN of x among the training vectors including x itself, as train.py's
 get_nearestneighbors(xt, xt, 10) does (default: x excluded, the paper's "nearest neighbors of
 each point"). `validation=(xq, xb)` validates on given arrays instead of held-out rows.
 
+Speed (`fast_step`, default True): `train_epoch` gathers the rows of many batches at once and
+reads the losses back once per epoch. Every float operation of a step is that of the plain step
+(`fast_step = False`, kept as the reference), so the weights are the same bit for bit; the
+switch is not part of the checkpoint fingerprint or the model-cache key. It saves little. On
+the released protocol (sift-10K, hidden 1024, batch 64, 1-2 threads), the steps' GEMMs and the
+summing of the three passes' weight gradients take about 85 % of an SGD step, and the per-step
+bookkeeping about 2-4 %. torch.compile is not offered: compiling the forward passes and the loss
+changed the losses by 3e-7 and the weights by 2.5e-4 within 60 steps (inductor fuses batch norm,
+normalisation and the loss differently), so it cannot give the same numbers.
+
 Checkpoints (`checkpoint_dir`, as ccst.train): after every epoch `<checkpoint_dir>/last.pt` is
 written atomically (annrepro.atomic) with the network and optimizer (momentum) states, the number
 of finished epochs, the kept best state with its score and epoch, the history, the RNG states the
@@ -50,11 +64,9 @@ configuration or data, or an unreadable one, is refused with one line naming the
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +80,8 @@ from annrepro.checkpoint import (
 )
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
+from .search import quantized_search
+
 __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointMismatch",
@@ -78,9 +92,9 @@ __all__ = [
     "lr_at",
     "mine_negatives",
     "positives_knn",
-    "quantized_search",
     "train_catalyzer",
-    "fit_cached",
+    "train_epoch",
+    "validate",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +113,9 @@ _CHECKPOINT_KEYS = (
     "rng",
 )
 _CHECKPOINT_HOW = "delete it or use another checkpoint directory"
+
+# TrainConfig fields that change how fast, not what, is computed (tested bit for bit)
+_SAME_NUMBERS_FIELDS = ("fast_step",)
 
 # Named presets (Sec. 5.2 and the authors' train.py defaults).
 PRESETS = {
@@ -135,6 +152,7 @@ class TrainConfig:
     neg_search: str = "exact"  # negative mining: "exact" | "hnsw32" (train.py on a CPU)
     pos_include_self: bool = False  # positives: k_pos-NN with x itself (train.py) or without
     arch: str = "mlp"  # "mlp" (Sec. 5.2) | "identity" (normalisation only: degenerate check)
+    fast_step: bool = True  # train_epoch's fast bookkeeping (False: the plain step; same weights)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TrainConfig:
@@ -150,6 +168,11 @@ class TrainConfig:
         d = asdict(self)
         d["lr_stages"] = [list(s) for s in self.lr_stages]
         return d
+
+    def numbers_dict(self) -> dict:
+        """`to_dict` without the fields that cannot change the trained weights (fast_step):
+        what checkpoints and the model cache are keyed on."""
+        return {k: v for k, v in self.to_dict().items() if k not in _SAME_NUMBERS_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -217,33 +240,6 @@ def positives_knn(xt: np.ndarray, k_pos: int, include_self: bool = False) -> np.
     return I[~drop].reshape(n, k_pos)
 
 
-def quantized_search(yq: np.ndarray, yb: np.ndarray, k: int, quantizer: str) -> np.ndarray:
-    """Search catalyzed queries in a catalyzed, quantized base.
-
-    Args:
-        yq: float32 (nq, d) unit-norm outputs; yb: float32 (nb, d).
-        quantizer: "zn_<r2>" (base quantized to S_d^r / r, asymmetric search, Sec. 4.2),
-            "sign" (both binarised, Hamming search, Sec. 4.1) or "none" (exact search).
-    Returns:
-        I int64 (nq, k).
-    """
-    import faiss
-
-    from .binary import hamming_knn, sign_index
-
-    yq, yb = _f32(yq), _f32(yb)
-    if quantizer == "none":
-        return faiss.knn(yq, yb, k)[1]
-    if quantizer == "sign":
-        return hamming_knn(sign_index(yb.shape[1]), yb, yb, yq, k)
-    if quantizer.startswith("zn_"):
-        from .lattice import ZnSphereLattice
-
-        lat = ZnSphereLattice(yb.shape[1], int(quantizer[3:]))
-        return faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)[1]
-    raise InputError(f"unknown quantizer {quantizer!r} (zn_<r2>, sign or none)")
-
-
 def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exact") -> np.ndarray:
     """The k_neg-th nearest neighbour of each row of y among the rows of yb (Sec. 3.2).
 
@@ -270,16 +266,19 @@ def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exa
 
 
 def _forward(net, x: np.ndarray, bs: int = 4096) -> np.ndarray:
+    """f(x) float32 (n, d_out) in eval mode, in batches of bs rows.
+
+    bs stays 4096: the batch size can change the GEMM kernel, hence the last bits of f(x) and
+    the mined negatives. Written into one preallocated array, without autograd bookkeeping.
+    """
     import torch
 
     net.eval()
-    out = []
-    with torch.no_grad():
+    out = np.empty((x.shape[0], net.d_out), dtype=np.float32)
+    with torch.inference_mode():
         for i in range(0, x.shape[0], bs):
-            out.append(net(torch.from_numpy(x[i : i + bs])).numpy())
-    if not out:
-        return np.zeros((0, net.d_out), dtype=np.float32)
-    return np.ascontiguousarray(np.vstack(out), dtype=np.float32)
+            out[i : i + bs] = net(torch.from_numpy(x[i : i + bs])).numpy()
+    return out
 
 
 def _check_config(cfg: TrainConfig, nt: int, d: int) -> int:
@@ -329,7 +328,7 @@ def _fingerprint(cfg: TrainConfig, xt: np.ndarray, validation) -> dict:
     from annrepro.groundtruth import array_fingerprint
 
     return {
-        "config": cfg.to_dict(),
+        "config": cfg.numbers_dict(),
         "data": {
             "training data": array_fingerprint(xt),
             "validation arrays": None if validation is None else array_fingerprint(*validation),
@@ -343,13 +342,289 @@ def _load_checkpoint(path: Path) -> dict:
     return read_checkpoint(path, "catalyzer", CHECKPOINT_FORMAT, _CHECKPOINT_KEYS, _CHECKPOINT_HOW)
 
 
-def _check_resumable(theirs, ours: dict, path: Path) -> None:
-    """CheckpointMismatch unless the checkpoint's fingerprint is `ours`."""
-    check_resumable(theirs, ours, path, "catalyzer", _CHECKPOINT_HOW)
+@dataclass
+class _Progress:
+    """What a run has done so far: the part of a checkpoint besides the network, the optimizer
+    and the RNG states."""
+
+    history: list = field(default_factory=list)  # one record per finished epoch
+    best_state: dict | None = None
+    best_score: float = -1.0
+    best_epoch: int = -1
+    prior_s: float = 0.0  # wall time of the processes this run resumed from
+    mine_s: float = 0.0
+    train_s: float = 0.0
+    n_seen: int = 0  # training vectors stepped on
+
+    @property
+    def epoch(self) -> int:
+        """Finished epochs."""
+        return len(self.history)
+
+    def keep_if_best(self, score: float, epoch: int, net) -> None:
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(net.state_dict())
 
 
-def _save_checkpoint(blob: dict, path: Path) -> None:
+def _resume(path: Path, fingerprint: dict, net, opt, rng, cfg: TrainConfig) -> _Progress:
+    """Load the checkpoint at `path` into net, opt, rng and torch's generator; its progress."""
+    import torch
+
+    ckpt = _load_checkpoint(path)
+    check_resumable(ckpt["fingerprint"], fingerprint, path, "catalyzer", _CHECKPOINT_HOW)
+    try:
+        net.load_state_dict(ckpt["model"])
+        if opt is not None:
+            opt.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["rng"]["numpy"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        best, timing = ckpt["best"], ckpt.get("timing") or {}
+        prog = _Progress(
+            history=list(ckpt["history"]),
+            best_state=best["state"],
+            best_score=float(best["score"]),
+            best_epoch=int(best["epoch"]),
+            prior_s=float(timing.get("total_s", 0.0)),
+            mine_s=float(timing.get("mine_s", 0.0)),
+            train_s=float(timing.get("train_s", 0)),
+            n_seen=int(timing.get("n_seen", 0)),
+        )
+        start = int(ckpt["epoch"])
+        if not 0 <= start <= cfg.epochs or prog.epoch != start:
+            raise ValueError(f"epoch {start} with {prog.epoch} history records")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(
+            f"{path}: checkpoint does not fit its own configuration ({first_line(e)}); "
+            f"{_CHECKPOINT_HOW}"
+        ) from None
+    if ckpt.get("threads") != torch.get_num_threads():
+        log.warning(
+            "%s was written with %s torch threads, resumed with %d: the weights may differ "
+            "in the last bits from an uninterrupted run (float summation order)",
+            path,
+            ckpt.get("threads"),
+            torch.get_num_threads(),
+        )
+    log.info("resuming from %s at epoch %d / %d", path, start, cfg.epochs)
+    return prog
+
+
+def _save(path: Path, fingerprint: dict, net, opt, rng, prog: _Progress, total_s: float) -> None:
+    """Write the checkpoint of the finished epochs (atomic; draws no random numbers)."""
+    import torch
+
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "epoch": prog.epoch,  # finished epochs
+        "model": net.state_dict(),
+        "optimizer": None if opt is None else opt.state_dict(),
+        "best": {"state": prog.best_state, "score": prog.best_score, "epoch": prog.best_epoch},
+        "history": prog.history,
+        "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+        "timing": {
+            "total_s": total_s,
+            "mine_s": prog.mine_s,
+            "train_s": prog.train_s,
+            "n_seen": prog.n_seen,
+        },
+        "threads": torch.get_num_threads(),
+    }
     save_checkpoint(blob, path)  # annrepro.checkpoint: atomic, one line on failure
+
+
+# ------------------------------------------------------------------------- the three steps
+class _NonFinite(FloatingPointError):
+    """The loss of batch `batch` (0-based) of an epoch is `value` (NaN or inf)."""
+
+    def __init__(self, batch: int, value: float, last_good: dict):
+        super().__init__(f"loss {value} at batch {batch}")
+        self.batch, self.value, self.last_good = batch, value, last_good
+
+
+_GATHER_ROWS = 8192  # rows per batch gather of the fast step: 4 MB of 128-d inputs, x 3
+
+
+def _searched(y: np.ndarray, st) -> np.ndarray:
+    """The outputs negatives are searched among: y, or q(y) / r in end-to-end training."""
+    return y if st is None else st.lattice.quantize(y) * np.float32(1 / st.lattice.r)
+
+
+def train_epoch(net, opt, xtr_t, pos_nn: np.ndarray, neg_nn: np.ndarray, rng, cfg, st=None):
+    """One pass of SGD over the training vectors in random order (Sec. 3.2, Eq. 4).
+
+    Args:
+        net: the CatalyzerNet; opt: its optimizer (None: nothing to train, the identity).
+        xtr_t: torch float32 (n, d_in) training vectors.
+        pos_nn: int64 (n, k_pos) positive candidates; one per anchor is drawn from rng.
+        neg_nn: int64 (n,) this epoch's negatives (`mine_negatives`).
+        rng: numpy Generator of the positives and the batch order.
+        cfg: the TrainConfig (batch_size, bn_passes, lam, k_pos, fast_step).
+        st: the StraightThroughLattice of end-to-end training, or None.
+    Returns:
+        ({"loss", "rank", "koleo"}: means over the batches, vectors stepped on).
+    Raises:
+        _NonFinite: a NaN / infinite loss; net is back at its state at the start of the epoch.
+
+    The batches, their order and every float operation of a step are those of
+    `_train_epoch_plain`, so the weights are the same bit for bit; what differs is the
+    bookkeeping around the steps. The rows of _GATHER_ROWS / batch_size batches are gathered at
+    once into one tensor whose slices are the batches (no per-step numpy indexing or tensor
+    allocation for the inputs). The losses stay tensors until the end of the epoch, read back
+    once; a NaN / inf is then found at the end of the epoch instead of at its batch (the steps
+    after it are wasted, the reset is the same).
+    """
+    if not cfg.fast_step:
+        return _train_epoch_plain(net, opt, xtr_t, pos_nn, neg_nn, rng, cfg, st)
+    import torch
+
+    from .losses import catalyzer_loss  # looked up per call: tests patch catalyzer.losses
+
+    last_good = copy.deepcopy(net.state_dict())
+    n, bs = xtr_t.shape[0], cfg.batch_size
+    pos = pos_nn[np.arange(n), rng.integers(cfg.k_pos, size=n)]
+    perm = rng.permutation(n)
+    joint = cfg.bn_passes == "joint"
+
+    def step(rows, b: int):  # rows: (3b, d_in) anchors, positives, negatives
+        if joint:  # one batch-norm batch of 3b rows
+            out = net(rows)
+            a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
+        else:  # three passes, as the authors' train.py: net(ins), net(pos), net(neg)
+            a, p, ng = net(rows[:b]), net(rows[b : 2 * b]), net(rows[2 * b :])
+        if st is not None:
+            p, ng = st(p), st(ng)
+        loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
+        if opt is not None:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.detach(), l_rank.detach(), l_koleo.detach()
+
+    def gathered(ids: np.ndarray):  # ids int64 (m, b) -> float32 (m, 3b, d_in)
+        rows = np.concatenate([ids, pos[ids], neg_nn[ids]], axis=1)
+        return xtr_t[torch.from_numpy(rows.ravel())].view(ids.shape[0], 3 * ids.shape[1], -1)
+
+    net.train()
+    vals = []
+    n_full = n // bs
+    per_gather = max(1, _GATHER_ROWS // bs)
+    for j0 in range(0, n_full, per_gather):
+        chunk = gathered(perm[j0 * bs : min(j0 + per_gather, n_full) * bs].reshape(-1, bs))
+        vals.extend(step(rows, bs) for rows in chunk)
+    tail = perm[n_full * bs :]
+    if len(tail) >= 2:  # batch norm and KoLeo need two points
+        vals.append(step(gathered(tail[None])[0], len(tail)))
+    n_seen = n_full * bs + (len(tail) if len(tail) >= 2 else 0)
+    # read back once: float64 sums in batch order, as the plain step's running sums
+    v = torch.stack([torch.stack(t) for t in vals]).numpy().astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(v[:, 0]))
+    if bad.size:
+        net.load_state_dict(last_good)
+        raise _NonFinite(int(bad[0]), float(v[bad[0], 0]), last_good)
+    means = np.cumsum(v, axis=0)[-1] / max(len(vals), 1)
+    return {"loss": float(means[0]), "rank": float(means[1]), "koleo": float(means[2])}, n_seen
+
+
+def _train_epoch_plain(net, opt, xtr_t, pos_nn, neg_nn, rng, cfg, st=None):
+    """`train_epoch` as it was written first (cfg.fast_step = False): one batch at a time,
+    gathered from numpy ids, the loss read back after every step. The reference the fast step
+    is tested against (same weights bit for bit) and benchmarked against.
+    """
+    import torch
+
+    from .losses import catalyzer_loss  # looked up per call: tests patch catalyzer.losses
+
+    last_good = copy.deepcopy(net.state_dict())
+    n = xtr_t.shape[0]
+    pos = pos_nn[np.arange(n), rng.integers(cfg.k_pos, size=n)]
+    perm = rng.permutation(n)
+    net.train()
+    sums = np.zeros(3)
+    nb = n_seen = 0
+    for i0 in range(0, n, cfg.batch_size):
+        idx = perm[i0 : i0 + cfg.batch_size]
+        b = len(idx)
+        if b < 2:  # batch norm and KoLeo need two points
+            continue
+        if cfg.bn_passes == "joint":  # one batch-norm batch of 3b rows
+            rows = torch.from_numpy(np.concatenate([idx, pos[idx], neg_nn[idx]]))
+            out = net(xtr_t[rows])
+            a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
+        else:  # three passes, as the authors' train.py: net(ins), net(pos), net(neg)
+            a = net(xtr_t[torch.from_numpy(idx)])
+            p = net(xtr_t[torch.from_numpy(pos[idx])])
+            ng = net(xtr_t[torch.from_numpy(neg_nn[idx])])
+        if st is not None:
+            p, ng = st(p), st(ng)
+        loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
+        if not torch.isfinite(loss):
+            net.load_state_dict(last_good)
+            raise _NonFinite(nb, loss.item(), last_good)
+        if opt is not None:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sums += (loss.item(), l_rank.item(), l_koleo.item())
+        nb += 1
+        n_seen += b
+    means = sums / max(nb, 1)
+    return {"loss": float(means[0]), "rank": float(means[1]), "koleo": float(means[2])}, n_seen
+
+
+def validate(net, xvq: np.ndarray, xvb: np.ndarray, gt: np.ndarray, quantizer: str) -> float:
+    """1-recall@10 of the quantized search of f(xvq) in f(xvb) (Sec. 5.1).
+
+    Args:
+        xvq: float32 (nq, d_in) queries; xvb: float32 (nb, d_in) base.
+        gt: int64 (nq, >= 1) exact nearest neighbours of xvq in xvb, in the input space.
+        quantizer: "zn_<r2>", "sign" or "none" (`search.quantized_search`).
+    """
+    from annrepro.metrics import one_recall_at
+
+    I = quantized_search(_forward(net, xvq), _forward(net, xvb), 10, quantizer)
+    return one_recall_at(I, gt, 10)
+
+
+# ------------------------------------------------------------------------- the loop
+def _inputs(xt, cfg: TrainConfig, validation):
+    """Checked inputs: (xt, training rows, validation queries, validation base or Nones)."""
+    xt = _f32(xt)
+    if not xt.flags.writeable:  # memory-mapped / read-only input: torch needs writable memory
+        xt = xt.copy()
+    if xt.ndim != 2:
+        raise InputError(f"xt must be 2-D (n, d), got shape {xt.shape}")
+    if not np.isfinite(xt).all():
+        raise InputError("xt contains NaN or infinite values")
+    nt, d_in = xt.shape
+    n = _check_config(cfg, nt, d_in)
+    xvq = xvb = None
+    if cfg.n_val:
+        xvq, xvb = xt[n : n + cfg.n_val_queries], xt[n + cfg.n_val_queries :]
+    if validation is not None:
+        if cfg.n_val:
+            raise InputError("give either validation arrays or n_val > 0, not both")
+        xvq, xvb = (_f32(v) for v in validation)
+        shapes_ok = xvq.ndim == 2 and xvb.ndim == 2 and xvq.shape[1] == xvb.shape[1] == d_in
+        if not shapes_ok or xvb.shape[0] < 10:
+            raise InputError(
+                f"validation arrays must be (nq, {d_in}) and (nb >= 10, {d_in}), got "
+                f"{xvq.shape} and {xvb.shape}"
+            )
+    return xt, xt[:n], xvq, xvb
+
+
+def _diverged(e: _NonFinite, epoch: int, lr: float, ckpt_path: Path | None) -> TrainingDiverged:
+    kept = ""
+    if ckpt_path is not None and epoch > 0 and ckpt_path.exists():
+        kept = f"; the checkpoint {ckpt_path} (epochs done: {epoch}) is kept"
+    return TrainingDiverged(
+        f"catalyzer loss is {e.value} at epoch {epoch} (batch {e.batch}); the model is "
+        f"reset to its state at the start of epoch {epoch} (lr {lr}){kept}",
+        epoch,
+        e.last_good,
+    )
 
 
 def train_catalyzer(
@@ -384,214 +659,99 @@ def train_catalyzer(
     """
     import faiss
     import torch
-    from annrepro.metrics import one_recall_at
     from tqdm.auto import tqdm
 
     from .lattice import ZnSphereLattice
-    from .losses import catalyzer_loss
     from .model import CatalyzerNet, StraightThroughLattice
 
-    xt = _f32(xt)
-    if not xt.flags.writeable:  # memory-mapped / read-only input: torch needs writable memory
-        xt = xt.copy()
-    if xt.ndim != 2:
-        raise InputError(f"xt must be 2-D (n, d), got shape {xt.shape}")
-    if not np.isfinite(xt).all():
-        raise InputError("xt contains NaN or infinite values")
-    nt, d_in = xt.shape
-    n = _check_config(cfg, nt, d_in)
-    xtr = xt[:n]
-    xval = xt[n:]
-    if validation is not None:
-        if cfg.n_val:
-            raise InputError("give either validation arrays or n_val > 0, not both")
-        xvq, xvb = (_f32(v) for v in validation)
-        shapes_ok = xvq.ndim == 2 and xvb.ndim == 2 and xvq.shape[1] == xvb.shape[1] == d_in
-        if not shapes_ok or xvb.shape[0] < 10:
-            raise InputError(
-                f"validation arrays must be (nq, {d_in}) and (nb >= 10, {d_in}), got "
-                f"{xvq.shape} and {xvb.shape}"
-            )
-
+    xt, xtr, xvq, xvb = _inputs(xt, cfg, validation)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = CatalyzerNet(d_in, cfg.d_out, cfg.hidden, cfg.arch)
+    net = CatalyzerNet(xt.shape[1], cfg.d_out, cfg.hidden, cfg.arch)
     params = list(net.parameters())
     opt = None
     if params:  # the identity catalyzer has nothing to train
         opt = torch.optim.SGD(params, lr=lr_at(0, cfg.epochs, cfg.lr_stages), momentum=cfg.momentum)
-
-    history, best_score, best_epoch, best_state = [], -1.0, -1, None
-    start, t_before, t_mine, t_train, n_seen = 0, 0.0, 0.0, 0.0, 0
-    ckpt_path = fingerprint = None
+    prog, ckpt_path, fingerprint = _Progress(), None, None
     if checkpoint_dir is not None:
         ckpt_path = checkpoint_path(checkpoint_dir, CHECKPOINT_NAME)
         fingerprint = _fingerprint(cfg, xt, None if validation is None else (xvq, xvb))
         if resume and ckpt_path.exists():
-            ckpt = _load_checkpoint(ckpt_path)
-            _check_resumable(ckpt["fingerprint"], fingerprint, ckpt_path)
-            try:
-                net.load_state_dict(ckpt["model"])
-                if opt is not None:
-                    opt.load_state_dict(ckpt["optimizer"])
-                rng.bit_generator.state = ckpt["rng"]["numpy"]
-                torch.set_rng_state(ckpt["rng"]["torch"])
-                best = ckpt["best"]
-                best_state, best_score = best["state"], float(best["score"])
-                best_epoch = int(best["epoch"])
-                history, start = list(ckpt["history"]), int(ckpt["epoch"])
-                timing = ckpt.get("timing") or {}
-                t_before, n_seen = float(timing.get("total_s", 0.0)), int(timing.get("n_seen", 0))
-                t_mine, t_train = float(timing.get("mine_s", 0.0)), float(timing.get("train_s", 0))
-                if not 0 <= start <= cfg.epochs or len(history) != start:
-                    raise ValueError(f"epoch {start} with {len(history)} history records")
-            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise InputError(
-                    f"{ckpt_path}: checkpoint does not fit its own configuration "
-                    f"({first_line(e)}); {_CHECKPOINT_HOW}"
-                ) from None
-            if ckpt.get("threads") != torch.get_num_threads():
-                log.warning(
-                    "%s was written with %s torch threads, resumed with %d: the weights may differ "
-                    "in the last bits from an uninterrupted run (float summation order)",
-                    ckpt_path,
-                    ckpt.get("threads"),
-                    torch.get_num_threads(),
-                )
-            log.info("resuming from %s at epoch %d / %d", ckpt_path, start, cfg.epochs)
+            prog = _resume(ckpt_path, fingerprint, net, opt, rng, cfg)
     st = None
     if cfg.end2end_r2 is not None:
         st = StraightThroughLattice(ZnSphereLattice(cfg.d_out, cfg.end2end_r2))
 
     t_start = time.perf_counter()
     pos_nn = positives_knn(xtr, cfg.k_pos, include_self=cfg.pos_include_self)
-    gt_val = None
-    if cfg.n_val:
-        xvq, xvb = xval[: cfg.n_val_queries], xval[cfg.n_val_queries :]
-    if cfg.n_val or validation is not None:
-        gt_val = faiss.knn(xvq, xvb, 1)[1]
+    gt_val = None if xvq is None else faiss.knn(xvq, xvb, 1)[1]
     xtr_t = torch.from_numpy(xtr)
-
     epochs = tqdm(
-        range(start, cfg.epochs),
+        range(prog.epoch, cfg.epochs),
         desc=f"catalyzer d_out={cfg.d_out}",
-        initial=start,
+        initial=prog.epoch,
         total=cfg.epochs,
         disable=not progress,
         leave=False,
     )
     for epoch in epochs:
-        last_good = copy.deepcopy(net.state_dict())
         lr = lr_at(epoch, cfg.epochs, cfg.lr_stages)
         for g in opt.param_groups if opt is not None else ():
             g["lr"] = lr
-        # negatives: k_neg-th neighbour in the output space, once per epoch (Sec. 3.2)
         t0 = time.perf_counter()
-        y = _forward(net, xtr)
-        yb = y if st is None else st.lattice.quantize(y) * np.float32(1 / st.lattice.r)
-        neg_nn = mine_negatives(y, yb, cfg.k_neg, cfg.neg_search)
+        y = _forward(net, xtr)  # negatives: in the output space, once per epoch (Sec. 3.2)
+        neg_nn = mine_negatives(y, _searched(y, st), cfg.k_neg, cfg.neg_search)
         t1 = time.perf_counter()
-        pos = pos_nn[np.arange(n), rng.integers(cfg.k_pos, size=n)]
-        perm = rng.permutation(n)
-        net.train()
-        sums = np.zeros(3)
-        nb = 0
-        for i0 in range(0, n, cfg.batch_size):
-            idx = perm[i0 : i0 + cfg.batch_size]
-            b = len(idx)
-            if b < 2:  # batch norm and KoLeo need two points
-                continue
-            if cfg.bn_passes == "joint":  # one batch-norm batch of 3b rows
-                rows = torch.from_numpy(np.concatenate([idx, pos[idx], neg_nn[idx]]))
-                out = net(xtr_t[rows])
-                a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
-            else:  # three passes, as the authors' train.py: net(ins), net(pos), net(neg)
-                a = net(xtr_t[torch.from_numpy(idx)])
-                p = net(xtr_t[torch.from_numpy(pos[idx])])
-                ng = net(xtr_t[torch.from_numpy(neg_nn[idx])])
-            if st is not None:
-                p, ng = st(p), st(ng)
-            loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
-            if not torch.isfinite(loss):
-                net.load_state_dict(last_good)
-                kept = ""
-                if ckpt_path is not None and epoch > 0 and ckpt_path.exists():
-                    kept = f"; the checkpoint {ckpt_path} (epochs done: {epoch}) is kept"
-                raise TrainingDiverged(
-                    f"catalyzer loss is {loss.item()} at epoch {epoch} (batch {nb}); the model is "
-                    f"reset to its state at the start of epoch {epoch} (lr {lr}){kept}",
-                    epoch,
-                    last_good,
-                )
-            if opt is not None:
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            sums += (loss.item(), l_rank.item(), l_koleo.item())
-            nb += 1
-            n_seen += b
+        try:
+            losses, n_seen = train_epoch(net, opt, xtr_t, pos_nn, neg_nn, rng, cfg, st)
+        except _NonFinite as e:
+            raise _diverged(e, epoch, lr, ckpt_path) from None
         t2 = time.perf_counter()
-        t_mine += t1 - t0
-        t_train += t2 - t1
-        rec = {
-            "epoch": epoch,
-            "lr": lr,
-            "loss": sums[0] / max(nb, 1),
-            "rank": sums[1] / max(nb, 1),
-            "koleo": sums[2] / max(nb, 1),
-            "mine_s": t1 - t0,
-            "train_s": t2 - t1,
-        }
-        rec = {key: float(v) if key != "epoch" else int(v) for key, v in rec.items()}
+        prog.mine_s, prog.train_s, prog.n_seen = (
+            prog.mine_s + t1 - t0,
+            prog.train_s + t2 - t1,
+            prog.n_seen + n_seen,
+        )
+        rec = {"epoch": epoch, "lr": lr, **losses, "mine_s": t1 - t0, "train_s": t2 - t1}
         if gt_val is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
             t3 = time.perf_counter()
-            I = quantized_search(_forward(net, xvq), _forward(net, xvb), 10, cfg.val_quantizer)
-            score = one_recall_at(I, gt_val, 10)
-            rec["val_1-recall@10"] = score
+            rec["val_1-recall@10"] = validate(net, xvq, xvb, gt_val, cfg.val_quantizer)
             rec["val_s"] = time.perf_counter() - t3
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(net.state_dict())
-            log.info(
-                "epoch %d/%d lr %g loss %.4f = rank %.4f + %g * koleo %.4f; val 1-recall@10 (%s) "
-                "%.4f (best %.4f at epoch %d)",
-                epoch + 1,
-                cfg.epochs,
-                lr,
-                rec["loss"],
-                rec["rank"],
-                cfg.lam,
-                rec["koleo"],
-                cfg.val_quantizer,
-                score,
-                best_score,
-                best_epoch + 1,
-            )
-        history.append(rec)
+            prog.keep_if_best(rec["val_1-recall@10"], epoch, net)
+            _log_epoch(rec, cfg, prog)
+        prog.history.append(rec)
         if ckpt_path is not None:  # draws no random numbers, changes no state
-            blob = {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,  # finished epochs
-                "model": net.state_dict(),
-                "optimizer": None if opt is None else opt.state_dict(),
-                "best": {"state": best_state, "score": best_score, "epoch": best_epoch},
-                "history": history,
-                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
-                "timing": {
-                    "total_s": t_before + time.perf_counter() - t_start,
-                    "mine_s": t_mine,
-                    "train_s": t_train,
-                    "n_seen": n_seen,
-                },
-                "threads": torch.get_num_threads(),
-            }
-            _save_checkpoint(blob, ckpt_path)
+            total_s = prog.prior_s + time.perf_counter() - t_start
+            _save(ckpt_path, fingerprint, net, opt, rng, prog, total_s)
+    return _result(net, cfg, xt.shape[1], prog, prog.prior_s + time.perf_counter() - t_start)
+
+
+def _log_epoch(rec: dict, cfg: TrainConfig, prog: _Progress) -> None:
+    log.info(
+        "epoch %d/%d lr %g loss %.4f = rank %.4f + %g * koleo %.4f; val 1-recall@10 (%s) "
+        "%.4f (best %.4f at epoch %d)",
+        rec["epoch"] + 1,
+        cfg.epochs,
+        rec["lr"],
+        rec["loss"],
+        rec["rank"],
+        cfg.lam,
+        rec["koleo"],
+        cfg.val_quantizer,
+        rec["val_1-recall@10"],
+        prog.best_score,
+        prog.best_epoch + 1,
+    )
+
+
+def _result(net, cfg: TrainConfig, d_in: int, prog: _Progress, total: float) -> TrainResult:
+    """The TrainResult of a finished run: the kept state (the last one without validation)."""
+    best_state, best_epoch = prog.best_state, prog.best_epoch
     if best_state is None:
         best_state, best_epoch = copy.deepcopy(net.state_dict()), cfg.epochs - 1
-    total = t_before + time.perf_counter() - t_start
-    vps = n_seen / t_train if t_train > 0 else 0.0
-    share = t_mine / (t_mine + t_train) if t_mine + t_train > 0 else 0.0
+    vps = prog.n_seen / prog.train_s if prog.train_s > 0 else 0.0
+    busy = prog.mine_s + prog.train_s
+    share = prog.mine_s / busy if busy > 0 else 0.0
     log.info(
         "catalyzer d_in=%d d_out=%d hidden=%d lam=%g: %d epochs in %.1f s, %.0f training "
         "vectors/s, mining negatives %.0f%% of epoch time, best epoch %d",
@@ -610,88 +770,9 @@ def train_catalyzer(
         config=cfg,
         d_in=d_in,
         best_epoch=best_epoch,
-        best_score=None if best_score < 0 else best_score,
-        history=history,
+        best_score=None if prog.best_score < 0 else prog.best_score,
+        history=prog.history,
         train_s=total,
         vectors_per_s=vps,
         mining_share=share,
     )
-
-
-# ------------------------------------------------------------------------- model cache
-_MEMO: dict[str, TrainResult] = {}
-
-
-def _cache_key(data_key: str, cfg: TrainConfig) -> str:
-    import torch
-
-    # torch's thread count can change float summation order, hence the weights: part of the key
-    blob = json.dumps(
-        {"data": data_key, "cfg": cfg.to_dict(), "v": CODE_VERSION, "th": torch.get_num_threads()},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def fit_cached(
-    xt: np.ndarray,
-    cfg: TrainConfig,
-    data_key: str | None = None,
-    cache: bool = True,
-    progress: bool = False,
-) -> tuple[TrainResult, bool]:
-    """`train_catalyzer` memoised in process and on disk (annrepro cache_dir()/models).
-
-    The key is (data_key or a hash of xt, cfg, CODE_VERSION): one model per data set and
-    configuration (d_out, lambda, seed, ...), reused across tables and runs.
-    Returns (result, hit).
-    """
-    import torch
-    from annrepro.groundtruth import array_fingerprint, cache_dir
-
-    key = _cache_key(data_key or array_fingerprint(_f32(xt)), cfg)
-    if key in _MEMO:
-        return _MEMO[key], True
-    path = Path(cache_dir()) / "models" / f"catalyzer-{key}.pt"
-    if cache and path.exists():
-        try:
-            blob = torch.load(path, weights_only=True)
-            res = TrainResult(
-                state_dict=blob["state_dict"],
-                config=TrainConfig.from_dict(blob["config"]),
-                d_in=int(blob["d_in"]),
-                best_epoch=int(blob["best_epoch"]),
-                best_score=blob["best_score"],
-                history=blob["history"],
-                train_s=float(blob["train_s"]),
-                vectors_per_s=float(blob["vectors_per_s"]),
-                mining_share=float(blob["mining_share"]),
-            )
-            _MEMO[key] = res
-            return res, True
-        except Exception as e:  # a corrupt or stale file: retrain
-            log.warning("ignoring unreadable cached model %s: %s", path, e)
-    res = train_catalyzer(xt, cfg, progress=progress)
-    _MEMO[key] = res
-    if cache:
-        from annrepro.atomic import atomic_torch_save
-
-        blob = {
-            "state_dict": res.state_dict,
-            "config": cfg.to_dict(),
-            "d_in": res.d_in,
-            "best_epoch": res.best_epoch,
-            "best_score": res.best_score,
-            "history": res.history,
-            "train_s": res.train_s,
-            "vectors_per_s": res.vectors_per_s,
-            "mining_share": res.mining_share,
-        }
-        # a unique temporary: two runs sharing the cache once broke each other on "<key>.tmp"
-        atomic_torch_save(blob, path)
-    return res, False
-
-
-def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:
-    """cfg with some fields replaced (None values ignored)."""
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
