@@ -27,6 +27,7 @@ from annrepro.errors import SettingError
 from annrepro.methods import FaissStage, Method, array_to_torch, check_settings, torch_to_array
 
 from .api import Catalyzer
+from .search import code_lattice
 
 __all__ = ["CatalyzerMethod", "make", "method_class"]
 
@@ -77,7 +78,7 @@ class CatalyzerMethod(Method):
             kw.setdefault("n_val_queries", max(1, kw["n_val"] // 10))
         self.cat = Catalyzer(d_out=self.d_out, **kw)
         if self.quantizer.startswith("zn_"):
-            self.cat._lattice(self.quantizer)  # refuses codes over 64 bits before training
+            code_lattice(self.d_out, self.quantizer)  # refuses codes over 64 bits before training
         self.cat.fit(xt)
         if not self._native():
             self.stage = FaissStage(self.quantizer, "l2")
