@@ -93,3 +93,24 @@ def test_bench_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
         assert main(base + extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("annrepro: error:") and needle in err[-1], err
+
+
+def test_recall_cli(tmp_path, capsys):
+    gt = DS.gt(10)
+    found = gt.copy()
+    found[:15, [0, 1]] = gt[:15, [1, 0]]  # half the queries: nearest neighbour at rank 2
+    write_vectors(tmp_path / "gt.ivecs", gt.astype(np.int32))
+    write_vectors(tmp_path / "I.ivecs", found.astype(np.int32))
+    assert (
+        main(["recall", "--results", str(tmp_path / "I.ivecs"), "--gt", str(tmp_path / "gt.ivecs")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "1-recall@1 0.5000" in out and "1-recall@10 1.0000" in out
+    assert "10-recall@10 1.0000" in out
+    write_vectors(tmp_path / "f.fvecs", found.astype(np.float32))
+    assert (
+        main(["recall", "--results", str(tmp_path / "f.fvecs"), "--gt", str(tmp_path / "gt.ivecs")])
+        == 2
+    )
+    assert "must be integers" in capsys.readouterr().err

@@ -5,6 +5,7 @@ annrepro report
 annrepro tables                      # list tables and which have producers
 annrepro data list | info NAME | fetch NAME | check NAME
 annrepro groundtruth --base xb.fvecs --queries xq.fvecs -k 100 --out gt.ivecs [--engine dask]
+annrepro recall --results I.ivecs --gt gt.ivecs [-k 100]
 annrepro bench --base xb.fvecs --queries xq.fvecs [--learn xt.fvecs] [--gt gt.ivecs] \
     --methods 'catalyzer24,zn_79;kdindex,PQ8x256;OPQ8_64,PQ8' -k 100 --metric l2 --out DIR
 
@@ -247,6 +248,36 @@ def _groundtruth(args) -> int:
     return 0
 
 
+def _recall(args) -> int:
+    """Recalls of a result file (ids, nearest first) against a ground-truth file."""
+    from .bench import recall_columns
+    from .metrics import n_recall_at, one_recall_at
+    from .validate import read_ground_truth
+    from .vecio import read_vectors
+
+    I = read_vectors(args.results)
+    if I.dtype.kind not in "iu":
+        raise AnnreproError(f"{args.results}: result ids must be integers, got {I.dtype}")
+    I = I.astype(np.int64)
+    gt = read_ground_truth(args.gt, args.nb, len(I), 1)
+    k = min(args.k or I.shape[1], I.shape[1])
+    if args.k and args.k > I.shape[1]:
+        raise AnnreproError(
+            f"{args.results}: -k {args.k} but the file holds {I.shape[1]} ids per query"
+        )
+    parts = []
+    for name, n, m in recall_columns(k, gt.shape[1]):
+        v = one_recall_at(I, gt, m, args.nb) if n == 1 else n_recall_at(I, gt, n, m, args.nb)
+        parts.append(f"{name} {v:.4f}")
+    if k >= 1 and k not in (1, 10, 100) and gt.shape[1] >= k:
+        parts.append(f"{k}-recall@{k} {n_recall_at(I, gt, k, k, args.nb):.4f}")
+    print(
+        f"{args.results} ({len(I)} queries, {I.shape[1]} ids each) vs {args.gt}: "
+        + "  ".join(parts)
+    )
+    return 0
+
+
 def _bench(args) -> int:
     """Every method of --methods on the user's vectors: bench.csv / .md / .json and two plots."""
     from pathlib import Path
@@ -369,6 +400,15 @@ def _main(argv=None) -> int:
     g.add_argument("--shard-rows", type=positive_int, default=1 << 20)
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(fn=_groundtruth)
+
+    rc = sub.add_parser("recall", help="recalls of a result file against a ground truth file")
+    rc.add_argument(
+        "--results", required=True, help="ids per query, nearest first (.ivecs/.ibin/.npy)"
+    )
+    rc.add_argument("--gt", required=True, help="exact ids per query (.ivecs/.ibin/.npy)")
+    rc.add_argument("-k", "--k", type=positive_int, default=None, help="results considered")
+    rc.add_argument("--nb", type=positive_int, default=None, help="base size (checks id range)")
+    rc.set_defaults(fn=_recall)
 
     b = sub.add_parser("bench", help="any methods on your vectors: recalls, speed, bytes, plots")
     b.add_argument("--base", required=True, help=".fvecs/.bvecs/.fbin/.u8bin/.npy")
