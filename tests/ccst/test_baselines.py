@@ -11,7 +11,7 @@ from annrepro.groundtruth import knn_exact
 from annrepro.tables import ProducerError
 from annrepro.tables.spec import load_spec
 from annrepro.testing import FakeContext
-from ccst import tables
+from ccst import experiments, tables
 from ccst.baselines import (
     CompressorConfig,
     MLPCompressor,
@@ -178,7 +178,7 @@ def _queries():
 def test_learned_baseline_rows(name):
     ds, xq, gt = _queries()
     ctx = Ctx()
-    rows = tables._learned_baseline_rows(name, ds, "Deep1M", xq, gt, 4, ctx, 10)
+    rows = experiments.learned_baseline_rows(ctx, name, "Deep1M", ds, xq, gt, 4, 10)
     assert [r["row"] for r in rows] == [f"{name}+HNSW", f"{name}+brute"]
     published = ctx.spec.published()
     for r in rows:
@@ -192,7 +192,7 @@ def test_learned_baseline_rows(name):
 def test_mlp_row_follows_ccst_input_scaling():
     ds, xq, gt = _queries()
     ctx = Ctx(ccst_input_scaling="none", mlp_epochs=1)
-    tables._learned_baseline_rows("MLP", ds, "Deep1M", xq, gt, 4, ctx, 10)
+    experiments.learned_baseline_rows(ctx, "MLP", "Deep1M", ds, xq, gt, 4, 10)
     assert any("input scaling 'none' as CSST's" in n for n in ctx.notes), ctx.notes
 
 
@@ -201,10 +201,10 @@ def test_learned_baseline_params_checked():
     ctx = Ctx()
     del ctx.params["mlp_lr"]
     with pytest.raises(ProducerError, match="mlp_lr"):
-        tables._learned_baseline_rows("MLP", ds, "Deep1M", xq, gt, 4, ctx, 10)
+        experiments.learned_baseline_rows(ctx, "MLP", "Deep1M", ds, xq, gt, 4, 10)
     ctx = Ctx(vae_kl_wieght=1.0)
     with pytest.raises(ProducerError, match="vae_"):
-        tables._learned_baseline_rows("VAE", ds, "Deep1M", xq, gt, 4, ctx, 10)
+        experiments.learned_baseline_rows(ctx, "VAE", "Deep1M", ds, xq, gt, 4, 10)
 
 
 def test_catalyst_skipped_without_catalyzer(monkeypatch):
@@ -214,7 +214,7 @@ def test_catalyst_skipped_without_catalyzer(monkeypatch):
         catalyst_compress(ds.xb, xq, 4, 0, {})
     assert e.value.name == "catalyzer"
     ctx = Ctx()
-    assert tables._catalyst_rows(ds, "Deep1M", xq, gt, 4, ctx, 10) == []
+    assert experiments.catalyst_rows(ctx, "Deep1M", ds, xq, gt, 4, 10) == []
     assert any("not measured: catalyzer not installed" in n for n in ctx.notes), ctx.notes
 
 
@@ -222,8 +222,8 @@ def test_catalyst_rows_only_on_catalyst_datasets():
     pytest.importorskip("catalyzer")
     ds, xq, gt = _queries()
     ctx = Ctx(catalyst_epochs=2, catalyst_n_val=60, catalyst_n_val_queries=20)
-    assert tables._catalyst_rows(ds, "GIST1M", xq, gt, 4, ctx, 10) == []  # Table 5: Deep1M
-    rows = tables._catalyst_rows(ds, "Deep1M", xq, gt, 4, ctx, 10)
+    assert experiments.catalyst_rows(ctx, "GIST1M", ds, xq, gt, 4, 10) == []  # Table 5: Deep1M
+    rows = experiments.catalyst_rows(ctx, "Deep1M", ds, xq, gt, 4, 10)
     assert [r["row"] for r in rows] == ["Catalyst+HNSW", "Catalyst+brute"]
     assert all(0.0 <= r["1-recall@10"] <= 1.0 for r in rows)
     assert any("Catalyst 16 -> 4 dims" in n for n in ctx.notes)
@@ -244,7 +244,7 @@ def test_table5_without_catalyzer_skips_only_catalyst(monkeypatch):
     monkeypatch.setitem(sys.modules, "catalyzer", None)
     ctx = Ctx()
     # d=32: CSST's 4 heads need d_out = 8 (query/key width 0.5 * 8 / 4 = 1)
-    ctx.each_dataset = lambda names: ((name, DS(d=32)) for name in names)
+    ctx.each_dataset = lambda: ((name, DS(d=32)) for name in ctx.spec.datasets(ctx.scale))
     rows = tables.table5(ctx.spec, ctx)
     got = {(r["dataset"], r["row"]) for r in rows}
     methods = ("SRP", "MLP", "VAE", "CSST")

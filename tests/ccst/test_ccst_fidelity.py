@@ -12,7 +12,7 @@ from annrepro.groundtruth import knn_exact
 from annrepro.metrics import one_recall_at
 from annrepro.tables.runner import _accept
 from annrepro.tables.spec import load_spec
-from ccst import tables
+from ccst import experiments
 from ccst.api import CCST
 from ccst.baselines import MLPCompressor
 from ccst.cli import main
@@ -94,13 +94,16 @@ def test_producer_values_are_in_their_columns_measured_units(monkeypatch):
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 1_500_000_000)
     ctx = SimpleNamespace(params={}, threads=1, note=lambda text: None)
-    _, _, gpu = tables._compress_measured(OnGpu(), np.ones((4, 4), np.float32), ctx)
-    row = tables._comp_row("GIST1M", 2, "compress_s", 12.5, gpu)
+    _, _, gpu = experiments.compress_measured(ctx, OnGpu(), np.ones((4, 4), np.float32))
+    row = experiments.comp_row("GIST1M", 2, "compress_s", 12.5, gpu)
     measured, _ = _accept(t1, [row])
     assert measured[("GIST1M", "Comp cf=2", "gpu_mem_gb")][0] == pytest.approx(1.5)
     assert measured[("GIST1M", "Comp cf=2", "compress_s")][0] == pytest.approx(12.5)
     hnsw = {"dataset": "Bigann-1B", "row": "HNSW cf=1", "build_s": 1800.0, "1-recall@1": 0.5}
-    rows = [tables._comp_row("Bigann-1B", 2, "compress_h", 7200.0, 3e9), tables._billion_row(hnsw)]
+    rows = [
+        experiments.comp_row("Bigann-1B", 2, "compress_h", 7200.0, 3e9),
+        experiments.billion_row(hnsw),
+    ]
     measured, _ = _accept(t2, rows)
     assert measured[("Bigann-1B", "Comp cf=2", "compress_h")][0] == pytest.approx(2.0)
     assert measured[("Bigann-1B", "Comp cf=2", "gpu_mem_gb")][0] == pytest.approx(3.0)

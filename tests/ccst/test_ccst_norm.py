@@ -11,7 +11,7 @@ import torch
 from annrepro.tables.runner import ProducerError
 from annrepro.tables.spec import load_spec
 from annrepro.testing import FakeContext
-from ccst import tables
+from ccst import experiments
 from ccst.api import CCST
 from ccst.cli import main
 from ccst.model import NORMS, CCSTConfig, CCSTNet
@@ -182,9 +182,9 @@ def test_table_producers_pass_ccst_norm():
     params = {**spec.params_for("tiny"), "ccst_heads": 2, "ccst_epochs": 1}
     for norm in NORMS:
         ctx = FakeContext(spec, **{**params, "ccst_norm": norm})
-        model = tables._train_ccst(ds, "GIST1M", 4, ctx)
+        model = experiments.train_ccst(ctx, "GIST1M", ds, 4)
         assert model.config.norm == norm
         assert any(f"normalisation {norm!r}" in n for n in ctx.notes)
     ctx = FakeContext(spec, **{**params, "ccst_pre_norm": True})
     with pytest.raises(ProducerError, match="ccst_pre_norm was replaced by ccst_norm"):
-        tables._train_ccst(ds, "GIST1M", 4, ctx)
+        experiments.train_ccst(ctx, "GIST1M", ds, 4)

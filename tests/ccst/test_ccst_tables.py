@@ -64,7 +64,7 @@ EXPECTED_ROWS = {
 @pytest.mark.parametrize("table", sorted(EXPECTED_ROWS))
 def test_producer_returns_published_keys(table):
     spec = load_spec(SPECS / f"{table}.toml")
-    ctx = FakeContext(spec, DATASETS)
+    ctx = FakeContext(spec, {name: DATASETS[name] for name in spec.datasets("tiny")})
     with threads(1):
         rows = getattr(tables, table)(spec, ctx)
     assert {r["row"] for r in rows} == EXPECTED_ROWS[table]
@@ -83,7 +83,7 @@ def test_producer_returns_published_keys(table):
 
 def test_pq_budget_adjustment_is_noted():
     spec = load_spec(SPECS / "table3.toml")
-    ctx = FakeContext(spec, DATASETS)
+    ctx = FakeContext(spec, {name: DATASETS[name] for name in spec.datasets("tiny")})
     with threads(1):
         tables.table3(spec, ctx)
     # d=40: 60 B -> m=40; 30 B -> m=20 (tie between 20 and 40: the smaller); Deep d=32 unchanged
@@ -95,7 +95,7 @@ def test_pq_budget_adjustment_is_noted():
 def test_srp_rows_recalls_are_monotone_in_k():
     """SRP rows: 1-recall@k grows with k."""
     spec = load_spec(SPECS / "table5.toml")
-    ctx = FakeContext(spec, DATASETS)
+    ctx = FakeContext(spec, {name: DATASETS[name] for name in spec.datasets("tiny")})
     with threads(1):
         rows = {(r["dataset"], r["row"]): r for r in tables.table5(spec, ctx)}
     for ds in ("GIST1M", "Deep1M"):

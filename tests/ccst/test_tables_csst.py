@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from annrepro.groundtruth import knn_exact
+from annrepro.tables.runner import RunMemo
 from annrepro.tables.spec import load_spec
 from annrepro.testing import FakeContext
 from annrepro.threads import threads
 from annrepro.vecio import mmap_vectors, write_vectors
-from ccst import tables
+from ccst import experiments, tables
 from ccst.api import CCST
 
 pytestmark = pytest.mark.usefixtures("warm_torch_optim")
@@ -53,9 +54,23 @@ DATASETS = {
 }
 
 
-def _run(table, datasets=DATASETS, **params):
+class SharedMemoContext(FakeContext):
+    """A FakeContext whose memo is the given RunMemo, shared by several tables as in one run."""
+
+    def __init__(self, spec, datasets, memo, **params):
+        super().__init__(spec, datasets, **params)
+        self.shared_memo = memo
+
+    def memo(self, key, fn, nbytes=None):
+        return self.shared_memo.get(key, fn, nbytes)
+
+
+def _run(table, datasets=DATASETS, memo=None, **params):
     spec = load_spec(SPECS / f"{table}.toml")
-    ctx = FakeContext(spec, datasets, **params)
+    if memo is None:
+        ctx = FakeContext(spec, datasets, **params)
+    else:
+        ctx = SharedMemoContext(spec, datasets, memo, **params)
     with threads(1):
         rows = getattr(tables, table)(spec, ctx)
     published = spec.published()
@@ -85,17 +100,17 @@ def test_table1_csst_rows():
 
 
 def test_models_are_trained_once_per_dataset_and_factor(monkeypatch):
-    tables._CCST_CACHE.clear()
+    memo = RunMemo()
     fits = []
     real_fit = CCST.fit
     monkeypatch.setattr(
         CCST, "fit", lambda self, x, **kw: fits.append(x.shape) or real_fit(self, x)
     )
-    _run("table1")
-    _, ctx = _run("table4")
+    _run("table1", memo=memo)
+    _, ctx = _run("table4", memo=memo)
     assert len(fits) == 4  # (GIST1M, Deep1M) x (2, 4); Table 4 reuses the cf=4 models
     assert sum("reused" in n for n in ctx.notes) == 2
-    _run("table4", ccst_epochs=2)  # other settings: trained anew
+    _run("table4", memo=memo, ccst_epochs=2)  # other settings: trained anew
     assert len(fits) == 6
 
 
@@ -213,15 +228,15 @@ def test_comp_rows_measure_gpu_memory_only_on_a_gpu(monkeypatch):
     x = np.ones((5, 4), np.float32)
     ctx = SimpleNamespace(params={}, threads=1, notes=[])
     ctx.note = ctx.notes.append
-    _, _, gpu = tables._compress_measured(Model(), x, ctx)
+    _, _, gpu = experiments.compress_measured(ctx, Model(), x)
     assert gpu is None and any("gpu_mem_gb not measured" in n for n in ctx.notes)
-    assert "gpu_mem_gb" not in tables._comp_row("GIST1M", 2, "compress_s", 1.0, gpu)
+    assert "gpu_mem_gb" not in experiments.comp_row("GIST1M", 2, "compress_s", 1.0, gpu)
 
     calls = []
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: calls.append("reset"))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 1.5e9)
     Model.device = "cuda:0"
-    _, _, gpu = tables._compress_measured(Model(), x, ctx)
+    _, _, gpu = experiments.compress_measured(ctx, Model(), x)
     assert calls == ["reset"] and gpu == 1.5e9  # bytes: the runner converts to the column's GB
-    row = tables._comp_row("GIST1M", 2, "compress_s", 1.0, gpu)
+    row = experiments.comp_row("GIST1M", 2, "compress_s", 1.0, gpu)
     assert row == {"dataset": "GIST1M", "row": "Comp cf=2", "compress_s": 1.0, "gpu_mem_gb": gpu}
