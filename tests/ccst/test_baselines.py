@@ -1,4 +1,4 @@
-"""Compressor baselines of Table 5 (ccst.baselines) and their rows in ccst.tables.table5."""
+"""Compressor baselines of Table 5 (ccst.baselines); their table rows: test_experiments.py."""
 
 import math
 import sys
@@ -7,11 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from annrepro.groundtruth import knn_exact
-from annrepro.tables import ProducerError
-from annrepro.tables.spec import load_spec
-from annrepro.testing import FakeContext
-from ccst import tables
 from ccst.baselines import (
     CompressorConfig,
     MLPCompressor,
@@ -145,88 +140,15 @@ def test_custom_loss_nan_stops_training():
         train(net, blobs(), 1.0, cfg, progress=False, loss_fn=lambda n, xb: n(xb).sum() * np.nan)
 
 
-# -- table5 rows -----------------------------------------------------------------------------
+# -- Catalyst ------------------------------------------------------------------------------
 
 
-def Ctx(**overrides):
-    return FakeContext(load_spec(SPEC), **overrides)  # the producers' real Context
-
-
-class DS:
-    name, metric = "blobs", "l2"
-
-    def __init__(self, d=16):
-        self.d = d
-        self.xb = blobs(n=300, d=d, seed=1)
-        self.xq = blobs(n=20, d=d, seed=2)
-        self.xt = self.xb
-        self.nb, self.nq = len(self.xb), len(self.xq)
-
-    def gt(self, k):
-        return knn_exact(self.xq, self.xb, k, self.metric)[1]
-
-    def describe(self):
-        return f"blobs {self.d}-d"
-
-
-def _queries():
-    ds = DS()
-    return ds, ds.xq, knn_exact(ds.xq, ds.xb, 10, "l2")[1]
-
-
-@pytest.mark.parametrize("name", ["MLP", "VAE"])
-def test_learned_baseline_rows(name):
-    ds, xq, gt = _queries()
-    ctx = Ctx()
-    rows = tables._learned_baseline_rows(name, ds, "Deep1M", xq, gt, 4, ctx, 10)
-    assert [r["row"] for r in rows] == [f"{name}+HNSW", f"{name}+brute"]
-    published = ctx.spec.published()
-    for r in rows:
-        assert r["dataset"] == "Deep1M"
-        for col in ("1-recall@1", "1-recall@5", "1-recall@10"):
-            assert ("Deep1M", r["row"], col) in published
-        assert 0.0 <= r["1-recall@1"] <= r["1-recall@5"] <= r["1-recall@10"] <= 1.0
-    assert any(f"{name} 16 -> 4 dims" in n for n in ctx.notes)
-
-
-def test_mlp_row_follows_ccst_input_scaling():
-    ds, xq, gt = _queries()
-    ctx = Ctx(ccst_input_scaling="none", mlp_epochs=1)
-    tables._learned_baseline_rows("MLP", ds, "Deep1M", xq, gt, 4, ctx, 10)
-    assert any("input scaling 'none' as CSST's" in n for n in ctx.notes), ctx.notes
-
-
-def test_learned_baseline_params_checked():
-    ds, xq, gt = _queries()
-    ctx = Ctx()
-    del ctx.params["mlp_lr"]
-    with pytest.raises(ProducerError, match="mlp_lr"):
-        tables._learned_baseline_rows("MLP", ds, "Deep1M", xq, gt, 4, ctx, 10)
-    ctx = Ctx(vae_kl_wieght=1.0)
-    with pytest.raises(ProducerError, match="vae_"):
-        tables._learned_baseline_rows("VAE", ds, "Deep1M", xq, gt, 4, ctx, 10)
-
-
-def test_catalyst_skipped_without_catalyzer(monkeypatch):
+def test_catalyst_compress_without_catalyzer(monkeypatch):
     monkeypatch.setitem(sys.modules, "catalyzer", None)  # `import catalyzer` now fails
-    ds, xq, gt = _queries()
+    x = blobs(n=300)
     with pytest.raises(ModuleNotFoundError) as e:
-        catalyst_compress(ds.xb, xq, 4, 0, {})
-    assert e.value.name == "catalyzer"
-    ctx = Ctx()
-    assert tables._catalyst_rows(ds, "Deep1M", xq, gt, 4, ctx, 10) == []
-    assert any("not measured: catalyzer not installed" in n for n in ctx.notes), ctx.notes
-
-
-def test_catalyst_rows_only_on_catalyst_datasets():
-    pytest.importorskip("catalyzer")
-    ds, xq, gt = _queries()
-    ctx = Ctx(catalyst_epochs=2, catalyst_n_val=60, catalyst_n_val_queries=20)
-    assert tables._catalyst_rows(ds, "GIST1M", xq, gt, 4, ctx, 10) == []  # Table 5: Deep1M
-    rows = tables._catalyst_rows(ds, "Deep1M", xq, gt, 4, ctx, 10)
-    assert [r["row"] for r in rows] == ["Catalyst+HNSW", "Catalyst+brute"]
-    assert all(0.0 <= r["1-recall@10"] <= 1.0 for r in rows)
-    assert any("Catalyst 16 -> 4 dims" in n for n in ctx.notes)
+        catalyst_compress(x, x[:20], 4, 0, {})
+    assert e.value.name == "catalyzer"  # ccst.experiments.catalyze notes it and skips the rows
 
 
 def test_catalyst_compress_unit_norm_outputs():
@@ -237,21 +159,3 @@ def test_catalyst_compress_unit_norm_outputs():
     assert xb_c.shape == (300, 4) and xq_c.shape == (7, 4)
     np.testing.assert_allclose(np.linalg.norm(xq_c, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(xq_c, xb_c[:7], rtol=1e-5, atol=1e-6)
-
-
-def test_table5_without_catalyzer_skips_only_catalyst(monkeypatch):
-    """The whole producer runs without the optional package: every row but Catalyst's."""
-    monkeypatch.setitem(sys.modules, "catalyzer", None)
-    ctx = Ctx()
-    # d=32: CSST's 4 heads need d_out = 8 (query/key width 0.5 * 8 / 4 = 1)
-    ctx.each_dataset = lambda names: ((name, DS(d=32)) for name in names)
-    rows = tables.table5(ctx.spec, ctx)
-    got = {(r["dataset"], r["row"]) for r in rows}
-    methods = ("SRP", "MLP", "VAE", "CSST")
-    want = {
-        (ds, f"{m}+{s}") for ds in ("GIST1M", "Deep1M") for m in methods for s in ("HNSW", "brute")
-    }
-    assert got == want
-    assert any(
-        "Deep1M: Catalyst rows not measured: catalyzer not installed" in n for n in ctx.notes
-    )

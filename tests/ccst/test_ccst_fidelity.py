@@ -1,18 +1,16 @@
-"""Fidelity to the paper / the released code: INRP loss form (Eq. 4), the degenerate case
-CSST == SRP, and the units the producers return (the normalisation switch: test_ccst_norm.py)."""
+"""Fidelity to the paper / the released code: INRP loss form (Eq. 4) and the degenerate case
+CSST == SRP (the normalisation switch: test_ccst_norm.py; the units of the table rows:
+test_experiments.py)."""
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from annrepro.groundtruth import knn_exact
 from annrepro.metrics import one_recall_at
-from annrepro.tables.runner import _accept
 from annrepro.tables.spec import load_spec
-from ccst import tables
 from ccst.api import CCST
 from ccst.baselines import MLPCompressor
 from ccst.cli import main
@@ -73,39 +71,7 @@ def test_every_spec_resolves_to_the_absolute_loss(table):
         assert params.get("mlp_loss", "abs") == "abs", scale
 
 
-# -- item 2: every ccst column reaches the report in its own unit ------------------------------
-
-
-def test_producer_values_are_in_their_columns_measured_units(monkeypatch):
-    """The producers return what annrepro.tables.spec.MEASURED_UNITS says for each column (bytes
-    for "GB", seconds for "s" and "h", fractions for "%"), and the runner alone converts: the
-    peak GPU memory (torch: 1.5e9 bytes) reaches Table 1 as 1.5 GB, not 1.5e-9; Table 2's
-    compression time of 7200 s as 2 h."""
-    t1, t2 = load_spec(SPECS / "table1.toml"), load_spec(SPECS / "table2.toml")
-    assert [t1.columns[c].measured_unit for c in ("gpu_mem_gb", "compress_s")] == ["bytes", "s"]
-    assert [t2.columns[c].measured_unit for c in ("compress_h", "build_h")] == ["s", "s"]
-
-    class OnGpu:
-        device = "cuda:0"
-
-        def transform(self, x, max_memory_mb=None, out=None):
-            return x[:, :2].copy()
-
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 1_500_000_000)
-    ctx = SimpleNamespace(params={}, threads=1, note=lambda text: None)
-    _, _, gpu = tables._compress_measured(OnGpu(), np.ones((4, 4), np.float32), ctx)
-    row = tables._comp_row("GIST1M", 2, "compress_s", 12.5, gpu)
-    measured, _ = _accept(t1, [row])
-    assert measured[("GIST1M", "Comp cf=2", "gpu_mem_gb")][0] == pytest.approx(1.5)
-    assert measured[("GIST1M", "Comp cf=2", "compress_s")][0] == pytest.approx(12.5)
-    hnsw = {"dataset": "Bigann-1B", "row": "HNSW cf=1", "build_s": 1800.0, "1-recall@1": 0.5}
-    rows = [tables._comp_row("Bigann-1B", 2, "compress_h", 7200.0, 3e9), tables._billion_row(hnsw)]
-    measured, _ = _accept(t2, rows)
-    assert measured[("Bigann-1B", "Comp cf=2", "compress_h")][0] == pytest.approx(2.0)
-    assert measured[("Bigann-1B", "Comp cf=2", "gpu_mem_gb")][0] == pytest.approx(3.0)
-    assert measured[("Bigann-1B", "HNSW cf=1", "build_h")][0] == pytest.approx(0.5)
-    assert measured[("Bigann-1B", "HNSW cf=1", "1-recall@1")][0] == pytest.approx(50.0)
+# -- item 2: every ccst column reaches the report in its own unit: test_experiments.py -----
 
 
 # -- item 3: the network's normalisation (CCSTConfig.norm): tests/ccst/test_ccst_norm.py -----

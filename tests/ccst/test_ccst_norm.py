@@ -3,15 +3,11 @@ default, our earlier pre-norm LayerNorm and none as options; train / eval behavi
 norms; old model files load with the normalisation they were trained with."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from annrepro.tables.runner import ProducerError
 from annrepro.tables.spec import load_spec
-from annrepro.testing import FakeContext
-from ccst import tables
 from ccst.api import CCST
 from ccst.cli import main
 from ccst.model import NORMS, CCSTConfig, CCSTNet
@@ -173,18 +169,3 @@ def test_every_spec_resolves_to_the_released_norm(table):
         assert params["ccst_norm"] == "released", scale
         assert "ccst_pre_norm" not in params, scale
     assert "ccst_norm" in spec.notes
-
-
-def test_table_producers_pass_ccst_norm():
-    spec = load_spec(SPECS / "table5.toml")
-    xb = _blobs(60)
-    ds = SimpleNamespace(name="blobs-norm", nb=60, d=16, xb=xb)
-    params = {**spec.params_for("tiny"), "ccst_heads": 2, "ccst_epochs": 1}
-    for norm in NORMS:
-        ctx = FakeContext(spec, **{**params, "ccst_norm": norm})
-        model = tables._train_ccst(ds, "GIST1M", 4, ctx)
-        assert model.config.norm == norm
-        assert any(f"normalisation {norm!r}" in n for n in ctx.notes)
-    ctx = FakeContext(spec, **{**params, "ccst_pre_norm": True})
-    with pytest.raises(ProducerError, match="ccst_pre_norm was replaced by ccst_norm"):
-        tables._train_ccst(ds, "GIST1M", 4, ctx)
