@@ -39,3 +39,20 @@ def test_errors():
         make("csst4x,PQ8", epoch=1)
     with pytest.raises(SettingError, match="does not divide the dimension 16"):
         make("csst3x,Flat", **TINY).fit(DS.xt)
+
+
+def test_srp_is_the_projection_then_faiss(tmp_path):
+    from ccst.srp import srp_matrix
+
+    m = make("srp4x,Flat", seed=3).fit(DS.xt)
+    m.add(DS.xb)
+    w = srp_matrix(16, 4, 3)
+    import faiss
+
+    _, I = faiss.knn(DS.xq @ w, DS.xb @ w, 5)
+    assert np.array_equal(m.search(DS.xq, 5)[1], I)
+    assert m.bytes_per_vector == 16  # 4 floats
+    back = load(m.save(tmp_path / "srp.npz"))
+    assert np.array_equal(back.search(DS.xq, 5)[1], I)
+    with pytest.raises(SettingError, match="unknown setting"):
+        make("srp4x,Flat", epochs=3)

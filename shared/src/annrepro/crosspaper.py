@@ -8,18 +8,23 @@ is ours; its notes say how each method is set).
 Each cell of a learned method (catalyzer, CCST, KDindex) is the mean over `n_seeds` runs (seeds
 ctx.seeds(), passed as the method's `seed` setting) with the sample std, and per-query recalls
 averaged over the runs for the report's bootstrap interval. A faiss-only method runs once: its
-training is seeded by faiss itself (k-means seed 1234), so every run is the same.
+training is seeded by faiss itself (k-means seed 1234), so every run is the same. Each run is
+kept on disk (`annrepro.points`): a rerun computes only the runs missing. A method that fails
+(a spec string its data cannot take, a training error) is a note naming it and the error; the
+other methods are still produced.
 """
 
 from __future__ import annotations
 
 import time
 
+from .errors import AnnreproError
 from .metrics import per_query_recall
+from .points import cached_point
 from .stats import mean_std_row
 from .tables.runner import register
 
-__all__ = ["crosspaper", "settings_of", "RECALLS"]
+__all__ = ["crosspaper", "run_method", "settings_of", "RECALLS"]
 
 RECALLS = (("1-recall@1", 1, 1), ("1-recall@10", 1, 10), ("1-recall@100", 1, 100))
 RECALLS += (("10-recall@10", 10, 10),)
@@ -33,31 +38,47 @@ def settings_of(items) -> dict:
     return parse_overrides([f"x.{i}" for i in items]).get("x", {})
 
 
-def _run(spec, metric, ds, xt, k, seed, settings, ctx):
-    """One fit / add / search of `spec`; the row's columns with per-query recalls."""
+def run_method(spec, metric, xt, xb, xq, gt, k, seed=0, settings=None, base_in_fit=False):
+    """One fit / add / search of the method `spec` (annrepro.methods): the row's columns
+    (bytes_per_vector, train_s, q/s, recalls) with per-query recalls ("<col>:per_query").
+
+    settings: {plugin: {setting: value}}; a learned stage gets `seed` as its seed setting.
+    base_in_fit: pass the base to fit (KDindex then trains on the documents it indexes)."""
     from .methods import make, plugin_name
 
     plugin = plugin_name(spec)
-    kw = dict(settings.get(plugin, {}))
+    kw = dict((settings or {}).get(plugin, {}))
     if plugin in SEEDED:
         kw[SEEDED[plugin]] = seed
     m = make(spec, metric, **kw)
     t0 = time.perf_counter()
-    m.fit(xt)
+    m.fit(xt, xb if base_in_fit else None)
     train_s = time.perf_counter() - t0
-    m.add(ds.xb)
-    m.search(ds.xq[:16], k)  # warm-up: search structures built lazily
+    m.add(xb)
+    m.search(xq[:16], k)  # warm-up: search structures built lazily
     t1 = time.perf_counter()
-    _, I = m.search(ds.xq, k)
+    _, I = m.search(xq, k)
     search_s = time.perf_counter() - t1
-    gt = ds.gt(k)
     out = {"bytes_per_vector": m.bytes_per_vector, "train_s": train_s}
-    out["q/s"] = len(ds.xq) / search_s if search_s > 0 else float("inf")
+    out["q/s"] = len(xq) / search_s if search_s > 0 else float("inf")
     for name, n, mm in RECALLS:
         if mm <= k:
-            pq = per_query_recall(I, gt, n, mm, ds.nb)
+            pq = per_query_recall(I, gt, n, mm, len(xb))
             out[name], out[name + ":per_query"] = float(pq.mean()), pq
     return out
+
+
+def _cached_run(ctx, spec, ds, xt, gt, k, seed, settings, data_key):
+    """`run_method` of one (method, seed), from its point file when a previous run finished it."""
+    from .methods import plugin_name
+
+    plugin = plugin_name(spec)
+    key = [spec, ds.metric, data_key, len(xt), k, seed, settings.get(plugin)]
+
+    def run():
+        return run_method(spec, ds.metric, xt, ds.xb, ds.xq, gt, k, seed, settings)
+
+    return cached_point(ctx, "runs", key, run, code_of=[plugin])
 
 
 @register("annrepro.crosspaper")
@@ -77,8 +98,18 @@ def crosspaper(spec, ctx):
         per_budget: dict[float, list] = {}
         for spec_str in ctx.progress(ctx.param_list("methods", name), desc=name):
             # faiss's own training is seeded by faiss (k-means seed 1234): one run is all runs
-            seeds = ctx.seeds() if plugin_name(spec_str) in SEEDED else ctx.seeds(1)
-            runs = [_run(spec_str, ds.metric, ds, xt, k, s, settings, ctx) for s in seeds]
+            plugin = plugin_name(spec_str)
+            seeds = ctx.seeds() if plugin in SEEDED else ctx.seeds(1)
+            gt = ds.gt(k)
+            data_key = ds.content_key() if hasattr(ds, "content_key") else ds.describe()
+
+            try:
+                runs = [
+                    _cached_run(ctx, spec_str, ds, xt, gt, k, s, settings, data_key) for s in seeds
+                ]
+            except (AnnreproError, RuntimeError, ValueError) as e:  # one method, not the table
+                ctx.note(f"{name}: {spec_str} not run: {' '.join(str(e).split())[:200]}")
+                continue
             cols = [c for c in runs[0] if not c.endswith(":per_query") and c != "bytes_per_vector"]
             row = mean_std_row(name, spec_str, runs, cols)
             row["bytes_per_vector"] = runs[0]["bytes_per_vector"]  # the same for every seed

@@ -115,8 +115,15 @@ class ZnSphereLattice:
     def __init__(self, d: int, r2: int):
         import faiss
 
+        from annrepro.errors import InputError
+
         self.d = int(d)
         self.r2 = int(r2)
+        if not 1 <= self.d <= 64:  # faiss's ZnSphereSearch; the paper's lattices are 8-24-d
+            raise InputError(
+                f"the spherical lattice S_{self.d}: faiss's ZnSphereSearch needs 1 <= d <= 64 (for "
+                "a wider catalyzer use sign codes, or validate with val_quantizer 'sign' / 'none')"
+            )
         self.r = math.sqrt(self.r2)
         self.nv = count_sphere_points(self.d, self.r2)
         if self.nv == 0:

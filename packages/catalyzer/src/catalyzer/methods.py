@@ -11,7 +11,9 @@ Settings (`make(spec, metric, **overrides)`): any `Catalyzer` argument (preset, 
 `TrainConfig` field (epochs, batch_size, seed, ...). Our choice where the estimator's default
 assumes a big learn set: unless n_val is given, min(10000, nt // 5) learn vectors are held out
 for validation (the paper's 10000 on its 500k-vector learn sets), with n_val // 10 of them
-queries.
+queries; unless val_quantizer is given, the best epoch is chosen on the codes the method stores
+(its lattice, or sign codes), and with zn_79 for a faiss stage (exact search of the outputs,
+'none', for d_out > 64, where faiss's lattice does not exist).
 
 Only metric "l2": the catalyzer is trained on Euclidean neighbours (Sec. 3); on unit-norm data
 the inner product ranks alike, so normalise and use "l2".
@@ -73,6 +75,9 @@ class CatalyzerMethod(Method):
 
     def _fit(self, xt, xb):
         kw = dict(self.overrides)
+        if "val_quantizer" not in kw:  # validate (keep the best epoch) on the codes stored
+            native = self.quantizer if self._native() else "zn_79"
+            kw["val_quantizer"] = native if native == "sign" or self.d_out <= 64 else "none"
         if "n_val" not in kw:
             kw["n_val"] = min(10000, len(xt) // 5)
             kw.setdefault("n_val_queries", max(1, kw["n_val"] // 10))

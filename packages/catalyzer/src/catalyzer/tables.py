@@ -713,3 +713,6 @@ def text(spec, ctx):
         )
     _catalyzer_summary(ctx)
     return rows
+
+
+from . import ladder as _ladder  # noqa: E402,F401  (registers catalyzer.ladder)

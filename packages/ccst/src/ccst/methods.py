@@ -24,9 +24,10 @@ from annrepro.methods import FaissStage, Method, check_settings
 
 from .api import CCST
 
-__all__ = ["CCSTMethod", "make", "method_class"]
+__all__ = ["CCSTMethod", "SRPMethod", "make", "method_class"]
 
 _SPEC = re.compile(r"csst(\d+)x,(.+)")
+_SRP = re.compile(r"srp(\d+)x,(.+)")
 
 
 class CCSTMethod(Method):
@@ -93,9 +94,75 @@ class CCSTMethod(Method):
         return {**super().describe(), "what": what}
 
 
-def make(spec: str, metric: str = "l2", **overrides) -> CCSTMethod:
-    return CCSTMethod(spec, metric, **overrides)
+class SRPMethod(Method):
+    """"srp<f>x,<faiss factory>": a single sparse random projection d -> d / f (Eq. 2, the
+    baseline of Table 5 and the initialisation of CCST's projections), then the faiss index on
+    the projected vectors. Setting: seed (the projection's draw)."""
+
+    plugin = "srp"
+    paper = "CCST, Eq. 2 (Li et al. 2006 very sparse random projections)"
+
+    def __init__(self, spec: str, metric: str = "l2", **overrides):
+        super().__init__(spec, metric)
+        m = _SRP.fullmatch(spec)
+        if m is None:
+            raise SettingError(
+                f"method {spec!r}: expected 'srp<factor>x,<faiss factory>', e.g. 'srp4x,Flat'"
+            )
+        check_settings(spec, overrides, {"seed"})
+        self.factor, self.factory = int(m.group(1)), m.group(2)
+        self.seed = int(overrides.get("seed", 0))
+        self.w: np.ndarray | None = None
+        self.stage: FaissStage | None = None
+
+    def settings(self) -> dict:
+        return {"compression_factor": self.factor, "factory": self.factory, "seed": self.seed}
+
+    def _project(self, x):
+        from .srp import srp_project
+
+        return np.ascontiguousarray(srp_project(x, self.w), dtype=np.float32)
+
+    def _fit(self, xt, xb):
+        from .srp import srp_matrix
+
+        d = xt.shape[1]
+        if d % self.factor:
+            raise SettingError(
+                f"method {self.spec!r}: compression factor {self.factor} does not divide the "
+                f"dimension {d}"
+            )
+        self.w = srp_matrix(d, d // self.factor, self.seed)
+        self.stage = FaissStage(self.factory, self.metric)
+        self.stage.train(self._project(xt))
+
+    def _add(self, xb):
+        self.stage.add(self._project(xb))
+
+    def _search(self, xq, k):
+        return self.stage.search(self._project(xq), k)
+
+    def _code_bytes(self):
+        return self.stage.code_bytes()
+
+    def _state(self):
+        return {"seed": self.seed}, {"srp": self.w, "faiss_index": self.stage.to_array()}
+
+    @classmethod
+    def _from_state(cls, meta, arrays):
+        m = cls(meta["spec"], meta["metric"], seed=meta["state"]["seed"])
+        m.w = np.ascontiguousarray(arrays["srp"], dtype=np.float32)
+        m.stage = FaissStage.from_array(m.factory, m.metric, arrays["faiss_index"])
+        return m
+
+    def describe(self) -> dict:
+        what = f"sparse random projection {self.factor}x, then faiss {self.factory!r}"
+        return {**super().describe(), "what": what}
+
+
+def make(spec: str, metric: str = "l2", **overrides) -> Method:
+    return method_class(spec)(spec, metric, **overrides)
 
 
 def method_class(spec: str):
-    return CCSTMethod
+    return SRPMethod if spec.startswith("srp") else CCSTMethod

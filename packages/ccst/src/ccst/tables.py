@@ -185,3 +185,6 @@ def table5(spec, ctx) -> list[dict]:
         rows += catalyst_rows(ctx, dataset, ds, xq, gt, d_out, k)
         rows += csst_rows(ctx, dataset, ds, xq, gt, cf, k)
     return rows
+
+
+from . import ladder as _ladder  # noqa: E402,F401  (registers ccst.ladder)

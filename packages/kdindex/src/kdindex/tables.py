@@ -252,3 +252,6 @@ def figure4(spec, ctx):
         "posting lists pay B x W x d per probed list that PQ's do not"
     )
     return rows
+
+
+from . import ladder as _ladder  # noqa: E402,F401  (registers kdindex.ladder)

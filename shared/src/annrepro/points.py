@@ -1,0 +1,54 @@
+"""Finished pieces of a long table run kept on disk, so that a rerun computes only what is missing.
+
+    res = cached_point(ctx, "runs", [spec, settings, data_key, seed, code], lambda: run(...))
+
+The point is a JSON file `<results>/<scale>/<table>/<folder>/<hash>.json`, keyed by everything
+the piece depends on (the caller's key, plus the code of annrepro and of the packages named in
+`code_of`); an unreadable point is recomputed. numpy arrays in the result are stored as lists and
+come back as float64 arrays under the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+__all__ = ["cached_point", "code_digest"]
+
+PACKAGES = {"annrepro": "annrepro", "catalyzer": "catalyzer", "csst": "ccst", "srp": "ccst"}
+PACKAGES["kdindex"] = "kdindex"
+
+
+def code_digest(plugins=()) -> str:
+    """sha256 over the code of annrepro and of the packages behind `plugins` (method plugins)."""
+    from .tables.runner import _source_digest
+
+    mods = sorted({"annrepro", *(PACKAGES.get(p, p) for p in plugins if p != "faiss")})
+    return hashlib.sha256("".join(_source_digest(m) for m in mods).encode()).hexdigest()
+
+
+def cached_point(ctx, folder: str, key, fn, code_of=()):
+    """fn()'s dict result, read from its point file when one exists for this key and code."""
+    from .atomic import atomic_write_text
+
+    blob = json.dumps([key, code_digest(code_of)], sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
+    from pathlib import Path
+
+    from .paths import results_root
+
+    root = Path(ctx.out_dir) if ctx.out_dir is not None else results_root() / ctx.scale
+    path = root / ctx.spec.id / folder / f"{digest}.json"  # beside, not among, the artifacts
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text())
+            return {k: np.asarray(v) if isinstance(v, list) else v for k, v in raw.items()}
+        except (OSError, ValueError):
+            pass
+    res = fn()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in res.items()}
+    atomic_write_text(path, json.dumps(plain))
+    return res
