@@ -412,7 +412,7 @@ def fingerprint(spec: TableSpec, scale: str, seed: int) -> str:
     of annrepro and of the paper's package, and the registry entries (file checksums) of the data
     sets the spec names at this scale. Threads are left out: they move only timings (and the
     last bits of some sums)."""
-    from ..datasets import registry
+    from ..registry import registry
 
     reg = registry()
     data = {}
