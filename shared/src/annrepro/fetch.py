@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .groundtruth import cache_dir
+from .paths import cache_dir
 from .registry import file_refs, locate_file, registry, sha256_file
 from .vecio import write_vectors
 

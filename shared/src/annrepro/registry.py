@@ -13,8 +13,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import DatasetError
-from .groundtruth import cache_dir
-from .paths import data_roots, tables_root
+from .paths import cache_dir, data_roots, tables_root
 from .validate import METRICS
 
 __all__ = [

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..datasets import Dataset, DatasetError, get_dataset
 from ..paths import repo_root, results_root
 from ..threads import default_threads, threads
-from ..vecio import atomic_write_text
 from .spec import TableSpec
 
 __all__ = ["register", "producers", "Context", "run_table", "TableRun", "ProducerError"]
@@ -228,7 +228,7 @@ class Context:
     def artifact(self, name: str) -> Path:
         """Path for a file the producer writes beside its results (a plot, the points of a
         figure): `<results>/<scale>/<table id>/<name>`. The folder is created; the producer
-        writes atomically (`annrepro.vecio.atomic_write_text`, `annrepro.plotting.save_figure`);
+        writes atomically (`annrepro.atomic.atomic_write_text`, `annrepro.plotting.save_figure`);
         the path is listed in the table's provenance."""
         if "/" in name or name.startswith("."):
             raise ValueError(f"artifact name must be a plain file name, got {name!r}")
