@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
+from annrepro.validate import as_f32
 
 from .train import PRESETS, TrainConfig, TrainResult, train_catalyzer
 
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 CODES_FORMAT = 1  # save_codes / load_codes archives
-
-
-def _f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 class Catalyzer:
@@ -73,7 +70,7 @@ class Catalyzer:
         """
         from annrepro.groundtruth import array_fingerprint
 
-        xt = _f32(xt)
+        xt = as_f32(xt)
         res = train_catalyzer(
             xt, self.config, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume
         )
@@ -108,7 +105,7 @@ class Catalyzer:
         import torch
 
         net = self._need()
-        x = _f32(x)
+        x = as_f32(x)
         if not x.flags.writeable:  # torch.from_numpy needs writable memory
             x = x.copy()
         if x.ndim != 2 or x.shape[1] != self.d_in:
