@@ -55,19 +55,15 @@ def register(table_id: str):
 
 
 def _load_plugins(paper: str | None = None) -> None:
-    """Import the paper packages' producers: entry points `annrepro.tables`, `<paper>.tables`."""
+    """Import the producers of `paper` (all papers if None): the modules its distribution names
+    under the entry point group `annrepro.tables` (`<paper> = "<paper>.tables"`, or
+    `annrepro = "annrepro.crosspaper"`); that is the one way producers are found."""
     for ep in metadata.entry_points(group="annrepro.tables"):
         if paper is None or ep.name == paper:
             try:
                 ep.load()
             except ImportError as e:
                 log.warning("cannot load table producers %s: %s", ep.value, e)
-    if paper is not None:
-        try:
-            importlib.import_module(f"{paper}.tables")
-        except ModuleNotFoundError as e:
-            if e.name not in (paper, f"{paper}.tables"):
-                raise
 
 
 def producers(paper: str | None = None) -> dict:
