@@ -181,6 +181,39 @@ def test_catalyzer_api_save_load_roundtrip(tmp_path):
     assert np.array_equal(back.encode(x[:50], "zn_3"), codes)
 
 
+def test_catalyzer_files_from_before_format_version_load(tmp_path):
+    """Files saved before annrepro.atomic's `format_version` said "format" (and had no `kind`):
+    model and codes still load; a file of another kind or format is refused by name."""
+    import json
+
+    import torch
+
+    x = _x(300)
+    cat = Catalyzer(
+        d_out=8, hidden=16, preset="released", epochs=1, batch_size=32, k_neg=10, n_val=0
+    ).fit(x)
+    cat.save(tmp_path / "new.pt")
+    blob = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert blob.pop("kind") == "catalyzer.Catalyzer"
+    blob["format"] = blob.pop("format_version")
+    torch.save(blob, tmp_path / "old.pt")  # the layout Catalyzer.save wrote before
+    back = Catalyzer.load(tmp_path / "old.pt")
+    assert np.array_equal(back.transform(x[:20]), cat.transform(x[:20]))
+    codes = cat.encode(x[:30], "zn_3")
+    cat.save_codes(tmp_path / "new.npz", codes, "zn_3")
+    with np.load(tmp_path / "new.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    meta["format"] = meta.pop("format_version")
+    np.savez(tmp_path / "old.npz", codes=codes, meta=np.array(json.dumps(meta)))
+    assert np.array_equal(back.load_codes(tmp_path / "old.npz", "zn_3"), codes)
+    torch.save({**blob, "kind": "ccst.CCST"}, tmp_path / "ccst.pt")
+    with pytest.raises(ValueError, match="ccst.pt: a ccst.CCST file, not a catalyzer model"):
+        Catalyzer.load(tmp_path / "ccst.pt")
+    torch.save({**blob, "format": 9}, tmp_path / "v9.pt")
+    with pytest.raises(ValueError, match="v9.pt: not a catalyzer file of format 1"):
+        Catalyzer.load(tmp_path / "v9.pt")
+
+
 def test_catalyzer_api_errors():
     cat = Catalyzer(
         d_out=8, hidden=16, preset="released", epochs=1, batch_size=32, k_neg=10, n_val=0

@@ -153,7 +153,7 @@ def test_full_scale_learn_sets_hold_the_papers_split(name):
     """Sec. 5.1: 500k training vectors and a separate 1M validation base (+ 10k validation
     queries, README): the registered learn rows hold exactly that, and every catalyzer spec's
     full-scale split is the paper's, unclipped."""
-    from annrepro.datasets import registry
+    from annrepro.registry import registry
     from catalyzer.tables import catalyzer_split
 
     entry = registry(REPO / "paper_tables" / "datasets.toml")["datasets"][name]

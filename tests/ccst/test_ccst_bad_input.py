@@ -139,7 +139,20 @@ def _damaged_models(tmp_path, model_file):
     state = torch.load(model_file, weights_only=True)
     state["state_dict"] = {k: v[:1] if v.ndim else v for k, v in state["state_dict"].items()}
     torch.save(state, tmp_path / "shapes.pt")  # weights that do not fit their configuration
-    return [tmp_path / n for n in (*files, "list.pt", "shapes.pt", "missing.pt")]
+    torch.save({**state, "kind": "catalyzer.Catalyzer"}, tmp_path / "kind.pt")  # another model
+    return [tmp_path / n for n in (*files, "list.pt", "shapes.pt", "kind.pt", "missing.pt")]
+
+
+def test_a_model_file_from_before_kind_was_written_loads(model_file, tmp_path):
+    """Files saved before annrepro.atomic.atomic_save added `kind` hold the same keys without
+    it; they load, with the same weights."""
+    state = torch.load(model_file, weights_only=True)
+    assert state.pop("kind") == "ccst.CCST" and state["format_version"] == 4
+    torch.save(state, tmp_path / "old.pt")
+    x = _x(20)
+    np.testing.assert_array_equal(
+        CCST.load(tmp_path / "old.pt").transform(x), CCST.load(model_file).transform(x)
+    )
 
 
 def test_damaged_model_files_give_one_line_naming_the_file(model_file, tmp_path, capsys):
@@ -269,5 +282,5 @@ def test_every_torch_save_in_ccst_is_atomic():
     assert sources
     for path in sources:
         assert "torch.save(" not in path.read_text(), path.name
-    assert "atomic_torch_save" in Path(api_mod.__file__).read_text()
+    assert "atomic_save(" in Path(api_mod.__file__).read_text()
     assert "atomic_torch_save" in Path(train_mod.__file__).read_text()

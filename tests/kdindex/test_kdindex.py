@@ -210,6 +210,29 @@ def test_save_load_round_trip(tmp_path, kind):
     assert same.mean() > 0.9
 
 
+def test_index_files_from_before_format_version_load(tmp_path):
+    """Files saved before annrepro.atomic.atomic_savez wrote `format_version` have none: they
+    are format 1 and load; a newer format is refused, naming the file."""
+    import json
+
+    from annrepro.errors import InputError
+
+    idx = _bare_index("OPQ", "l2")
+    idx.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    assert meta.pop("format_version") == 1
+    np.savez(tmp_path / "old.npz", meta=np.array(json.dumps(meta)), **arrays)
+    xq = _x(10, 8, seed=2)
+    for a, b in zip(KDIndex.load(tmp_path / "old.npz").search(xq, 5), idx.search(xq, 5)):
+        np.testing.assert_array_equal(a, b)
+    meta["format_version"] = 2
+    np.savez(tmp_path / "v2.npz", meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(InputError, match="v2.npz: index file format 2; this kdindex reads 1"):
+        KDIndex.load(tmp_path / "v2.npz")
+
+
 def test_fit_tiny_end_to_end():
     xb, xq = _x(200, 8), _x(64, 8, seed=1)
     labels = knn_exact(xq, xb, 4, "l2")[1]

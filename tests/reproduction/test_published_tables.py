@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from annrepro.datasets import registry
+from annrepro.registry import registry
 from annrepro.tables import find_specs
 from annrepro.tables.compare import claim_verdict
 

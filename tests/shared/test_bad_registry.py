@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 from annrepro import datasets as dsmod
+from annrepro import registry as regmod
 from annrepro.cli import main
 from annrepro.datasets import DatasetError, get_dataset
 from annrepro.vecio import write_vectors
@@ -113,8 +114,8 @@ def test_data_check_rehashes_even_when_stamped(toy, capsys):
     raw = bytearray(p.read_bytes())
     raw[-1] ^= 0x01
     p.write_bytes(bytes(raw))
-    entry = dsmod.registry(reg_path)["files"]["toy/query.fvecs"]
-    stamp = dsmod._verified_stamp(p, entry)  # forge "verified" for the changed bytes
+    entry = regmod.registry(reg_path)["files"]["toy/query.fvecs"]
+    stamp = regmod._verified_stamp(p, entry)  # forge "verified" for the changed bytes
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text("forged")
     assert get_dataset("toy").xq.shape == (4, 6)  # a plain load trusts the stamp (cheap)

@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 from annrepro.tables import compare_run, find_specs, load_spec, register, run_table, write_report
@@ -382,6 +383,15 @@ def test_reproduce_resumes_what_is_up_to_date(toy, tmp_path):
     assert calls == [3, 3, 3, 4]
 
 
+def _install_entry_point(site: Path, paper: str, module: str) -> None:
+    """What `pip install` leaves for a paper package: its `annrepro.tables` entry point, the
+    one way the runner finds producers."""
+    info = site / f"{paper}_plugin-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {paper}-plugin\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text(f"[annrepro.tables]\n{paper} = {module}\n")
+
+
 TOY_PRODUCERS = """
 import os, time
 from annrepro.tables import register
@@ -418,8 +428,11 @@ def test_reproduce_killed_mid_run_resumes_where_it_stopped(toy, tmp_path):
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "tables.py").write_text(TOY_PRODUCERS)
+    _install_entry_point(tmp_path / "plugins", "toy", "toy.tables")
     log = tmp_path / "calls.log"
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "plugins"), TOY_LOG=str(log), TOY_BLOCK="1")
+    # the plugin folder first; a PYTHONPATH already set (a checkout's sources) is kept
+    path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, TOY_LOG=str(log), TOY_BLOCK="1")
     cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", "tiny", "--tables", "toy.*"]
     cmd.append("--no-progress")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,16 +7,31 @@ Every result, model, index, cache entry and figure goes through `atomic_path`:
   previous target, if any, is left untouched;
 - the new file gets the permissions the user's umask gives an ordinary new file (mkstemp alone
   would leave it 0600).
+
+Model and index files go through `atomic_save` (torch) or `atomic_savez` (.npz): each writes
+one `format_version` key (and a torch file a `kind`, the class that reads it back), so every
+loader asks the same question of a file it did not write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = [
+    "FORMAT_KEY",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "atomic_save",
+    "atomic_savez",
+]
+
+FORMAT_KEY = "format_version"  # the one key saying which layout a model or index file has
 
 
 def _umask() -> int:
@@ -59,3 +74,37 @@ def atomic_torch_save(obj, path) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _stamped(content: dict, stamp: dict, what: str) -> dict:
+    """`stamp` first, then `content`; a key of `stamp` already in `content` is a bug."""
+    clash = sorted(set(stamp) & set(content))
+    if clash:
+        raise ValueError(f"{what} already has {', '.join(clash)}: the helper writes it")
+    return {**stamp, **content}
+
+
+def atomic_save(path, blob: dict, format_version: int, kind: str) -> Path:
+    """`torch.save` of `blob` plus `format_version` and `kind` (e.g. "ccst.CCST", the class that
+    loads it), atomically. Returns the path.
+
+    Errors (OSError, torch's RuntimeError) propagate: the caller names the file in its own
+    error type.
+    """
+    full = _stamped(blob, {FORMAT_KEY: int(format_version), "kind": kind}, "the blob")
+    atomic_torch_save(full, path)
+    return Path(path)
+
+
+def atomic_savez(path, arrays: dict, meta: dict, format_version: int) -> Path:
+    """One uncompressed .npz archive at exactly `path` (no ".npz" appended), atomically:
+    `arrays` (name -> numpy array) and "meta", a JSON string of `meta` plus `format_version`
+    (read back with `json.loads(str(z["meta"]))`). Returns the path."""
+    import numpy as np
+
+    if "meta" in arrays:
+        raise ValueError("arrays has a 'meta' entry: the helper writes it")
+    header = _stamped(meta, {FORMAT_KEY: int(format_version)}, "meta")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(header)), **arrays)
+    return Path(path)

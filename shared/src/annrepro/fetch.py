@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetError, file_refs, locate_file, registry, sha256_file
-from .groundtruth import cache_dir
+from .errors import DatasetError
+from .paths import cache_dir
+from .registry import file_refs, locate_file, registry, sha256_file
 from .vecio import write_vectors
 
 __all__ = ["fetch_dataset", "fetch_file"]

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_write_bytes
 from .errors import AnnreproError, GroundTruthError
+from .paths import cache_dir  # noqa: F401  (re-exported: its first home was here)
 from .validate import METRICS, check_ground_truth, check_real, check_same_dim
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "cached_knn",
     "check_groundtruth",
     "array_fingerprint",
-    "cache_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,12 +134,6 @@ def array_fingerprint(*arrays) -> str:
         for i in range(0, a.shape[0], 1 << 16):
             h.update(a[i : i + (1 << 16)].tobytes())
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    """ANNREPRO_CACHE, else ~/.cache/annrepro."""
-    env = os.environ.get("ANNREPRO_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "annrepro"
 
 
 def cached_knn(xq, xb, k: int, metric: str = "l2", key: str | None = None, **kw):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import SettingError
 
-__all__ = ["tables_root", "data_roots", "results_root", "repo_root", "folder_problem"]
+__all__ = ["tables_root", "data_roots", "cache_dir", "results_root", "repo_root", "folder_problem"]
 
 
 def repo_root() -> Path | None:
@@ -37,11 +37,15 @@ def tables_root() -> Path:
     return root / "paper_tables"
 
 
+def cache_dir() -> Path:
+    """ANNREPRO_CACHE, else ~/.cache/annrepro: ground truth, fetched data, models, stamps."""
+    env = os.environ.get("ANNREPRO_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "annrepro"
+
+
 def data_roots() -> list[Path]:
     """Folders searched for data files, in order: $ANNREPRO_DATA (os.pathsep-separated), then the
     user cache ($ANNREPRO_CACHE/data or ~/.cache/annrepro/data), where `fetch` writes."""
-    from .groundtruth import cache_dir
-
     roots = [Path(p) for p in os.environ.get("ANNREPRO_DATA", "").split(os.pathsep) if p]
     roots.append(cache_dir() / "data")
     return roots

@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
+
+from .atomic import atomic_path, atomic_write_text
 
 __all__ = ["pyplot", "pyplot_or_note", "save_figure", "write_points"]
 
@@ -31,15 +32,9 @@ def pyplot():
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write `fig` as PNG at `path` atomically (temporary file + rename) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     finally:
         pyplot().close(fig)
     return path
@@ -48,8 +43,6 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 def write_points(ctx, name: str, header, points) -> Path:
     """The points of a figure as the CSV artifact `name` of a table run (always written: no
     number depends on the plot). Floats are written with repr (round-trip exact)."""
-    from .vecio import atomic_write_text
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)

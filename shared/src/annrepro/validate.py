@@ -7,6 +7,8 @@ message names the file (or role, option, variable) and the problem in one line.
   silently lose its imaginary part, bool / str / structured arrays are not vectors).
 - `float32_problem`, `as_float32`: values must be finite *after* the cast to float32 that every
   consumer makes (a float64 1e39 passes `isfinite` and becomes inf).
+- `as_f32`: the bare cast (C-contiguous float32, no check), for arrays already validated or
+  computed inside the code (faiss and torch want exactly this layout).
 - `content_problem`: cheap tests that a file's bytes are of the type its extension says (int32
   ids named `.fvecs` read as denormal floats; float bits named `.ivecs` read as huge integers).
 - `transposed_problem`: a big-ann header whose n and d are swapped (same byte count).
@@ -32,6 +34,7 @@ __all__ = [
     "check_real",
     "float32_problem",
     "as_float32",
+    "as_f32",
     "content_problem",
     "transposed_problem",
     "check_same_dim",
@@ -114,6 +117,15 @@ def as_float32(x, what: str = "vectors", offset: int = 0) -> np.ndarray:
     problem = float32_problem(x, offset)
     if problem:
         raise InputError(f"{what}: {problem}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def as_f32(x) -> np.ndarray:
+    """x as a C-contiguous float32 array, copying only when needed; no validation.
+
+    For values the code made itself or already checked (`as_float32` is the checking cast for
+    input). x: any array-like (n, d) or (n,).
+    """
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

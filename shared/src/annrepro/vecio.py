@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-# re-exported: vecio was their first home; annrepro.atomic is the one implementation
-from .atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
+from .atomic import atomic_path, atomic_write_bytes
 from .errors import VectorFileError
 from .validate import content_problem, float32_problem, real_dtype_problem, transposed_problem
 
@@ -50,7 +49,6 @@ __all__ = [
     "write_fbin",
     "write_u8bin",
     "write_ibin",
-    "atomic_write_bytes",
 ]
 
 # Largest dimension we accept in a header: a guard against reading garbage (a float's bytes

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
+from annrepro.validate import as_f32
 
 from .search import check_codes, encode_outputs, search_codes
 from .train import PRESETS, TrainConfig, TrainResult, train_catalyzer
@@ -24,12 +25,15 @@ __all__ = ["Catalyzer"]
 
 log = logging.getLogger(__name__)
 
+# the `format_version` of the files (annrepro.atomic); files written before it was the one key
+# say "format" instead, same numbers
 FORMAT = 1
 CODES_FORMAT = 1  # save_codes / load_codes archives
+KIND = "catalyzer.Catalyzer"
 
 
-def _f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
+def _format_of(header: dict):
+    return header.get("format_version", header.get("format"))
 
 
 class Catalyzer:
@@ -74,7 +78,7 @@ class Catalyzer:
         """
         from annrepro.groundtruth import array_fingerprint
 
-        xt = _f32(xt)
+        xt = as_f32(xt)
         res = train_catalyzer(
             xt, self.config, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume
         )
@@ -109,7 +113,7 @@ class Catalyzer:
         import torch
 
         net = self._need()
-        x = _f32(x)
+        x = as_f32(x)
         if not x.flags.writeable:  # torch.from_numpy needs writable memory
             x = x.copy()
         if x.ndim != 2 or x.shape[1] != self.d_in:
@@ -155,21 +159,15 @@ class Catalyzer:
     def save_codes(self, path, codes: np.ndarray, quantizer: str) -> Path:
         """Write codes with what made them (quantizer, model_id, d_in, d_out) to exactly `path`
         (an .npz archive whatever the name; atomic). Returns the path."""
-        import json
-
-        from annrepro.atomic import atomic_path
+        from annrepro.atomic import atomic_savez
 
         meta = {
-            "format": CODES_FORMAT,
             "quantizer": quantizer,
             "model_id": self.model_id,
             "d_in": self.d_in,
             "d_out": self.config.d_out,
         }
-        path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, codes=np.asarray(codes), meta=np.array(json.dumps(meta)))
-        return path
+        return atomic_savez(path, {"codes": np.asarray(codes)}, meta, CODES_FORMAT)
 
     def load_codes(self, path, quantizer: str) -> np.ndarray:
         """Codes from `save_codes` (checked: same quantizer, same model) or a bare .npy array
@@ -185,6 +183,8 @@ class Catalyzer:
                 raise InputError(f"{path}: not a catalyzer codes file (no codes / meta)")
             meta = json.loads(str(f["meta"]))
             codes = f["codes"]
+        if not isinstance(meta, dict) or _format_of(meta) != CODES_FORMAT:
+            raise InputError(f"{path}: not a catalyzer codes file of format {CODES_FORMAT}")
         if meta.get("quantizer") != quantizer:
             raise InputError(
                 f"{path}: codes made with quantizer {meta.get('quantizer')!r}, searched with "
@@ -200,12 +200,11 @@ class Catalyzer:
     # ------------------------------------------------------------------- persistence
     def save(self, path) -> None:
         """Weights + config + data fingerprint, one torch file (written atomically)."""
-        from annrepro.atomic import atomic_torch_save
+        from annrepro.atomic import atomic_save
 
         self._need()
         res = self.result
         blob = {
-            "format": FORMAT,
             "state_dict": self.net.state_dict(),
             "config": self.config.to_dict(),
             "d_in": self.d_in,
@@ -214,7 +213,7 @@ class Catalyzer:
             "best_score": None if res is None else res.best_score,
         }
         try:
-            atomic_torch_save(blob, Path(path))
+            atomic_save(path, blob, FORMAT, KIND)
         except (OSError, RuntimeError) as e:  # torch's "enforce fail" does not name the file
             raise InputError(f"{path}: cannot write the model ({e})") from None
 
@@ -232,7 +231,9 @@ class Catalyzer:
                 f"{path}: not a readable catalyzer model (truncated or damaged? "
                 f"{type(e).__name__}: {' '.join(str(e).split())[:160]})"
             ) from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        if isinstance(blob, dict) and blob.get("kind", KIND) != KIND:
+            raise InputError(f"{path}: a {blob['kind']} file, not a catalyzer model")
+        if not isinstance(blob, dict) or _format_of(blob) != FORMAT:
             raise InputError(f"{path}: not a catalyzer file of format {FORMAT}")
         cat = cls.__new__(cls)
         cat.config = TrainConfig.from_dict(blob["config"])

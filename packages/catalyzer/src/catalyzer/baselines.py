@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from annrepro.validate import as_f32
 
 from .lattice import ZnSphereLattice
 
@@ -45,13 +46,9 @@ class EncodedSearch:
     code_bits: int
 
 
-def _f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows divided by their L2 norm (zero rows stay zero): float32 (n, d)."""
-    x = _f32(x).copy()
+    x = as_f32(x).copy()
     n = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, n, out=x, where=n > 0)
     return x
@@ -135,15 +132,15 @@ def encode_search(index, xt: np.ndarray, xb: np.ndarray, xq: np.ndarray, k: int)
     Returns:
         EncodedSearch with I int64 (nq, k) and encode_s (wall seconds of sa_encode on xb).
     """
-    index.train(_f32(xt))
-    xb = _f32(xb)
+    index.train(as_f32(xt))
+    xb = as_f32(xb)
     t0 = time.perf_counter()
     codes = index.sa_encode(xb)
     encode_s = time.perf_counter() - t0
     inner = _innermost(index)
     inner.add_sa_codes(codes)  # the codes just timed, not a second encoding
     index.ntotal = inner.ntotal
-    _, I = index.search(_f32(xq), k)
+    _, I = index.search(as_f32(xq), k)
     return EncodedSearch(I=I, encode_s=encode_s, code_bits=8 * index.sa_code_size())
 
 
@@ -175,19 +172,19 @@ def pca_lattice_search(
         if d_out > d:
             raise ValueError(f"PCA cannot output {d_out} dimensions from {d}")
         pca = faiss.PCAMatrix(d, d_out)
-        pca.train(_f32(xt))
+        pca.train(as_f32(xt))
         project = pca.apply
     elif projection == "none":
         if d_out != d:
             raise ValueError(f"projection 'none' needs d_out == d, got {d_out} != {d}")
-        project = _f32
+        project = as_f32
     else:
         raise ValueError(f"unknown projection {projection!r} ('pca' or 'none')")
     lattice = ZnSphereLattice(d_out, r2)
-    xb = _f32(xb)
+    xb = as_f32(xb)
     t0 = time.perf_counter()
     codes = lattice.encode(l2_normalize(project(xb)))
     encode_s = time.perf_counter() - t0
-    yq = l2_normalize(project(_f32(xq)))
+    yq = l2_normalize(project(as_f32(xq)))
     _, I = lattice.search(yq, codes, k)
     return EncodedSearch(I=I, encode_s=encode_s, code_bits=lattice.code_size_bits)

@@ -117,7 +117,7 @@ def _recalls(I: np.ndarray, gt1: np.ndarray) -> dict:
 
 def _shipped_gt(ds) -> tuple[np.ndarray, str]:
     """The data set's shipped ground truth (first column), or the exact one if it ships none."""
-    from annrepro.datasets import locate_file
+    from annrepro.registry import locate_file
     from annrepro.vecio import read_vectors
 
     rel = ds.entry.get("groundtruth")

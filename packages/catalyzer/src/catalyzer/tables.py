@@ -31,6 +31,7 @@ from annrepro.plotting import pyplot_or_note, save_figure, write_points
 from annrepro.stats import mean_std_row
 from annrepro.tables import register
 from annrepro.threads import threads
+from annrepro.validate import as_f32
 
 from .api import Catalyzer
 from .baselines import (
@@ -49,10 +50,6 @@ from .search import quantized_search
 from .train import TrainConfig
 
 RECALL_KS = (1, 10, 100)  # Table 1: 1-recall at 1, 10, 100 (Sec. 5.1)
-
-
-def _f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _recalls(I: np.ndarray, gt: np.ndarray, ks=RECALL_KS) -> dict:
@@ -116,7 +113,9 @@ def catalyzer_for(
         val_every=int(p["cat_val_every"]),
         end2end_r2=None if end2end_r2 is None else int(end2end_r2),
     )
-    res, hit = fit_cached(_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True)))
+    res, hit = fit_cached(
+        as_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True))
+    )
     stats = ctx.__dict__.setdefault("_catalyzer_stats", {"trained": 0, "reused": 0, "train_s": 0.0})
     if hit:
         stats["reused"] += 1
@@ -164,7 +163,7 @@ def _table1_catalyst(method: str, ds, p: dict, ctx):
     quantizer = f"zn_{r2}"
     e2e = r2 if method == "Catalyst+Lattice+end2end" else None
     cat = catalyzer_for(ctx, ds, d_out, float(p["cat_lam"]), ctx.seed, quantizer, end2end_r2=e2e)
-    xb, xq = _f32(ds.xb), _f32(ds.xq)
+    xb, xq = as_f32(ds.xb), as_f32(ds.xq)
     if method in ("Catalyst+Lattice", "Catalyst+Lattice+end2end"):
         t0 = time.perf_counter()
         codes = cat.encode(xb, quantizer)
@@ -174,7 +173,7 @@ def _table1_catalyst(method: str, ds, p: dict, ctx):
         return EncodedSearch(I=I, encode_s=encode_s, code_bits=bits)
     if method == "Catalyst+OPQ":
         index = opq_index(d_out, p["opq_factory"], niter=p.get("opq_niter"))
-        index.train(cat.transform(_f32(ds.xt[: int(p["ntrain_opq"])])))
+        index.train(cat.transform(as_f32(ds.xt[: int(p["ntrain_opq"])])))
         t0 = time.perf_counter()
         yb = cat.transform(xb)
         codes = index.sa_encode(yb)
@@ -192,11 +191,11 @@ def _table1_method(method: str, ds, p: dict, seed: int, ctx=None):
     if method.startswith("Catalyst"):
         return _table1_catalyst(method, ds, p, ctx)
     k = int(p["k"])
-    xq = _f32(ds.xq)
+    xq = as_f32(ds.xq)
     if method == "OPQ":
         index = opq_index(ds.d, p["opq_factory"], niter=p.get("opq_niter"))
-        xt = _f32(ds.xt[: int(p["ntrain_opq"])])
-        return encode_search(index, xt, _f32(ds.xb), xq, k)
+        xt = as_f32(ds.xt[: int(p["ntrain_opq"])])
+        return encode_search(index, xt, as_f32(ds.xb), xq, k)
     if method == "LSQ":
         index = lsq_index(
             ds.d,
@@ -206,11 +205,11 @@ def _table1_method(method: str, ds, p: dict, seed: int, ctx=None):
             train_iters=p.get("lsq_train_iters"),
             encode_ils_iters=p.get("lsq_encode_ils_iters"),
         )
-        xt = _f32(ds.xt[: int(p["ntrain_lsq"])])
-        return encode_search(index, xt, _f32(ds.xb), xq, k)
+        xt = as_f32(ds.xt[: int(p["ntrain_lsq"])])
+        return encode_search(index, xt, as_f32(ds.xb), xq, k)
     if method == "PCA+Lattice":
-        xt = _f32(ds.xt[: int(p["ntrain_pca"])])
-        return pca_lattice_search(xt, _f32(ds.xb), xq, k, int(p["d_out"]), int(p["r2"]))
+        xt = as_f32(ds.xt[: int(p["ntrain_pca"])])
+        return pca_lattice_search(xt, as_f32(ds.xb), xq, k, int(p["d_out"]), int(p["r2"]))
     raise ValueError(f"unknown Table 1 method {method!r}")
 
 
@@ -273,8 +272,8 @@ def table2(spec, ctx):
         gt = ds.gt(k)
         # LSH / ITQ train on the training set (Sec. 5.1); at full scale the learn rows after it
         # are the catalyzer's validation set (ntrain_binary)
-        xt = _f32(ds.xt[: int(p.get("ntrain_binary", ds.nt))])
-        xb, xq = _f32(ds.xb), _f32(ds.xq)
+        xt = as_f32(ds.xt[: int(p.get("ntrain_binary", ds.nt))])
+        xb, xq = as_f32(ds.xb), as_f32(ds.xq)
         for method in p["methods"]:
             for nbits in ctx.progress(p["bits"], desc=f"{name} {method}"):
                 nbits = int(nbits)
@@ -349,7 +348,9 @@ def _opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
     out = []
     for nbytes in p["pq_bytes"]:
         index = opq_index(ds.d, opq_factory(int(nbytes)), niter=p.get("opq_niter"))
-        res = encode_search(index, _f32(ds.xt[: int(p["ntrain_opq"])]), _f32(ds.xb), _f32(ds.xq), k)
+        res = encode_search(
+            index, as_f32(ds.xt[: int(p["ntrain_opq"])]), as_f32(ds.xb), as_f32(ds.xq), k
+        )
         out.append((res.code_bits, res.I))
     return out
 
@@ -382,7 +383,7 @@ def figure5(spec, ctx):
     rows, points = [], []
     for name, ds in ctx.each_dataset():
         gt = ds.gt(k)
-        xb, xq = _f32(ds.xb), _f32(ds.xq)
+        xb, xq = as_f32(ds.xb), as_f32(ds.xq)
         for d_out in ctx.progress(p["d_outs"], desc=name):
             d_out = int(d_out)
             lam = float(p["lambda_per_d_out"][str(d_out)])
@@ -482,7 +483,7 @@ def range_search_at_recall(xq, xb, nn: np.ndarray, target_recall: float) -> tupl
     """
     import faiss
 
-    xq, xb = _f32(xq), _f32(xb)
+    xq, xb = as_f32(xq), as_f32(xb)
     nn = np.asarray(nn, dtype=np.int64).ravel()
     if nn.shape[0] != xq.shape[0]:
         raise ValueError(f"nn has {nn.shape[0]} ids for {xq.shape[0]} queries")
@@ -628,14 +629,14 @@ def text(spec, ctx):
     hist = []  # Figure 3: (paper name, stand-in, space, d1 (nq,), d_{n_rank} (nq,))
     for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
         ctx.log.info("%s: %s", name, ds.describe())
-        xq, xb = _f32(ds.xq), ds.xb
+        xq, xb = as_f32(ds.xq), ds.xb
         if ds.metric != "l2":
             raise ValueError(f"{name}: the Sec. 3.3 statistic is defined for L2 data")
         D, I = knn_exact(xq, xb, n_rank, ds.metric)
         nn = I[:, 0]  # Appendix C: recall of the ORIGINAL-space nearest neighbour, both spaces
         dist = np.sqrt(np.maximum(D, 0))
         hist.append((name, ds.name, "input space", dist[:, 0], dist[:, n_rank - 1]))
-        eps, nres = range_search_at_recall(xq, _f32(xb), nn, float(p["target_recall"]))
+        eps, nres = range_search_at_recall(xq, as_f32(xb), nn, float(p["target_recall"]))
         rows.append(
             {
                 "dataset": name,
@@ -655,7 +656,7 @@ def text(spec, ctx):
         cat = catalyzer_for(
             ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
         )
-        yq, yb = cat.transform(xq), cat.transform(_f32(xb))
+        yq, yb = cat.transform(xq), cat.transform(as_f32(xb))
         # Sec. 3.3 / Figure 3: neighbour distances of the output space itself
         D, _ = knn_exact(yq, yb, n_rank, "l2")
         dist = np.sqrt(np.maximum(D, 0))
@@ -683,7 +684,7 @@ def text(spec, ctx):
 
     # Sec. 5.3: Catalyst + Lattice encodes 14x faster than LSQ (BigAnn1M, Table 1 timings)
     for name, ds in ctx.each_dataset(p["speedup_datasets"]):
-        xb = _f32(ds.xb)
+        xb = as_f32(ds.xb)
         lsq = lsq_index(
             ds.d,
             int(p["lsq_M"]),
@@ -691,7 +692,7 @@ def text(spec, ctx):
             seed=ctx.seed,
             train_iters=int(p["lsq_train_iters"]),
         )
-        lsq.train(_f32(ds.xt[: int(p["ntrain_lsq"])]))
+        lsq.train(as_f32(ds.xt[: int(p["ntrain_lsq"])]))
         t0 = time.perf_counter()
         lsq.sa_encode(xb)
         lsq_s = time.perf_counter() - t0

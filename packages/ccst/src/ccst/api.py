@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from annrepro.atomic import atomic_torch_save
+from annrepro.atomic import atomic_save
 from annrepro.validate import float32_problem, real_dtype_problem
 
 from ccst.errors import DataError, ModelFileError, first_line
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # 4: CCSTConfig.norm replaces pre_norm (format 3: pre_norm True = "layernorm", False = "none";
 # format <= 2: "layernorm"), the default now the released code's batch norms ("released")
 FORMAT_VERSION = 4
+KIND = "ccst.CCST"  # the file's `kind` (annrepro.atomic.atomic_save); files before it have none
 INPUT_SCALINGS = ("output", "boundary", "none")
 _ARCH_FIELDS = ("compression_factor", "d_out", "n_tokens", "depths", "heads", "qk_ratio")
 _ARCH_FIELDS += ("mlp_ratio", "norm", "readout", "freeze_projection")
@@ -376,7 +377,6 @@ class CCST:
         """Write the model (config, weights, INRP boundary, training settings and history)."""
         self._check_fitted()
         state = {
-            "format_version": FORMAT_VERSION,
             "model_config": self.net.cfg.to_dict(),
             "train_config": dataclasses.asdict(self.train_config),
             "boundary": self.boundary,
@@ -388,7 +388,7 @@ class CCST:
         # a unique temporary and an atomic rename (annrepro.atomic): two runs writing the same
         # model (a shared cache) never remove each other's temporary
         try:
-            atomic_torch_save(state, path)
+            atomic_save(path, state, FORMAT_VERSION, KIND)
         except (OSError, RuntimeError) as e:  # torch's 'enforce fail' does not name the file
             raise ModelFileError(path, f"cannot write: {first_line(e)}") from None
 
@@ -414,6 +414,8 @@ class CCST:
                 f"not a readable model file (truncated or corrupt? {type(e).__name__}: "
                 f"{first_line(e)})",
             ) from None
+        if isinstance(state, dict) and state.get("kind", KIND) != KIND:
+            raise ModelFileError(path, f"a {state['kind']} file, not a CCST model")
         missing = [k for k in _MODEL_KEYS if not isinstance(state, dict) or k not in state]
         if missing:
             raise ModelFileError(path, f"not a CCST model file (no {', '.join(missing)})")

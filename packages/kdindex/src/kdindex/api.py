@@ -29,6 +29,10 @@ from .train import TrainConfig, TrainResult, index_codes, train_student
 
 __all__ = ["KDIndex"]
 
+# the `format_version` in an index file's meta (annrepro.atomic); files written before it was
+# recorded have none and are format 1
+FORMAT_VERSION = 1
+
 log = logging.getLogger(__name__)
 
 
@@ -227,7 +231,7 @@ class KDIndex:
     def save(self, path) -> None:
         """Write codebooks, rotation, codes and settings to an .npz file (atomically: a run
         killed while saving leaves the previous file, or none, never a part)."""
-        from annrepro.atomic import atomic_path
+        from annrepro.atomic import atomic_savez
 
         if self.quantizer is None:
             raise RuntimeError("nothing to save: fit the index first")
@@ -244,11 +248,10 @@ class KDIndex:
             "balance_index": bool(self.config.balance_index),
             "curve": self.result.curve if self.result else [],
         }
-        arrays = {"codebooks": q.codebooks, "codes": self.codes, "meta": np.array(json.dumps(meta))}
+        arrays = {"codebooks": q.codebooks, "codes": self.codes}
         if q.rotation is not None:
             arrays["rotation"] = q.rotation
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        atomic_savez(path, arrays, meta, FORMAT_VERSION)
 
     @classmethod
     def load(cls, path) -> KDIndex:
@@ -264,6 +267,14 @@ class KDIndex:
         try:  # our own file handle: np.load leaks its own on a damaged zip
             with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
+                if not isinstance(meta, dict):
+                    raise InputError(f"{path}: not a KDindex index (its meta is not a table)")
+                version = meta.get("format_version", 1)
+                if version != FORMAT_VERSION:
+                    raise InputError(
+                        f"{path}: index file format {version!r}; this kdindex reads "
+                        f"{FORMAT_VERSION}"
+                    )
                 rotation = z["rotation"] if "rotation" in z.files else None
                 q = CodebookQuantizer(
                     meta["kind"],
@@ -274,6 +285,8 @@ class KDIndex:
                     aq_beam=meta.get("aq_beam", 5),
                 )
                 codes = z["codes"]
+        except InputError:  # a ValueError too: already one line naming the file
+            raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             why = " ".join(str(e).split())[:160]
             if "pickled" in why:  # numpy's advice to unpickle a stranger's file: not ours to give

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..metrics import binomial_ci
 from ..paths import results_root
-from ..vecio import atomic_write_text
 from .compare import Comparison, compare_run
 from .runner import load_run
 from .spec import SCALES, find_specs

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..datasets import Dataset, DatasetError, get_dataset
 from ..paths import repo_root, results_root
 from ..threads import default_threads, threads
-from ..vecio import atomic_write_text
 from .spec import TableSpec
 
 __all__ = ["register", "producers", "Context", "run_table", "TableRun", "ProducerError"]
@@ -55,19 +55,15 @@ def register(table_id: str):
 
 
 def _load_plugins(paper: str | None = None) -> None:
-    """Import the paper packages' producers: entry points `annrepro.tables`, `<paper>.tables`."""
+    """Import the producers of `paper` (all papers if None): the modules its distribution names
+    under the entry point group `annrepro.tables` (`<paper> = "<paper>.tables"`, or
+    `annrepro = "annrepro.crosspaper"`); that is the one way producers are found."""
     for ep in metadata.entry_points(group="annrepro.tables"):
         if paper is None or ep.name == paper:
             try:
                 ep.load()
             except ImportError as e:
                 log.warning("cannot load table producers %s: %s", ep.value, e)
-    if paper is not None:
-        try:
-            importlib.import_module(f"{paper}.tables")
-        except ModuleNotFoundError as e:
-            if e.name not in (paper, f"{paper}.tables"):
-                raise
 
 
 def producers(paper: str | None = None) -> dict:
@@ -228,7 +224,7 @@ class Context:
     def artifact(self, name: str) -> Path:
         """Path for a file the producer writes beside its results (a plot, the points of a
         figure): `<results>/<scale>/<table id>/<name>`. The folder is created; the producer
-        writes atomically (`annrepro.vecio.atomic_write_text`, `annrepro.plotting.save_figure`);
+        writes atomically (`annrepro.atomic.atomic_write_text`, `annrepro.plotting.save_figure`);
         the path is listed in the table's provenance."""
         if "/" in name or name.startswith("."):
             raise ValueError(f"artifact name must be a plain file name, got {name!r}")
@@ -412,7 +408,7 @@ def fingerprint(spec: TableSpec, scale: str, seed: int) -> str:
     of annrepro and of the paper's package, and the registry entries (file checksums) of the data
     sets the spec names at this scale. Threads are left out: they move only timings (and the
     last bits of some sums)."""
-    from ..datasets import registry
+    from ..registry import registry
 
     reg = registry()
     data = {}
