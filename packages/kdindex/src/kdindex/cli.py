@@ -8,11 +8,20 @@
                    --checkpoint-dir DIR]   (a checkpoint per round / epoch; a rerun resumes)
     kdindex search --index index.npz --xq query.fvecs --out I.npy [--k 10 --nprobe 16
                    --gt gt.ivecs]
+    kdindex encode --index index.npz --xb new_docs.fvecs [--out index2.npz]
+                   [--codes-out codes.npy] [--out-dir DIR] [--engine single|dask
+                   --scheduler ADDR --workers N --max-memory 4GB --shard-rows N]
     kdindex reproduce [OPTIONS]
 
 `teacher` labels training queries with the top-K of an HNSW teacher (Sec. 3.1, Table 7);
 `train` fits a KDindex on them (Algorithm 2, `kdindex.api.KDIndex`); `search` searches it
-exhaustively or through nprobe posting lists per codebook (Sec. 3.4). `reproduce` runs the
+exhaustively or through nprobe posting lists per codebook (Sec. 3.4). `encode` encodes new
+documents with a saved index's codebooks (`KDIndex.encode`: nearest codes, AQ by faiss's beam
+search; not Algorithm 1's balanced assignment, which is solved once at training) and appends
+them (`--out`: ids continue after the stored documents, `KDIndex.add`) or writes their codes
+(`--codes-out`, int32 (n, B)). With `--out-dir` (required by `--engine dask`) the codes go into
+resumable shards (`annrepro.distributed.transform_sharded`: a rerun computes only the missing
+ones), encoded on a Dask cluster with `--engine dask`. `reproduce` runs the
 KDindex tables through the annrepro runner: it is `annrepro reproduce --tables 'kdindex.*'
 [OPTIONS]` (a later `--tables kdindex.table2` narrows the selection). Vector files: anything
 `annrepro.vecio.read_vectors` reads (.fvecs, .bvecs, .ivecs, .npy, ...).
@@ -24,11 +33,13 @@ import argparse
 import logging
 import sys
 
-USAGE = """usage: kdindex {teacher,train,search,reproduce} ...
+USAGE = """usage: kdindex {teacher,train,search,encode,reproduce} ...
 
   teacher    label training queries with an HNSW teacher's top-K (Sec. 3.1, Table 7)
   train      fit a KDindex student on labelled training queries (Algorithm 2), save it
   search     search queries in a saved KDindex, save the ids (optionally score them)
+  encode     encode new documents with a saved KDindex: append them to it or save their codes
+             (--engine dask: resumable code shards on a Dask cluster)
   reproduce  `kdindex reproduce [OPTIONS]`: run the kdindex.* tables (OPTIONS as for
              `annrepro reproduce`, e.g.
              --scale tiny|small|full, --tables kdindex.table2, --seed 0, --threads 1)"""
@@ -119,6 +130,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--gt", default=None, help="exact neighbour ids: print recall@k")
     s.add_argument("--threads", type=positive_int, default=None)
+    e = sub.add_parser("encode", help="encode new documents with a saved KDindex")
+    e.add_argument("--index", required=True, help="index file written by `kdindex train`")
+    e.add_argument("--xb", required=True, help="new documents, of the index's dimension")
+    e.add_argument(
+        "--out",
+        default=None,
+        help="write the index with the new documents appended (ids continue after the stored "
+        "ones); may be --index itself (replaced atomically)",
+    )
+    e.add_argument(
+        "--codes-out", default=None, help="the new documents' codes, int32 (n, B): .npy or .ivecs"
+    )
+    e.add_argument(
+        "--out-dir",
+        default=None,
+        help="folder of code shards + manifest.json (annrepro.distributed); a rerun computes "
+        "only the missing shards; required with --engine dask",
+    )
+    e.add_argument(
+        "--engine",
+        choices=("single", "dask"),
+        default="single",
+        help="single: this process (default); dask: one task per shard on a Dask cluster",
+    )
+    e.add_argument("--scheduler", default=None, help="dask: address of a running scheduler")
+    e.add_argument(
+        "--workers", type=positive_int, default=None, help="dask: local workers (default: cores)"
+    )
+    e.add_argument(
+        "--max-memory", default=None, help="dask: memory of all local workers together (4GB)"
+    )
+    e.add_argument(
+        "--shard-rows", type=positive_int, default=1 << 20, help="rows per shard (--out-dir)"
+    )
+    e.add_argument("--threads", type=positive_int, default=None)
     return ap
 
 
@@ -243,6 +289,176 @@ def _search(args) -> int:
     return 0
 
 
+class IndexEncoder:
+    """A picklable `x -> KDIndex.load(index).encode(x)` (int32 (n, B) codes of float32 (n, d)
+    documents) for `annrepro.distributed.transform_sharded`: each Dask worker loads the index
+    file (on storage every worker reads) once and keeps it; threads: faiss / torch threads of
+    each call (None: the worker's own setting)."""
+
+    def __init__(self, index_path: str, threads: int | None = None):
+        self.index_path, self.threads = index_path, threads
+        self._index = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_index": None}
+
+    def __call__(self, x):
+        from .api import KDIndex
+
+        if self._index is None:
+            self._index = KDIndex.load(self.index_path)
+        if self.threads is None:
+            return self._index.encode(x)
+        from annrepro.threads import threads
+
+        with threads(self.threads):
+            return self._index.encode(x)
+
+
+_CODE_EXTS = (".npy", ".ivecs", ".ibin")  # int32 codes in a format annrepro.vecio writes
+
+
+def _encode_checks(args):
+    """Options of `kdindex encode` that contradict each other or name unusable outputs, before
+    any work (InputError, one line)."""
+    from pathlib import Path
+
+    from annrepro.errors import InputError
+
+    if args.out is None and args.codes_out is None and args.out_dir is None:
+        raise InputError("kdindex encode: nothing to write: give --out, --codes-out or --out-dir")
+    if args.engine == "dask" and args.out_dir is None:
+        raise InputError("--engine dask writes code shards: give --out-dir")
+    if args.engine != "dask":
+        given = [o for o in ("scheduler", "workers", "max_memory") if getattr(args, o)]
+        if given:
+            names = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise InputError(f"{names}: for --engine dask only")
+    outputs = [p for p in (args.out, args.codes_out) if p is not None]
+    if args.codes_out is not None and Path(args.codes_out).suffix.lower() not in _CODE_EXTS:
+        raise InputError(f"{args.codes_out}: codes are written as .npy, .ivecs or .ibin")
+    for p in outputs:
+        if Path(p).is_dir():
+            raise InputError(f"{p}: is a folder; expected the path of a file to write")
+    if args.out_dir is not None:
+        outputs.append(Path(args.out_dir) / "manifest.json")
+    _check_out(*outputs)
+
+
+def _dask_client(args):
+    from annrepro.distributed import local_client
+
+    if args.scheduler:
+        from distributed import Client
+
+        return Client(args.scheduler)
+    return local_client(args.workers, args.max_memory)
+
+
+def _encode_shards(args, n_threads: int) -> dict:
+    """Codes of --xb into shards in --out-dir (this process, or a Dask cluster); the manifest."""
+    import hashlib
+    from pathlib import Path
+
+    from annrepro.distributed import transform_sharded
+    from annrepro.threads import threads
+
+    h = hashlib.sha256()
+    with open(args.index, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    # the index file decides the codes (codebooks, rotation, AQ beam): shards of another index
+    # in --out-dir are refused, whichever engine made them
+    fingerprint = "kdindex-encode-" + h.hexdigest()
+    path = str(Path(args.index).resolve())
+    if args.engine == "single":
+        with threads(n_threads):
+            return transform_sharded(
+                IndexEncoder(path), args.xb, args.out_dir, fingerprint, shard_rows=args.shard_rows
+            )
+    client = _dask_client(args)
+    try:
+        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+        per_worker = args.threads
+        if per_worker is None and not args.scheduler:  # local workers share this machine
+            per_worker = max(1, n_threads // len(client.scheduler_info()["workers"]))
+        return transform_sharded(
+            IndexEncoder(path, per_worker),
+            args.xb,
+            args.out_dir,
+            fingerprint,
+            client=client,
+            shard_rows=args.shard_rows,
+        )
+    finally:
+        client.close()
+
+
+def _append_codes(index, codes) -> None:
+    """`KDIndex.add` for codes already computed by `KDIndex.encode` (the shards): the same
+    codes and norms, without encoding again."""
+    import numpy as np
+
+    from .student import reconstruction_norms2
+
+    norms2 = reconstruction_norms2(index.quantizer, codes)
+    index.codes = np.concatenate([index.codes, codes])
+    index.norms2 = np.concatenate([index.norms2, norms2])
+
+
+def _encode(args) -> int:
+    import numpy as np
+    from annrepro.errors import InputError
+    from annrepro.validate import check_same_dim
+    from annrepro.vecio import mmap_vectors, read_vectors, write_vectors
+
+    from .api import KDIndex
+
+    _encode_checks(args)
+    index = KDIndex.load(args.index)
+    nb = len(index.codes)
+    paths = {"index": args.index, "documents": args.xb}
+    if args.out_dir is not None:
+        from annrepro.distributed import read_shards
+
+        x = mmap_vectors(args.xb)  # the shards read their rows; nothing loaded here
+        check_same_dim(index=index.quantizer.d_in, documents=x, paths=paths)
+        from annrepro.cli import announce_threads
+
+        m = _encode_shards(args, announce_threads("kdindex encode", args.threads))
+        codes = read_shards(args.out_dir)
+        if codes.shape != (len(x), index.B) or codes.dtype != np.int32:
+            raise InputError(
+                f"{args.out_dir}: shards hold codes {codes.dtype} {codes.shape}, expected int32 "
+                f"({len(x)}, {index.B})"
+            )
+        where = f"{len(m['shards'])} shards in {args.out_dir}"
+        if args.out is not None:
+            _append_codes(index, codes)
+    else:
+        x = read_vectors(args.xb)
+        check_same_dim(index=index.quantizer.d_in, documents=x, paths=paths)
+        with _threads(args):
+            if args.out is not None:
+                index.add(x)
+                codes = index.codes[nb:]
+            else:
+                codes = index.encode(x)
+        where = None
+    n = len(codes)
+    done = [f"encoded {n} documents with {args.index} ({index.kind}, {index.B} x {index.W})"]
+    if where:
+        done.append(where)
+    if args.codes_out is not None:
+        write_vectors(args.codes_out, np.ascontiguousarray(codes, dtype=np.int32))
+        done.append(f"codes int32 ({n}, {index.B}) -> {args.codes_out}")
+    if args.out is not None:
+        index.save(args.out)
+        done.append(f"appended as ids {nb}..{nb + n - 1}: {nb + n} documents -> {args.out}")
+    print("; ".join(done))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -253,14 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         from annrepro.cli import reproduce_paper
 
         return reproduce_paper("kdindex", rest)
-    if command not in ("teacher", "train", "search"):
+    if command not in ("teacher", "train", "search", "encode"):
         print(f"kdindex: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
     from annrepro.cli import run_cli
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    run = {"teacher": _teacher, "train": _train, "search": _search}[command]
+    run = {"teacher": _teacher, "train": _train, "search": _search, "encode": _encode}[command]
     return run_cli("kdindex", lambda a: run(_parser().parse_args(a)), argv)
 
 
