@@ -134,3 +134,17 @@ def test_damaged_index_file_is_one_line(files, capsys):
         assert main(argv + ["--out", str(tmp / "I.npy")]) == 2
         line = _one_error_line(capsys)
         assert name in line and "not a readable KDindex index" in line and "unsafely" not in line
+
+
+def test_train_says_when_no_epoch_beat_the_initialisation(files, capsys):
+    """Was `best epoch -1, validation recall ...`: now what -1 means."""
+    tmp, p, xb, xt = files
+    labels = tmp / "labels.npy"
+    write_vectors(labels, knn_exact(xt, xb, 10, "l2")[1].astype(np.int64))
+    argv = ["train", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--labels", str(labels),
+            "--out", str(tmp / "kd.npz"), "--kind", "PQ", "-B", "2", "-W", "16", "--epochs",
+            "1", "--init-rounds", "1", "--n-warm", "300", "--lr", "0"]  # fmt: skip
+    assert main(argv) == 0  # lr 0: the epoch cannot beat the initialised student
+    out = capsys.readouterr().out
+    assert "no differentiable epoch improved on the initialised student's validation recall" in out
+    assert "the initialised student is kept" in out and "best epoch -1" not in out

@@ -206,8 +206,8 @@ def _teacher(args) -> int:
             seed=args.seed,
             threads=args.threads or 1,
         )
-        t.build(xb)
-        labels = t.label(xt, args.K)
+        t.build(xb, progress=True)
+        labels = t.label(xt, args.K, progress=True)
     write_vectors(args.out, labels.astype("int64" if args.out.endswith(".npy") else "int32"))
     print(f"labelled {len(xt)} queries with the teacher's top-{args.K} -> {args.out}")
     return 0
@@ -254,10 +254,19 @@ def _train(args) -> int:
     r = index.result
     codes = "balanced" if args.balance_index else "nearest"
     measured = codes if args.val_codes == "index" else "nearest"
+    recall = f"validation recall {r.best_val_recall:.4f} (on {measured} codes)"
+    if r.best_epoch >= 0:
+        kept = f"best epoch {r.best_epoch}, {recall}"
+    elif r.best_val_recall >= 0:  # train.TrainResult.best_epoch -1
+        kept = (
+            f"no differentiable epoch improved on the initialised student's {recall}: the "
+            "initialised student is kept"
+        )
+    else:
+        kept = "no validation split to stop early on: the initialised student is kept"
     print(
-        f"trained KDindex ({args.kind}) on {len(xt)} queries: {r.init_rounds} init rounds, best "
-        f"epoch {r.best_epoch}, validation recall {r.best_val_recall:.4f} (on {measured} codes); "
-        f"{index.memory_bytes()['total']} bytes, {codes} codes; saved {args.out}"
+        f"trained KDindex ({args.kind}) on {len(xt)} queries: {r.init_rounds} init rounds, "
+        f"{kept}; {index.memory_bytes()['total']} bytes, {codes} codes; saved {args.out}"
     )
     return 0
 
