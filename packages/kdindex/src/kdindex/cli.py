@@ -25,6 +25,12 @@ ones), encoded on a Dask cluster with `--engine dask`. `reproduce` runs the
 KDindex tables through the annrepro runner: it is `annrepro reproduce --tables 'kdindex.*'
 [OPTIONS]` (a later `--tables kdindex.table2` narrows the selection). Vector files: anything
 `annrepro.vecio.read_vectors` reads (.fvecs, .bvecs, .ivecs, .npy, ...).
+
+One style for every subcommand: options only (no positional arguments), each with a long name
+(`-K`, `-B`, `-W`, `-k` stay as short forms of `--K`, `--B`, `--W`, `--k`) and a line in
+`kdindex <command> --help`; bad input (through `annrepro.cli.run_cli`) is one line
+`kdindex: error: ...` and exit 2, outputs are checked before any work (`check_outputs`), and
+the thread count is said on stderr (`announce_threads`).
 """
 
 from __future__ import annotations
@@ -45,42 +51,74 @@ USAGE = """usage: kdindex {teacher,train,search,encode,reproduce} ...
              --scale tiny|small|full, --tables kdindex.table2, --seed 0, --threads 1)"""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` lists every option with its default (none shown where there is none)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+_THREADS_HELP = (
+    "faiss / torch threads (default: ANNREPRO_THREADS or OMP_NUM_THREADS, else the cores)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
+    """Every subcommand takes options only (no positional arguments); each option has a long
+    name (-K, -B, -W, -k are kept as short forms) and a help line."""
     from annrepro.cli import ArgumentParser, positive_int
+
+    from .losses import LOSSES
 
     ap = ArgumentParser(prog="kdindex")
     sub = ap.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("teacher", help="label training queries with HNSW top-K")
+
+    def command(name: str, text: str):
+        return sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+
+    t = command("teacher", "label training queries with an HNSW teacher's top-K (Sec. 3.1)")
     t.add_argument("--xb", required=True, help="base (document) vectors")
     t.add_argument("--xt", required=True, help="training queries")
     t.add_argument("--out", required=True, help="labels, int64 (nt, K): .npy or .ivecs")
-    t.add_argument("--metric", default="l2", choices=["l2", "ip"])
-    t.add_argument("-K", type=positive_int, default=10, help="neighbours per query (Sec. 4.1: 10)")
+    t.add_argument("--metric", default="l2", choices=["l2", "ip"], help="similarity")
+    t.add_argument(
+        "-K", "--K", type=positive_int, default=10, help="neighbours per query (Sec. 4.1: 10)"
+    )
     t.add_argument("--M", type=positive_int, default=32, help="HNSW links (Table 7: 32)")
-    t.add_argument("--ef-construction", type=positive_int, default=40, help="Table 7: 40 or 100")
-    t.add_argument("--ef-search", type=positive_int, default=100, help="Table 7: 100 to 1024")
+    t.add_argument(
+        "--ef-construction",
+        type=positive_int,
+        default=40,
+        help="HNSW build beam (Table 7: 40, 100)",
+    )
+    t.add_argument(
+        "--ef-search", type=positive_int, default=100, help="HNSW search beam (Table 7: 100-1024)"
+    )
     t.add_argument(
         "--n-train", type=positive_int, default=None, help="first n training queries only"
     )
     t.add_argument("--seed", type=int, default=100, help="hnswlib level generator")
-    t.add_argument("--threads", type=positive_int, default=None)
-    f = sub.add_parser("train", help="fit a KDindex (Algorithm 2)")
+    t.add_argument("--threads", type=positive_int, default=None, help=_THREADS_HELP)
+
+    f = command("train", "fit a KDindex on labelled training queries (Algorithm 2), save it")
     f.add_argument("--xb", required=True, help="base (document) vectors")
     f.add_argument("--xt", required=True, help="training queries (the rows the labels cover)")
     f.add_argument("--labels", required=True, help="teacher top-K ids, (nt, >= K)")
     f.add_argument("--out", required=True, help="index file (.npz)")
-    f.add_argument("--kind", default="AQ", choices=["PQ", "OPQ", "AQ"])
-    f.add_argument("--metric", default="l2", choices=["l2", "ip"])
-    f.add_argument("-B", type=positive_int, default=8, help="codebooks (Sec. 4.1: 8)")
+    f.add_argument("--kind", default="AQ", choices=["PQ", "OPQ", "AQ"], help="student quantizer")
+    f.add_argument("--metric", default="l2", choices=["l2", "ip"], help="similarity")
+    f.add_argument("-B", "--B", type=positive_int, default=8, help="codebooks (Sec. 4.1: 8)")
     f.add_argument(
-        "-W", type=positive_int, default=256, help="codewords per codebook (Sec. 4.1: 256)"
+        "-W", "--W", type=positive_int, default=256, help="codewords per codebook (Sec. 4.1: 256)"
     )
     f.add_argument(
-        "-K", type=positive_int, default=10, help="teacher neighbours used (Sec. 4.1: 10)"
+        "-K", "--K", type=positive_int, default=10, help="teacher neighbours used (Sec. 4.1: 10)"
     )
-    f.add_argument("--loss", default="distribution", help="distribution|weighted_kl|lambdarank")
+    f.add_argument("--loss", default="distribution", choices=LOSSES, help="distillation loss")
     f.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (Sec. 4.1)")
-    f.add_argument("--batch-size", type=positive_int, default=64, help="Sec. 4.1: 64")
+    f.add_argument("--batch-size", type=positive_int, default=64, help="mini-batch (Sec. 4.1: 64)")
     f.add_argument("--epochs", type=positive_int, default=20, help="differentiable epochs at most")
     f.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
     f.add_argument("--init-rounds", type=int, default=10, help="iterative init rounds at most")
@@ -91,14 +129,14 @@ def _parser() -> argparse.ArgumentParser:
         "--balance-index",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="store the balanced codes of Algorithm 1 (the paper's final index, Sec. 3.4; "
-        "default) or, with --no-balance-index, the nearest codes of the learned codebooks",
+        help="store the balanced codes of Algorithm 1 (the paper's final index, Sec. 3.4) or, "
+        "with --no-balance-index, the nearest codes of the learned codebooks",
     )
     f.add_argument(
         "--val-codes",
         default="index",
         choices=["index", "nearest"],
-        help="codes early stopping measures: those the index stores (default) or nearest ones",
+        help="codes early stopping measures: those the index stores, or nearest ones",
     )
     f.add_argument(
         "--aq-beam",
@@ -112,25 +150,30 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="weight of the distillation loss (1: the paper's; 0: reconstruction only)",
     )
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--threads", type=positive_int, default=None)
+    f.add_argument("--seed", type=int, default=0, help="warm-start sample, k-means, batch order")
+    f.add_argument("--threads", type=positive_int, default=None, help=_THREADS_HELP)
     f.add_argument(
         "--checkpoint-dir",
         default=None,
         help="a checkpoint (last.pt) after every initialisation round and epoch; rerunning the "
         "same command resumes from it (the same index as an uninterrupted run)",
     )
-    s = sub.add_parser("search", help="search a saved KDindex")
+
+    s = command("search", "search queries in a saved KDindex, save the ids (and score them)")
     s.add_argument("--index", required=True, help="index file written by `kdindex train`")
     s.add_argument("--xq", required=True, help="query vectors")
     s.add_argument("--out", required=True, help="ids, int64 (nq, k): .npy or .ivecs")
-    s.add_argument("--k", type=positive_int, default=10)
+    s.add_argument("-k", "--k", type=positive_int, default=10, help="results per query")
     s.add_argument(
-        "--nprobe", type=positive_int, default=None, help="lists per codebook (default: all)"
+        "--nprobe",
+        type=positive_int,
+        default=None,
+        help="posting lists per codebook (Sec. 3.4; default: all, exhaustive search)",
     )
-    s.add_argument("--gt", default=None, help="exact neighbour ids: print recall@k")
-    s.add_argument("--threads", type=positive_int, default=None)
-    e = sub.add_parser("encode", help="encode new documents with a saved KDindex")
+    s.add_argument("--gt", default=None, help="exact neighbour ids: print k-recall@k")
+    s.add_argument("--threads", type=positive_int, default=None, help=_THREADS_HELP)
+
+    e = command("encode", "encode new documents with a saved KDindex: append them or save codes")
     e.add_argument("--index", required=True, help="index file written by `kdindex train`")
     e.add_argument("--xb", required=True, help="new documents, of the index's dimension")
     e.add_argument(
@@ -152,19 +195,24 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         choices=("single", "dask"),
         default="single",
-        help="single: this process (default); dask: one task per shard on a Dask cluster",
+        help="single: this process; dask: one task per shard on a Dask cluster",
     )
     e.add_argument("--scheduler", default=None, help="dask: address of a running scheduler")
     e.add_argument(
         "--workers", type=positive_int, default=None, help="dask: local workers (default: cores)"
     )
     e.add_argument(
-        "--max-memory", default=None, help="dask: memory of all local workers together (4GB)"
+        "--max-memory", default=None, help="dask: memory of all local workers together, e.g. 4GB"
     )
     e.add_argument(
         "--shard-rows", type=positive_int, default=1 << 20, help="rows per shard (--out-dir)"
     )
-    e.add_argument("--threads", type=positive_int, default=None)
+    e.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help=_THREADS_HELP + "; with --engine dask: per worker (local workers share them)",
+    )
     return ap
 
 
