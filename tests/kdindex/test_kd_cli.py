@@ -134,3 +134,79 @@ def test_damaged_index_file_is_one_line(files, capsys):
         assert main(argv + ["--out", str(tmp / "I.npy")]) == 2
         line = _one_error_line(capsys)
         assert name in line and "not a readable KDindex index" in line and "unsafely" not in line
+
+
+def test_train_says_when_no_epoch_beat_the_initialisation(files, capsys):
+    """Was `best epoch -1, validation recall ...`: now what -1 means."""
+    tmp, p, xb, xt = files
+    labels = tmp / "labels.npy"
+    write_vectors(labels, knn_exact(xt, xb, 10, "l2")[1].astype(np.int64))
+    argv = ["train", "--xb", str(p["xb"]), "--xt", str(p["xt"]), "--labels", str(labels),
+            "--out", str(tmp / "kd.npz"), "--kind", "PQ", "-B", "2", "-W", "16", "--epochs",
+            "1", "--init-rounds", "1", "--n-warm", "300", "--lr", "0"]  # fmt: skip
+    assert main(argv) == 0  # lr 0: the epoch cannot beat the initialised student
+    out = capsys.readouterr().out
+    assert "no differentiable epoch improved on the initialised student's validation recall" in out
+    assert "the initialised student is kept" in out and "best epoch -1" not in out
+
+
+def _subparsers():
+    import argparse
+
+    from kdindex.cli import _parser
+
+    (sub,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def test_one_cli_style_options_only_each_with_help(capsys):
+    """Every subcommand takes options only, each with a long name and a help line in --help."""
+    subs = _subparsers()
+    assert sorted(subs) == ["encode", "search", "teacher", "train"]
+    for name, sp in subs.items():
+        actions = [a for a in sp._actions if a.dest != "help"]
+        assert all(a.option_strings for a in actions), f"{name}: a positional argument"
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for a in actions:
+            long = [o for o in a.option_strings if o.startswith("--")]
+            assert long, f"{name}: {a.option_strings} has no long name"
+            assert a.help and long[0] in text, f"{name} {long[0]}: no help"
+            assert " ".join(a.help.split()) in text
+
+
+def test_old_short_options_and_their_long_names_agree():
+    from kdindex.cli import _parser
+
+    p = _parser()
+    base = ["train", "--xb", "b", "--xt", "t", "--labels", "l", "--out", "o"]
+    a = p.parse_args([*base, "-K", "5", "-B", "4", "-W", "16"])
+    b = p.parse_args([*base, "--K", "5", "--B", "4", "--W", "16"])
+    assert vars(a) == vars(b) and (a.K, a.B, a.W) == (5, 4, 16)
+    q = ["search", "--index", "i", "--xq", "q", "--out", "o"]
+    assert p.parse_args([*q, "-k", "7"]).k == p.parse_args([*q, "--k", "7"]).k == 7
+    t = ["teacher", "--xb", "b", "--xt", "t", "--out", "o"]
+    assert p.parse_args([*t, "-K", "3"]).K == p.parse_args([*t, "--K", "3"]).K == 3
+
+
+def test_every_subcommand_checks_outputs_first_and_announces_threads(files, capsys):
+    """annrepro.cli: outputs checked before any work (one line, exit 2), threads said."""
+    tmp, p, _, _ = files
+    (tmp / "file").write_text("")
+    bad = str(tmp / "file" / "out.npy")
+    runs = {
+        "teacher": ["--xb", str(p["xb"]), "--xt", str(p["xt"]), "--out", bad],
+        "train": ["--xb", str(p["xb"]), "--xt", str(p["xt"]), "--labels", str(p["gt"])]
+        + ["--out", bad],
+        "search": ["--index", str(tmp / "kd.npz"), "--xq", str(p["xq"]), "--out", bad],
+        "encode": ["--index", str(tmp / "kd.npz"), "--xb", str(p["xq"]), "--codes-out", bad],
+    }
+    assert sorted(runs) == sorted(_subparsers())
+    for name, argv in runs.items():
+        assert main([name, *argv]) == 2
+        assert "is a file, not a folder" in _one_error_line(capsys), name
+    labels = tmp / "labels.npy"
+    assert main(["teacher", *runs["teacher"][:4], "--out", str(labels), "--M", "8"]) == 0
+    assert "kdindex teacher: 1 thread(s)" in capsys.readouterr().err

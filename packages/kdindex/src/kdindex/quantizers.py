@@ -272,7 +272,7 @@ def train_quantizer(
       scale; `LocalSearchQuantizer` is the alternative (slower to train and encode on 2 cores).
       The refinement needs at least B * W training vectors; with fewer it is skipped (logged).
     """
-    import faiss
+    import time
 
     if kind not in KINDS:
         raise ValueError(f"unknown quantizer kind {kind!r}; expected one of {KINDS}")
@@ -281,6 +281,29 @@ def train_quantizer(
         raise ValueError(f"W={W} must be a power of two")
     xt = np.ascontiguousarray(xt, dtype=np.float32)
     d = xt.shape[1]
+    # one faiss call with no progress of its own (minutes on a sample of 100k): say when it
+    # starts and ends
+    how = {"AQ": f"residual, beam {aq_beam}", "OPQ": f"{opq_niter} rotation iterations"}
+    log.info(
+        "training faiss %s (%d x %d codewords, %s) on %d x %d vectors ...",
+        kind,
+        B,
+        W,
+        how.get(kind, "k-means per subspace"),
+        len(xt),
+        d,
+    )
+    t0 = time.perf_counter()
+    q = _train_faiss(kind, xt, B, nbits, seed, opq_niter, aq_beam, aq_refine)
+    log.info("trained faiss %s in %.1f s", kind, time.perf_counter() - t0)
+    return q
+
+
+def _train_faiss(kind, xt, B, nbits, seed, opq_niter, aq_beam, aq_refine) -> CodebookQuantizer:
+    """`train_quantizer`'s faiss training (xt: float32 (n, d), checked)."""
+    import faiss
+
+    W, d = 2**nbits, xt.shape[1]
     if kind == "AQ":
         rq = faiss.ResidualQuantizer(d, B, nbits)
         rq.train_type = faiss.ResidualQuantizer.Train_progressive_dim

@@ -66,17 +66,30 @@ class HNSWTeacher:
         self.nb = 0
         self.build_s = float("nan")
 
-    def build(self, xb: np.ndarray, batch: int = 1 << 16) -> float:
-        """Insert xb: float32 (nb, d) with ids 0..nb-1; return (and keep in build_s) the seconds."""
+    def build(self, xb: np.ndarray, batch: int = 1 << 16, progress: bool = False) -> float:
+        """Insert xb: float32 (nb, d) with ids 0..nb-1; return (and keep in build_s) the seconds.
+        progress: a tqdm bar over the batches of `batch` vectors (a log line at the start and
+        the end in any case)."""
         import hnswlib
+        from tqdm.auto import tqdm
 
         nb = len(xb)
+        log.info(
+            "building HNSW M=%d efC=%d over %d x %d (%d threads) ...",
+            self.M,
+            self.ef_construction,
+            nb,
+            self.d,
+            self.threads,
+        )
         index = hnswlib.Index(space=self.metric, dim=self.d)
         t0 = time.perf_counter()
         index.init_index(
             max_elements=nb, ef_construction=self.ef_construction, M=self.M, random_seed=self.seed
         )
-        for i0 in range(0, nb, batch):
+        steps = range(0, nb, batch)
+        bar = tqdm(steps, desc="HNSW build", unit="batch", disable=not progress, leave=False)
+        for i0 in bar:
             chunk = np.ascontiguousarray(xb[i0 : i0 + batch], dtype=np.float32)
             index.add_items(chunk, np.arange(i0, i0 + len(chunk)), num_threads=self.threads)
         self.build_s = time.perf_counter() - t0
@@ -112,12 +125,24 @@ class HNSWTeacher:
             D = 1.0 - D
         return D, I
 
-    def label(self, xt: np.ndarray, K: int = 10, batch: int = 1 << 16) -> np.ndarray:
+    def label(
+        self, xt: np.ndarray, K: int = 10, batch: int = 1 << 16, progress: bool = False
+    ) -> np.ndarray:
         """Teacher labels `D_K^T` (Sec. 3.1): int64 (nt, K) top-K ids of each training query,
-        nearest first. xt: float32 (nt, d)."""
-        out = np.empty((len(xt), K), dtype=np.int64)
-        for i0 in range(0, len(xt), batch):
+        nearest first. xt: float32 (nt, d). progress: a tqdm bar over the batches of `batch`
+        queries (a log line at the start and the end in any case)."""
+        from tqdm.auto import tqdm
+
+        nt = len(xt)
+        ef = max(self.ef_search, K)
+        log.info("labelling %d training queries with the HNSW top-%d (efSearch %d) ...", nt, K, ef)
+        t0 = time.perf_counter()
+        out = np.empty((nt, K), dtype=np.int64)
+        steps = range(0, nt, batch)
+        bar = tqdm(steps, desc="teacher labels", unit="batch", disable=not progress, leave=False)
+        for i0 in bar:
             out[i0 : i0 + batch] = self.search(xt[i0 : i0 + batch], K)[1]
+        log.info("labelled %d training queries in %.1f s", nt, time.perf_counter() - t0)
         return out
 
     def memory_bytes(self) -> int:

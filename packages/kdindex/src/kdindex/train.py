@@ -171,6 +171,8 @@ class TrainResult:
     """The training curve: one dict per epoch or round (phase, loss, val_recall, balance gap)."""
 
     curve: list = field(default_factory=list)
+    # the differentiable epoch whose student is kept; -1: none improved on the validation recall
+    # of the initialised student (or there was no validation split), which is kept instead
     best_epoch: int = -1
     best_val_recall: float = float("nan")
     init_rounds: int = 0
@@ -269,8 +271,15 @@ def encode(student: Student, x: np.ndarray, cfg: TrainConfig, balanced: bool) ->
     codes = np.empty((n, student.B), dtype=np.int32)
     order = np.random.default_rng(cfg.seed).permutation(n) if balanced else np.arange(n)
     step = cfg.balance_chunk if balanced else 1 << 15
+    chunks = tqdm(
+        range(0, n, step),
+        desc=f"KDindex {'balanced (Sinkhorn)' if balanced else 'nearest'} codes",
+        unit="chunk",
+        disable=not cfg.progress or n <= step,  # one chunk: a second at most
+        leave=False,
+    )
     with torch.no_grad():
-        for i0 in range(0, n, step):
+        for i0 in chunks:
             idx = order[i0 : i0 + step]
             xt = student.transform(torch.from_numpy(np.ascontiguousarray(x[idx], np.float32)))
             c = _balanced_codes(student, xt, cfg) if balanced else student.assign(xt)[0]
@@ -511,21 +520,42 @@ def train_student(
         }
         _save_checkpoint(blob, ckpt_path)
 
-    def batches():
+    def batches(what: str):
         order = tr[rng.permutation(len(tr))]
-        for i0 in range(0, len(order), cfg.batch_size):
+        steps = range(0, len(order), cfg.batch_size)
+        bar = tqdm(steps, desc=what, unit="batch", disable=not cfg.progress, leave=False)
+        for i0 in bar:
             yield order[i0 : i0 + cfg.batch_size]
 
     # iterative initialisation (Sec. 3.2, 4.3): balanced assignment, then codebook update
     docs = np.unique(labels[tr])
     pos = np.full(len(xb), -1, dtype=np.int64)
     pos[docs] = np.arange(len(docs))
-    for r in range(r0, cfg.init_max_rounds if phase == "init" else 0):
+    rounds = range(r0, cfg.init_max_rounds if phase == "init" else 0)
+    if len(rounds):
+        log.info(
+            "iterative initialisation: up to %d rounds (from round %d) of %s codes for the %d "
+            "teacher documents, then an epoch over %d training queries each",
+            cfg.init_max_rounds,
+            r0,
+            "balanced" if cfg.init_balance else "nearest",
+            len(docs),
+            len(tr),
+        )
+    bar = tqdm(
+        rounds,
+        desc="KDindex init rounds",
+        initial=r0,
+        total=cfg.init_max_rounds,
+        disable=not cfg.progress or not len(rounds),
+        leave=False,
+    )
+    for r in bar:
         codes = encode(student, xb[docs], cfg, balanced=cfg.init_balance)
         balanced = is_balanced(codes, W)
         losses = []
         ct = torch.from_numpy(codes.astype(np.int64))
-        for bq in batches():
+        for bq in batches(f"init round {r}"):
             dc = ct[pos[labels[bq].reshape(-1)]]
             loss = _batch_loss(student, xqt[bq], xbt[labels[bq]], metric, cfg, dc, rec_scale, False)
             opt.zero_grad()
@@ -537,7 +567,14 @@ def train_student(
             {"phase": "init", "epoch": r, "loss": float(np.mean(losses)), "balance_gap": gap}
         )
         res.init_rounds = r + 1
-        log.info("init round %d: loss %.4f, balanced %s", r, np.mean(losses), balanced)
+        log.info(
+            "init round %d: loss %.4f, balanced %s (list sizes within %d)",
+            r,
+            np.mean(losses),
+            balanced,
+            gap,
+        )
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", gap=gap)
         over = balanced or r + 1 == cfg.init_max_rounds
         checkpoint("diff" if over else "init", r + 1, 0)
         if balanced:
@@ -552,6 +589,13 @@ def train_student(
         res.curve.append(
             {"phase": "diff", "epoch": -1, "loss": float("nan"), "val_recall": best_val}
         )
+        if n_val:
+            log.info(
+                "validation recall of the initialised student (epoch -1): %.4f on %d held-out "
+                "training queries; differentiable epochs must beat it",
+                best_val,
+                n_val,
+            )
     bar = tqdm(
         range(ep0, cfg.epochs if phase == "diff" else ep0),
         desc="KDindex epochs",
@@ -562,7 +606,7 @@ def train_student(
     )
     for ep in bar:
         losses = []
-        for bq in batches():
+        for bq in batches(f"epoch {ep}"):
             loss = _batch_loss(
                 student, xqt[bq], xbt[labels[bq]], metric, cfg, None, rec_scale, True
             )
@@ -587,4 +631,12 @@ def train_student(
             break
     student.load_state_dict(best)
     res.best_val_recall = best_val
+    if res.best_epoch < 0:
+        why = (
+            f"no differentiable epoch improved on its validation recall {best_val:.4f}"
+            if n_val
+            else f"no validation split to stop early on: val_frac {cfg.val_frac} of {nt} "
+            "training queries rounds to none"
+        )
+        log.info("best epoch -1: the initialised student is kept (%s)", why)
     return res
