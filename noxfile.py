@@ -65,6 +65,14 @@ def reproduce(session):
     session.run("annrepro", "reproduce", *session.posargs, env=_env())
 
 
+@nox.session
+def ladder(session):
+    """The budget ladders (`<paper>.ladder`, default scale small): not in CI, about 1-2 hours on
+    2 cores; resumable (finished rungs are kept under results/<scale>/<table>/points)."""
+    _install(session, *PAPERS)
+    session.run("annrepro", "reproduce", "--tables", "*.ladder", *session.posargs, env=_env())
+
+
 def _paper_session(paper):
     def run(session):
         _install(session, paper)  # only annrepro and this paper: proves it installs alone
