@@ -53,3 +53,14 @@ def test_rungs_are_margins_and_resume_from_points(tmp_path, monkeypatch):
     again = run_ladders(spec, FakeContext(spec, {"BigAnn1M": ds}, out_dir=tmp_path, n_seeds=1,
                                           k=10, values={"pq": [200, 400]}))  # fmt: skip
     assert calls == [] and [r["margin"] for r in again] == [r["margin"] for r in rows]
+
+
+def test_ladders_run_on_demand_only():
+    from annrepro.cli import _selected
+
+    specs = find_specs("*")
+    ids = lambda pattern: {s.id for s in _selected(find_specs(pattern), pattern)}  # noqa: E731
+    assert "catalyzer.ladder" not in ids("*") and "catalyzer.ladder" not in ids("catalyzer.*")
+    assert {"catalyzer.ladder", "ccst.ladder", "kdindex.ladder"} <= ids("*.ladder")
+    assert "kdindex.ladder" in ids("kdindex.ladder")
+    assert len(ids("*")) == len(specs) - 3

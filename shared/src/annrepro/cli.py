@@ -112,6 +112,30 @@ def run_cli(prog: str, main_fn, argv=None) -> int:
     return 2
 
 
+def _selected(specs, pattern: str) -> list:
+    """Drop on-demand tables (`on_demand = true` in [table]: the budget ladders, hours of
+    training) unless a pattern names them beyond "*" or "<paper>.*" (e.g. '*.ladder')."""
+    import fnmatch
+
+    pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+    keep, skipped = [], []
+    for spec in specs:
+        wide = all(
+            p == "*" or p == f"{spec.paper}.*" for p in pats if fnmatch.fnmatchcase(spec.id, p)
+        )
+        if spec.raw.get("table", {}).get("on_demand") and wide:
+            skipped.append(spec.id)
+        else:
+            keep.append(spec)
+    if skipped:
+        print(
+            f"not run (on demand: --tables '{','.join(skipped)}' or nox -s ladder): "
+            + ", ".join(skipped),
+            file=sys.stderr,
+        )
+    return keep
+
+
 def _reproduce(args) -> int:
     from .paths import results_root
     from .tables import find_specs, write_report
@@ -122,7 +146,7 @@ def _reproduce(args) -> int:
     if args.threads is None:
         default_threads()
     out_dir = results_root(writable=True) / args.scale
-    specs = find_specs(args.tables)
+    specs = _selected(find_specs(args.tables), args.tables)
     done = reproduce(
         specs,
         args.scale,
