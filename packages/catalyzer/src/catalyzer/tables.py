@@ -14,7 +14,7 @@ Specs and published numbers: paper_tables/catalyzer/.
   encoding speed-up (Sec. 5.3); artifacts figure3.csv / figure3.png (Figure 3's histograms).
 
 Catalyzers are trained once per (data set, d_out, lambda, seed, training settings) and reused
-across tables and runs (`train.fit_cached`: in process and under annrepro's cache_dir()/models).
+across tables and runs (`cache.fit_cached`: in process and under annrepro's cache_dir()/models).
 Producers compute; the runner writes, compares and reports. The only files producers write are
 the figures' artifacts (`ctx.artifact`): the points as CSV (always) and the plot as PNG (when
 matplotlib is installed; otherwise a note says so).
@@ -375,8 +375,6 @@ def figure5(spec, ctx):
     Besides the rows, writes the points as `figure5.csv` and, when matplotlib is installed, the
     figure as `figure5.png` (one panel per data set, as the paper's Deep1M / BigAnn1M panels).
     """
-    import faiss
-
     p = ctx.params
     k = 10
     rows, points = [], []
@@ -390,7 +388,7 @@ def figure5(spec, ctx):
             yb, yq = cat.transform(xb), cat.transform(xq)
             for r2 in p["r2"][str(d_out)]:
                 lat = ZnSphereLattice(d_out, int(r2))
-                _, I = faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)
+                I = quantized_search(yq, yb, k, f"zn_{int(r2)}")
                 row = f"Catalyst+Lattice d_out={d_out} r2={int(r2)}"
                 rec = one_recall_at(I, gt, k)
                 rows.append(
