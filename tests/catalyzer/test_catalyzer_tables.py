@@ -75,45 +75,6 @@ def test_catalyzer_training_params_are_shared_across_tables(scale):
         assert all(float(lam[str(d)]) in map(float, p3["lambda_grid"]) for d in p3["d_outs"])
 
 
-# ------------------------------------------------------------- Figure 7 (Appendix C) range search
-class _WarpCatalyzer:
-    """A stand-in catalyzer: a fixed non-linear map onto the sphere that changes neighbours."""
-
-    def transform(self, x):
-        y = np.sign(x) * np.abs(x) ** 3
-        return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
-
-
-def test_range_search_radius_comes_from_original_space_neighbours(tmp_path, monkeypatch):
-    """Appendix C: epsilon and the recall are measured on the nearest neighbours in the ORIGINAL
-    space, also in the catalyzed space (not on neighbours recomputed after the catalyzer)."""
-    import catalyzer.tables as ct
-    import faiss
-    from annrepro.datasets import get_dataset
-
-    fake = _WarpCatalyzer()
-    monkeypatch.setattr(ct, "catalyzer_for", lambda *a, **k: fake)
-    ctx = Context(
-        load_spec(SPECS / "text.toml"), "tiny", threads=1, progress_enabled=False, out_dir=tmp_path
-    )
-    ctx.params.update(speedup_datasets=[])
-    rows = {(r["dataset"], r["row"]): r for r in ct.text(ctx.spec, ctx)}
-    ds = get_dataset(ctx.spec.datasets("tiny")["Deep1M"])
-    xq, xb = np.ascontiguousarray(ds.xq), np.ascontiguousarray(ds.xb)
-    nn = faiss.knn(xq, xb, 1)[1][:, 0]  # true nearest neighbours, original space
-    yq, yb = fake.transform(xq), fake.transform(xb)
-    assert (faiss.knn(yq, yb, 1)[1][:, 0] != nn).any()  # the warp moves some neighbours
-    target = float(ctx.params["target_recall"])
-    d1 = np.linalg.norm(yq - yb[nn], axis=1)
-    eps = float(np.quantile(d1.astype(np.float64), target, method="inverted_cdf"))
-    out = rows[("Deep1M", "Catalyzer output")]
-    assert out["epsilon"] == pytest.approx(eps, rel=1e-6)
-    d_all = np.linalg.norm(yq[:, None, :] - yb[None], axis=2)
-    assert out["results_per_query"] == pytest.approx((d_all <= eps * (1 + 1e-6)).sum(1).mean())
-    # at that radius the original nearest neighbour is found for >= target of the queries
-    assert (d1 <= eps).mean() >= target
-
-
 # ---------------------------------------------------------------- one OPQ at the 64-bit point
 @pytest.mark.parametrize("d", [32, 96, 100, 128])
 def test_figure5_opq_at_64_bits_is_table1_opq(monkeypatch, d):

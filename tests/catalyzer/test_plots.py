@@ -75,7 +75,7 @@ def test_text_writes_figure3_histograms(tmp_path):
     assert {p["space"] for p in pts} == {"input space", "Catalyzer output"}
     assert all(float(p["d_nn1"]) <= float(p["d_nn100"]) for p in pts)
     # the histogram data agree with the statistic of the rows
-    from catalyzer.tables import nn_overlap_probability
+    from catalyzer.analysis import nn_overlap_probability
 
     for space in ("input space", "Catalyzer output"):
         sel = [p for p in pts if p["space"] == space]

@@ -32,6 +32,7 @@ from annrepro.stats import mean_std_row
 from annrepro.tables import register
 from annrepro.threads import threads
 
+from .analysis import lattice_arithmetic_rows, nn_overlap_probability, uniformity_rows
 from .api import Catalyzer
 from .baselines import (
     EncodedSearch,
@@ -44,7 +45,7 @@ from .baselines import (
 )
 from .binary import hamming_knn, itq_index, lsh_index
 from .cache import fit_cached
-from .lattice import ZnSphereLattice, atom_permutations, atom_sign_bits
+from .lattice import ZnSphereLattice
 from .search import quantized_search
 from .train import TrainConfig
 
@@ -443,59 +444,6 @@ def _plot_figure5(ctx, points) -> None:
 
 
 # ------------------------------------------------------------------------------------- text
-def nn_overlap_probability(d1: np.ndarray, dn: np.ndarray) -> float:
-    """P(d1[i] > dn[j]) over ordered pairs i != j (Sec. 3.3).
-
-    Args:
-        d1: float (n,) distance of each point to its nearest neighbour.
-        dn: float (n,) distance of each point to its n-th nearest neighbour (dn >= d1).
-    Returns:
-        the fraction of pairs (i, j), i != j, where point i's nearest neighbour is farther than
-        point j's n-th neighbour (0 for a perfectly uniform space, 50% for a very imbalanced one).
-    """
-    d1 = np.asarray(d1, dtype=np.float64)
-    dn = np.asarray(dn, dtype=np.float64)
-    n = d1.shape[0]
-    if n < 2:
-        raise ValueError("need at least two points")
-    count = np.searchsorted(np.sort(dn), d1, side="left").astype(np.int64)
-    count -= (dn < d1).astype(np.int64)  # never true when dn >= d1; kept for safety (i == j)
-    return float(count.sum() / (n * (n - 1)))
-
-
-def range_search_at_recall(xq, xb, nn: np.ndarray, target_recall: float) -> tuple[float, float]:
-    """Figure 7 (Appendix C): radius reaching `target_recall` of nearest neighbours, and results.
-
-    Appendix C measures the recall "in terms of the nearest neighbors in the original space": in
-    the catalyzed space too, a query's hit is its ORIGINAL-space nearest neighbour, so `nn` comes
-    from the input space whichever space xq / xb are in.
-
-    Args:
-        xq: float32 (nq, d) queries; xb: float32 (nb, d) base (input or catalyzed space).
-        nn: int (nq,) id in xb of each query's true nearest neighbour in the original space.
-        target_recall: fraction of queries whose nearest neighbour must be within the radius.
-    Returns:
-        (epsilon, mean number of base vectors within epsilon per query), epsilon an L2 distance
-        (not squared) in the space of xq / xb.
-    """
-    import faiss
-
-    xq, xb = _f32(xq), _f32(xb)
-    nn = np.asarray(nn, dtype=np.int64).ravel()
-    if nn.shape[0] != xq.shape[0]:
-        raise ValueError(f"nn has {nn.shape[0]} ids for {xq.shape[0]} queries")
-    d1 = np.linalg.norm(xq.astype(np.float64) - xb[nn].astype(np.float64), axis=1)
-    # smallest radius whose ball holds the nearest neighbour of >= target_recall of the queries
-    eps = float(np.quantile(d1, target_recall, method="inverted_cdf"))
-    index = faiss.IndexFlatL2(xb.shape[1])
-    index.add(xb)
-    # faiss keeps dis < radius, computed in float32: a relative 1e-5 slack keeps the neighbours
-    # at exactly epsilon (among them the nearest neighbour of the query at the quantile)
-    radius = eps * eps * (1 + 1e-5)
-    lims, _, _ = index.range_search(xq, radius)
-    return eps, float(np.diff(lims).mean())
-
-
 def lattice_vs_pq_timings(p: dict, seed: int, n_threads: int) -> dict:
     """Appendix B / Sec. 5.3 timings on random unit vectors (as bench_Zn_decoder.py).
 
@@ -582,28 +530,9 @@ def _figure3(ctx, hist, n_rank: int) -> None:
 @register("catalyzer.text")
 def text(spec, ctx):
     """Numbers of the text (see paper_tables/catalyzer/text.toml)."""
-    from annrepro.groundtruth import knn_exact
-
     p = ctx.params
-    rows = []
+    rows = lattice_arithmetic_rows(p)
     lattice = ZnSphereLattice(int(p["d_out"]), int(p["r2"]))
-    rows.append(
-        {
-            "dataset": "n/a",
-            "row": f"Zn d={lattice.d} r2={lattice.r2}",
-            "code_bits": lattice.code_size_bits,
-        }
-    )
-    atom = [int(a) for a in p["atom"]]
-    atom_row = f"atom ({' '.join(map(str, atom))}) d={len(atom)} r2={sum(a * a for a in atom)}"
-    rows.append(
-        {
-            "dataset": "n/a",
-            "row": atom_row,
-            "n_permutations": atom_permutations(atom),
-            "n_sign_bits": atom_sign_bits(atom),
-        }
-    )
 
     t = lattice_vs_pq_timings(p, ctx.seed, ctx.threads)
     rows.append({"dataset": "n/a", "row": "Lattice", "encode_s": t["lattice_encode_s"]})
@@ -622,62 +551,18 @@ def text(spec, ctx):
         f"IndexPQ({lattice.d}, {p['pq_M']}, {p['pq_nbits']})"
     )
 
-    n_rank = int(p["n_rank"])
     hist = []  # Figure 3: (paper name, stand-in, space, d1 (nq,), d_{n_rank} (nq,))
     for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
-        ctx.log.info("%s: %s", name, ds.describe())
-        xq, xb = _f32(ds.xq), ds.xb
-        if ds.metric != "l2":
-            raise ValueError(f"{name}: the Sec. 3.3 statistic is defined for L2 data")
-        D, I = knn_exact(xq, xb, n_rank, ds.metric)
-        nn = I[:, 0]  # Appendix C: recall of the ORIGINAL-space nearest neighbour, both spaces
-        dist = np.sqrt(np.maximum(D, 0))
-        hist.append((name, ds.name, "input space", dist[:, 0], dist[:, n_rank - 1]))
-        eps, nres = range_search_at_recall(xq, _f32(xb), nn, float(p["target_recall"]))
-        rows.append(
-            {
-                "dataset": name,
-                "row": "input space",
-                "p_nn1_gt_nn100": nn_overlap_probability(dist[:, 0], dist[:, n_rank - 1]),
-                "epsilon": eps,
-                "results_per_query": nres,
-            }
-        )
-        ctx.note(
-            f"{name}: Sec. 3.3 / Figure 7 statistics over the {ds.nq} queries of {ds.name} against "
-            f"its {ds.nb} base vectors (results_per_query scales with the base size; the paper's "
-            "base has 1M)"
-        )
-        # the same statistics in the catalyzed space (Sec. 3.3, Figure 7 right); the model is
-        # Table 1's Catalyst+Lattice catalyzer (d_out, lambda not stated in the paper)
+        # the catalyzed space is Table 1's Catalyst+Lattice catalyzer's (the paper states neither
+        # d_out nor lambda)
         cat = catalyzer_for(
             ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
         )
-        yq, yb = cat.transform(xq), cat.transform(_f32(xb))
-        # Sec. 3.3 / Figure 3: neighbour distances of the output space itself
-        D, _ = knn_exact(yq, yb, n_rank, "l2")
-        dist = np.sqrt(np.maximum(D, 0))
-        hist.append((name, ds.name, "Catalyzer output", dist[:, 0], dist[:, n_rank - 1]))
-        # Figure 7: the radius that finds the ORIGINAL nearest neighbour for target_recall of
-        # the queries, measured in the catalyzed space
-        eps, nres = range_search_at_recall(yq, yb, nn, float(p["target_recall"]))
-        rows.append(
-            {
-                "dataset": name,
-                "row": "Catalyzer output",
-                "p_nn1_gt_nn100": nn_overlap_probability(dist[:, 0], dist[:, n_rank - 1]),
-                "epsilon": eps,
-                "results_per_query": nres,
-            }
-        )
-        ctx.note(
-            f"{name}: 'Catalyzer output' = d_out {p['d_out']}, lambda {p['cat_lam']} "
-            "(the paper states neither); Sec. 3.3 statistic on the output space's own "
-            "neighbours; Figure 7's epsilon and results on the original-space nearest neighbours "
-            "(Appendix C)"
-        )
+        space_rows, space_hist = uniformity_rows(ctx, name, ds, cat)
+        rows += space_rows
+        hist += space_hist
 
-    _figure3(ctx, hist, n_rank)
+    _figure3(ctx, hist, int(p["n_rank"]))
 
     # Sec. 5.3: Catalyst + Lattice encodes 14x faster than LSQ (BigAnn1M, Table 1 timings)
     for name, ds in ctx.each_dataset(p["speedup_datasets"]):
