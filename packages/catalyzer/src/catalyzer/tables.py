@@ -23,16 +23,14 @@ matplotlib is installed; otherwise a note says so).
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
 
 import numpy as np
 from annrepro.metrics import one_recall_at
-from annrepro.plotting import pyplot_or_note, save_figure, write_points
 from annrepro.stats import mean_std_row
 from annrepro.tables import register
 from annrepro.threads import threads
 
-from .analysis import lattice_arithmetic_rows, nn_overlap_probability, uniformity_rows
+from .analysis import lattice_arithmetic_rows, uniformity_rows
 from .api import Catalyzer
 from .baselines import (
     EncodedSearch,
@@ -45,6 +43,7 @@ from .baselines import (
 )
 from .binary import hamming_knn, itq_index, lsh_index
 from .cache import fit_cached
+from .figures import Figure5Point, write_figure3, write_figure5
 from .lattice import ZnSphereLattice
 from .search import quantized_search
 from .train import TrainConfig
@@ -355,19 +354,6 @@ def _opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
     return out
 
 
-class _Fig5Point(NamedTuple):
-    """One point of Figure 5 (a row of figure5.csv)."""
-
-    dataset: str  # paper data set name
-    stand_in: str  # registry data set used at this scale
-    row: str
-    method: str  # "Catalyst+Lattice" or "OPQ"
-    d_out: int | None  # catalyzer output dimension (None for OPQ)
-    r2: int | None  # squared lattice radius (None for OPQ)
-    bits: int
-    recall: float  # 1-recall@10
-
-
 @register("catalyzer.figure5")
 def figure5(spec, ctx):
     """Figure 5: 1-recall@10 vs code size, lattice on catalyzed features (per d_out, radii
@@ -378,7 +364,7 @@ def figure5(spec, ctx):
     """
     p = ctx.params
     k = 10
-    rows, points = [], []
+    points = []
     for name, ds in ctx.each_dataset():
         gt = ds.gt(k)
         xb, xq = _f32(ds.xb), _f32(ds.xq)
@@ -388,59 +374,19 @@ def figure5(spec, ctx):
             cat = catalyzer_for(ctx, ds, d_out, lam, ctx.seed, f"zn_{int(p['val_r2'])}")
             yb, yq = cat.transform(xb), cat.transform(xq)
             for r2 in p["r2"][str(d_out)]:
-                lat = ZnSphereLattice(d_out, int(r2))
-                I = quantized_search(yq, yb, k, f"zn_{int(r2)}")
-                row = f"Catalyst+Lattice d_out={d_out} r2={int(r2)}"
-                rec = one_recall_at(I, gt, k)
-                rows.append(
-                    {"dataset": name, "row": row, "1-recall@10": rec, "bits": lat.code_size_bits}
-                )
+                r2 = int(r2)
+                bits = ZnSphereLattice(d_out, r2).code_size_bits
+                rec = one_recall_at(quantized_search(yq, yb, k, f"zn_{r2}"), gt, k)
+                row = f"Catalyst+Lattice d_out={d_out} r2={r2}"
                 points.append(
-                    _Fig5Point(
-                        name,
-                        ds.name,
-                        row,
-                        "Catalyst+Lattice",
-                        d_out,
-                        int(r2),
-                        lat.code_size_bits,
-                        rec,
-                    )
+                    Figure5Point(name, ds.name, row, "Catalyst+Lattice", d_out, r2, bits, rec)
                 )
         for bits, I in _opq_curve(ds, p, k):
             rec = one_recall_at(I, gt, k)
-            rows.append({"dataset": name, "row": f"OPQ {bits}b", "1-recall@10": rec, "bits": bits})
-            points.append(_Fig5Point(name, ds.name, f"OPQ {bits}b", "OPQ", None, None, bits, rec))
-    write_points(ctx, "figure5.csv", _Fig5Point._fields[:-1] + ("1-recall@10",), points)
-    _plot_figure5(ctx, points)
+            points.append(Figure5Point(name, ds.name, f"OPQ {bits}b", "OPQ", None, None, bits, rec))
+    write_figure5(ctx, points)
     _catalyzer_summary(ctx)
-    return rows
-
-
-def _plot_figure5(ctx, points) -> None:
-    """Figure 5: one panel per data set, 1-recall@10 (%) vs bits per vector; one curve per d_out
-    (radius varied along the curve) and OPQ."""
-    plt = pyplot_or_note(ctx, "Figure 5")
-    if plt is None or not points:
-        return
-    names = list(dict.fromkeys(pt.dataset for pt in points))
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        mine = [pt for pt in points if pt.dataset == name]
-        curves = {}
-        for pt in mine:
-            label = f"{pt.method} d_out={pt.d_out}" if pt.d_out is not None else pt.method
-            curves.setdefault(label, []).append((pt.bits, 100 * pt.recall))
-        for label, xy in curves.items():
-            xy.sort()
-            style = dict(color="black", linestyle="--", marker="s") if label == "OPQ" else {}
-            ax.plot(*zip(*xy, strict=True), marker=style.pop("marker", "o"), label=label, **style)
-        ax.set_xlabel("bits per vector")
-        ax.set_ylabel("1-recall@10 (%)")
-        ax.set_title(f"{name} ({mine[0].stand_in}, {ctx.scale})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save_figure(fig, ctx.artifact("figure5.png"))
+    return [pt.table_row() for pt in points]
 
 
 # ------------------------------------------------------------------------------------- text
@@ -480,53 +426,6 @@ def lattice_vs_pq_timings(p: dict, seed: int, n_threads: int) -> dict:
     return out
 
 
-def _figure3(ctx, hist, n_rank: int) -> None:
-    """Figure 3 (Sec. 3.3): histograms of the distance of each query to its 1st and to its
-    n_rank-th nearest neighbour, input space (left) vs catalyzed space (right).
-
-    Writes the per-query distances as `figure3.csv` and, with matplotlib, `figure3.png` (one row
-    of two panels per data set). The overlap of the two histograms is what p_nn1_gt_nn100
-    measures.
-    """
-    points = [
-        (name, stand_in, space, i, float(a), float(b))
-        for name, stand_in, space, d1, dn in hist
-        for i, (a, b) in enumerate(zip(d1, dn, strict=True))
-    ]
-    write_points(
-        ctx,
-        "figure3.csv",
-        ("dataset", "stand_in", "space", "query", "d_nn1", f"d_nn{n_rank}"),
-        points,
-    )
-    plt = pyplot_or_note(ctx, "Figure 3")
-    if plt is None or not hist:
-        return
-    names = list(dict.fromkeys(h[0] for h in hist))
-    spaces = ["input space", "Catalyzer output"]
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.6 * len(names)), squeeze=False)
-    for r, name in enumerate(names):
-        for c, space in enumerate(spaces):
-            ax = axes[r][c]
-            found = [h for h in hist if h[0] == name and h[2] == space]
-            if not found:
-                ax.set_axis_off()
-                continue
-            _, stand_in, _, d1, dn = found[0]
-            bins = np.linspace(0, float(max(d1.max(), dn.max())) * 1.02, 60)
-            ax.hist(d1, bins=bins, alpha=0.6, label="1st nearest neighbour")
-            ax.hist(dn, bins=bins, alpha=0.6, label=f"{n_rank}th nearest neighbour")
-            ax.set_title(
-                f"{name} ({stand_in}): {space}\n"
-                f"P(d_nn1 > d_nn{n_rank} of another) = {100 * nn_overlap_probability(d1, dn):.1f}%",
-                fontsize=9,
-            )
-            ax.set_xlabel("L2 distance")
-            ax.set_ylabel("queries")
-            ax.legend(fontsize=8)
-    save_figure(fig, ctx.artifact("figure3.png"))
-
-
 @register("catalyzer.text")
 def text(spec, ctx):
     """Numbers of the text (see paper_tables/catalyzer/text.toml)."""
@@ -562,7 +461,7 @@ def text(spec, ctx):
         rows += space_rows
         hist += space_hist
 
-    _figure3(ctx, hist, int(p["n_rank"]))
+    write_figure3(ctx, hist, int(p["n_rank"]))
 
     # Sec. 5.3: Catalyst + Lattice encodes 14x faster than LSQ (BigAnn1M, Table 1 timings)
     for name, ds in ctx.each_dataset(p["speedup_datasets"]):
