@@ -1,5 +1,7 @@
-"""`catalyzer.ladder`: budget ladders of the paper's headline margins (spec paper_tables/catalyzer/ladder.toml;
-the engine is `annrepro.ladder`, every method through `annrepro.methods`)."""
+"""`catalyzer.ladder`: budget ladders of the paper's headline margins.
+
+Spec paper_tables/catalyzer/ladder.toml; the engine is `annrepro.ladder`, every method through
+`annrepro.methods`."""
 
 from __future__ import annotations
 

@@ -114,7 +114,6 @@ class ZnSphereLattice:
 
     def __init__(self, d: int, r2: int):
         import faiss
-
         from annrepro.errors import InputError
 
         self.d = int(d)

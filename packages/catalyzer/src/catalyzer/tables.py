@@ -1,718 +1,118 @@
-"""Producers of the catalyzer paper's tables (Sablayrolles et al., ICLR 2019).
+"""Producers of the catalyzer paper's tables (Sablayrolles et al., ICLR 2019), registered with
+annrepro, in the paper's order: Figure 5 and Table 1 (Sec. 5.3), Table 2 (Sec. 5.4), Table 3
+(Appendix A), then the numbers of the text (Sec. 3.3, 5.3, Appendix B; Figures 3 and 7).
 
-Specs and published numbers: paper_tables/catalyzer/.
-
-- `catalyzer.table1`: OPQ, LSQ, PCA + Lattice and the catalyst rows (Catalyst+OPQ,
-  Catalyst+Lattice, Catalyst+Lattice+end2end) at 64 bits (1-recall@1/10/100, encode_s).
-- `catalyzer.table2`: LSH, ITQ and Catalyzer+sign binary codes at 16-128 bits (1-recall@10, mean
-  and std over seeds).
-- `catalyzer.table3`: cross-validated lambda per d_out (Appendix A).
-- `catalyzer.figure5`: 1-recall@10 vs bits for the lattice on catalyzed features (several d_out
-  and radii) and OPQ; artifacts figure5.csv (the points) and figure5.png.
-- `catalyzer.text`: uniformity statistic and range search in the input and catalyzed spaces
-  (Sec. 3.3, Figure 7), Appendix B lattice arithmetic and timings, the LSQ / Catalyst+Lattice
-  encoding speed-up (Sec. 5.3); artifacts figure3.csv / figure3.png (Figure 3's histograms).
-
-Catalyzers are trained once per (data set, d_out, lambda, seed, training settings) and reused
-across tables and runs (`train.fit_cached`: in process and under annrepro's cache_dir()/models).
-Producers compute; the runner writes, compares and reports. The only files producers write are
-the figures' artifacts (`ctx.artifact`): the points as CSV (always) and the plot as PNG (when
-matplotlib is installed; otherwise a note says so).
+Specs and published numbers: `paper_tables/catalyzer/*.{toml,csv}`; the data sets are the spec's
+(`ctx.each_dataset`). How each method is trained, encoded, searched and scored, and how the
+catalyzers are shared between tables and runs (`cache.fit_cached`), is in
+`catalyzer.experiments`; the plots in `catalyzer.figures`; the text's statistics in
+`catalyzer.analysis`. The only files producers write are the figures' artifacts
+(`ctx.artifact`).
 """
 
 from __future__ import annotations
 
-import time
-from typing import NamedTuple
-
-import numpy as np
-from annrepro.metrics import one_recall_at
-from annrepro.plotting import pyplot_or_note, save_figure, write_points
-from annrepro.stats import mean_std_row
 from annrepro.tables import register
-from annrepro.threads import threads
-from annrepro.validate import as_f32
 
-from .api import Catalyzer
-from .baselines import (
-    EncodedSearch,
-    encode_search,
-    l2_normalize,
-    lsq_index,
-    opq_factory,
-    opq_index,
-    pca_lattice_search,
+from .analysis import lattice_arithmetic_rows, uniformity_rows
+from .experiments import (
+    binary_rows,
+    binary_seed_counts,
+    cross_validate_lambda,
+    encode_speedup_row,
+    lattice_catalyzer,
+    lattice_points,
+    note_catalyzers,
+    opq_points,
+    table1_rows,
+    timing_rows,
 )
-from .binary import hamming_knn, itq_index, lsh_index
-from .cache import fit_cached
-from .lattice import ZnSphereLattice, atom_permutations, atom_sign_bits
-from .search import quantized_search
-from .train import TrainConfig
-
-RECALL_KS = (1, 10, 100)  # Table 1: 1-recall at 1, 10, 100 (Sec. 5.1)
-
-
-def _recalls(I: np.ndarray, gt: np.ndarray, ks=RECALL_KS) -> dict:
-    return {f"1-recall@{k}": one_recall_at(I, gt, k) for k in ks if k <= I.shape[1]}
-
-
-# ------------------------------------------------------------------------------- catalyzer
-def catalyzer_split(nt: int, p: dict, name: str = "the data set") -> tuple[int, int, int]:
-    """(training vectors, held-out validation vectors, of which validation queries).
-
-    The learn set's first cat_ntrain rows train the catalyzer, the next cat_n_val are held out,
-    the first cat_n_val_queries of them validation queries and the rest the validation base
-    (Sec. 5.1: 500k training vectors, a separate 1M validation base; the README: 10k validation
-    queries). cat_split = "exact" (full scale): the learn set must hold cat_ntrain + cat_n_val
-    rows, or this raises; "clip" (tiny / small stand-ins, our choice): n_val <= nt / 5, queries
-    <= n_val / 5 and the training set shrinks to what is left.
-
-    Raises:
-        ValueError: "exact" and the learn set is too small (names the data set and the params).
-    """
-    ntrain, n_val, nq_val = int(p["cat_ntrain"]), int(p["cat_n_val"]), int(p["cat_n_val_queries"])
-    mode = p.get("cat_split", "exact")
-    if mode == "exact":
-        if nt < ntrain + n_val:
-            raise ValueError(
-                f"{name}: {nt} learn vectors, fewer than cat_ntrain + cat_n_val = {ntrain} + "
-                f"{n_val} = {ntrain + n_val} (the catalyzer's training set and validation set, "
-                "Sec. 5.1); register more learn rows (datasets.toml learn_rows) or, for a reduced "
-                "run, set cat_split = 'clip'"
-            )
-        return ntrain, n_val, nq_val
-    if mode != "clip":
-        raise ValueError(f"cat_split must be 'exact' or 'clip', got {mode!r}")
-    n_val = min(n_val, nt // 5)
-    nq_val = min(nq_val, max(1, n_val // 5))
-    return min(ntrain, nt - n_val), n_val, nq_val
-
-
-def catalyzer_for(
-    ctx, ds, d_out: int, lam: float, seed: int, val_quantizer: str, end2end_r2: int | None = None
-) -> Catalyzer:
-    """The catalyzer of (data set, d_out, lambda, seed, ...) with the spec's training params.
-
-    The learn set is cut into cat_ntrain training vectors followed by cat_n_val held-out vectors
-    (the first cat_n_val_queries of which are validation queries), see `catalyzer_split`.
-    Trained models are cached (see module docstring).
-    """
-    p = ctx.params
-    ntrain, n_val, nq_val = catalyzer_split(ds.nt, p, ds.name)
-    cfg = TrainConfig.preset(
-        p["cat_preset"],
-        d_out=int(d_out),
-        hidden=int(p["cat_hidden"]),
-        lam=float(lam),
-        epochs=int(p["cat_epochs"]),
-        batch_size=int(p["cat_batch_size"]),
-        seed=int(seed),
-        n_val=n_val,
-        n_val_queries=nq_val,
-        val_quantizer=val_quantizer,
-        val_every=int(p["cat_val_every"]),
-        end2end_r2=None if end2end_r2 is None else int(end2end_r2),
-    )
-    res, hit = fit_cached(
-        as_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True))
-    )
-    stats = ctx.__dict__.setdefault("_catalyzer_stats", {"trained": 0, "reused": 0, "train_s": 0.0})
-    if hit:
-        stats["reused"] += 1
-    else:
-        stats["trained"] += 1
-        stats["train_s"] += res.train_s
-    ctx.log.info(
-        "%s catalyzer d_out=%d lam=%g seed=%d%s: %s, best epoch %d (val 1-recall@10 %s = %s), "
-        "%.0f vectors/s, mining %.0f%%",
-        ds.name,
-        d_out,
-        lam,
-        seed,
-        "" if end2end_r2 is None else f" end2end r2={end2end_r2}",
-        "reused" if hit else f"trained in {res.train_s:.1f} s",
-        res.best_epoch + 1,
-        val_quantizer,
-        res.best_score,
-        res.vectors_per_s,
-        100 * res.mining_share,
-    )
-    ctx.note(
-        f"{ds.name}: catalyzers trained on {ntrain} learn vectors, {n_val} held out for validation "
-        f"({nq_val} queries); hidden {cfg.hidden}, {cfg.epochs} epochs ({p['cat_preset']} "
-        f"schedule), batch {cfg.batch_size}, k_pos {cfg.k_pos}, k_neg {cfg.k_neg}"
-    )
-    return Catalyzer.from_result(res)
-
-
-def _catalyzer_summary(ctx) -> None:
-    st = getattr(ctx, "_catalyzer_stats", None)
-    if st:
-        ctx.note(
-            f"catalyzers: {st['trained']} trained in {st['train_s']:.1f} s, {st['reused']} reused "
-            f"from the model cache ({ctx.threads} thread(s))"
-        )
-
-
-# ---------------------------------------------------------------------------------- Table 1
-def _table1_catalyst(method: str, ds, p: dict, ctx):
-    """Catalyst rows of Table 1 (Sec. 5.3, 5.4): EncodedSearch (encode_s includes f)."""
-    import faiss
-
-    k, d_out, r2 = int(p["k"]), int(p["d_out"]), int(p["r2"])
-    quantizer = f"zn_{r2}"
-    e2e = r2 if method == "Catalyst+Lattice+end2end" else None
-    cat = catalyzer_for(ctx, ds, d_out, float(p["cat_lam"]), ctx.seed, quantizer, end2end_r2=e2e)
-    xb, xq = as_f32(ds.xb), as_f32(ds.xq)
-    if method in ("Catalyst+Lattice", "Catalyst+Lattice+end2end"):
-        t0 = time.perf_counter()
-        codes = cat.encode(xb, quantizer)
-        encode_s = time.perf_counter() - t0
-        _, I = cat.search(xq, codes, k, quantizer)
-        bits = ZnSphereLattice(d_out, r2).code_size_bits
-        return EncodedSearch(I=I, encode_s=encode_s, code_bits=bits)
-    if method == "Catalyst+OPQ":
-        index = opq_index(d_out, p["opq_factory"], niter=p.get("opq_niter"))
-        index.train(cat.transform(as_f32(ds.xt[: int(p["ntrain_opq"])])))
-        t0 = time.perf_counter()
-        yb = cat.transform(xb)
-        codes = index.sa_encode(yb)
-        encode_s = time.perf_counter() - t0
-        inner = faiss.downcast_index(index.index)
-        inner.add_sa_codes(codes)
-        index.ntotal = inner.ntotal
-        _, I = index.search(cat.transform(xq), k)
-        return EncodedSearch(I=I, encode_s=encode_s, code_bits=8 * index.sa_code_size())
-    raise ValueError(f"unknown catalyst method {method!r}")
-
-
-def _table1_method(method: str, ds, p: dict, seed: int, ctx=None):
-    """Run one Table 1 method on a data set: EncodedSearch."""
-    if method.startswith("Catalyst"):
-        return _table1_catalyst(method, ds, p, ctx)
-    k = int(p["k"])
-    xq = as_f32(ds.xq)
-    if method == "OPQ":
-        index = opq_index(ds.d, p["opq_factory"], niter=p.get("opq_niter"))
-        xt = as_f32(ds.xt[: int(p["ntrain_opq"])])
-        return encode_search(index, xt, as_f32(ds.xb), xq, k)
-    if method == "LSQ":
-        index = lsq_index(
-            ds.d,
-            int(p["lsq_M"]),
-            int(p["lsq_nbits"]),
-            seed=seed,
-            train_iters=p.get("lsq_train_iters"),
-            encode_ils_iters=p.get("lsq_encode_ils_iters"),
-        )
-        xt = as_f32(ds.xt[: int(p["ntrain_lsq"])])
-        return encode_search(index, xt, as_f32(ds.xb), xq, k)
-    if method == "PCA+Lattice":
-        xt = as_f32(ds.xt[: int(p["ntrain_pca"])])
-        return pca_lattice_search(xt, as_f32(ds.xb), xq, k, int(p["d_out"]), int(p["r2"]))
-    raise ValueError(f"unknown Table 1 method {method!r}")
-
-
-@register("catalyzer.table1")
-def table1(spec, ctx):
-    """Table 1: OPQ, LSQ, PCA + Lattice and the catalyst rows at 64 bits (Sec. 5.3, 5.4)."""
-    p = ctx.params
-    rows = []
-    lattice = ZnSphereLattice(int(p["d_out"]), int(p["r2"]))
-    ctx.note(
-        f"PCA+Lattice: S_{lattice.d} with r^2 = {lattice.r2} has {lattice.nv} points = "
-        f"{lattice.code_bits:.2f} bits, stored in {lattice.code_size_bits}-bit codes"
-    )
-    for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
-        ctx.log.info("%s: %s", name, ds.describe())
-        gt = ds.gt(int(p["k"]))
-        for method in ctx.progress(p["methods"], desc=name):
-            if method == "LSQ" and ds.nt < int(p["lsq_min_train"]):
-                ctx.note(
-                    f"{name}: LSQ skipped: the learn set of {ds.name} has {ds.nt} vectors, fewer "
-                    f"than lsq_min_train = {p['lsq_min_train']} (LSQ's 2048 codewords overfit)"
-                )
-                continue
-            res = _table1_method(method, ds, p, ctx.seed, ctx)
-            ctx.log.info(
-                "%s %s: encode %.3f s, %d-bit codes", name, method, res.encode_s, res.code_bits
-            )
-            if res.code_bits != 64:
-                ctx.note(f"{name} {method}: {res.code_bits}-bit codes, not 64")
-            row = {"dataset": name, "row": method, **_recalls(res.I, gt), "encode_s": res.encode_s}
-            rows.append(row)
-        ctx.note(f"{name}: encode_s measured with {ctx.threads} thread(s) on {ds.nb} base vectors")
-    _catalyzer_summary(ctx)
-    return rows
-
-
-# ---------------------------------------------------------------------------------- Table 2
-def _binary_index(method: str, d: int, nbits: int, seed: int, p: dict):
-    if method == "LSH":
-        return lsh_index(d, nbits, seed, train_thresholds=bool(p["lsh_train_thresholds"]))
-    if method == "ITQ":
-        return itq_index(d, nbits, seed)
-    raise ValueError(f"unknown Table 2 method {method!r}")
-
-
-@register("catalyzer.table2")
-def table2(spec, ctx):
-    """Table 2 baselines: LSH and ITQ, Hamming search, 1-recall@10 averaged over seeds."""
-    p = ctx.params
-    k = int(p["k"])
-    n_seeds = int(p["n_seeds"])
-    # seeds of the Catalyzer+sign rows: the caption's 5 by default; fewer at small, where each
-    # seed is a trained network (cat_n_seeds, our choice to fit the time budget)
-    cat_n_seeds = int(p.get("cat_n_seeds", n_seeds))
-    if not 1 <= cat_n_seeds <= n_seeds:
-        raise ValueError(f"need 1 <= cat_n_seeds <= n_seeds, got {cat_n_seeds}, {n_seeds}")
-    rows = []
-    for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
-        ctx.log.info("%s: %s", name, ds.describe())
-        gt = ds.gt(k)
-        # LSH / ITQ train on the training set (Sec. 5.1); at full scale the learn rows after it
-        # are the catalyzer's validation set (ntrain_binary)
-        xt = as_f32(ds.xt[: int(p.get("ntrain_binary", ds.nt))])
-        xb, xq = as_f32(ds.xb), as_f32(ds.xq)
-        for method in p["methods"]:
-            for nbits in ctx.progress(p["bits"], desc=f"{name} {method}"):
-                nbits = int(nbits)
-                if method == "ITQ" and nbits > ds.d:
-                    ctx.note(
-                        f"{name}: ITQ {nbits}b not run: {nbits} bits exceed the {ds.d} dimensions "
-                        f"of {ds.name} (ITQ's PCA has rank <= d; the paper prints n/a for 128 "
-                        "bits on the 96-d Deep1M)"
-                    )
-                    continue
-                vals = []
-                for seed in ctx.seeds(cat_n_seeds if method == "Catalyzer+sign" else n_seeds):
-                    if method == "Catalyzer+sign":  # d_out = nbits, sign of f(x) (Sec. 4.1)
-                        lam = float(p["cat_sign_lam"][str(nbits)])
-                        cat = catalyzer_for(ctx, ds, nbits, lam, seed, "sign")
-                        I = quantized_search(cat.transform(xq), cat.transform(xb), k, "sign")
-                    else:
-                        index = _binary_index(method, ds.d, nbits, seed, p)
-                        I = hamming_knn(index, xt, xb, xq, k)
-                    vals.append(one_recall_at(I, gt, k))
-                # mean and sample std (ddof 1, annrepro.stats: one convention for the papers;
-                # np.std's ddof 0 was used here before); a single seed has no std
-                row = mean_std_row(name, f"{method} {nbits}b", [{"r": v} for v in vals], ["r"])
-                rows.append({"dataset": name, "row": row["row"], f"1-recall@{k}": row["r"]})
-                if "r:std" in row:
-                    rows[-1][f"1-recall@{k}:std"] = row["r:std"]
-                ctx.log.info("%s %s %db: %s", name, method, nbits, vals)
-    ctx.note(
-        f"Table 2: mean and sample std (ddof 1) over {n_seeds} seeds (ctx.seed + 0..{n_seeds - 1})"
-    )
-    if cat_n_seeds != n_seeds and "Catalyzer+sign" in p["methods"]:
-        ctx.note(
-            f"Table 2: Catalyzer+sign rows over {cat_n_seeds} seed(s) only (cat_n_seeds; one "
-            f"trained network per seed and code size), the baselines over {n_seeds}"
-        )
-    _catalyzer_summary(ctx)
-    return rows
-
-
-# ---------------------------------------------------------------------------------- Table 3
-@register("catalyzer.table3")
-def table3(spec, ctx):
-    """Table 3 (Appendix A): lambda maximising the validation 1-recall@10 of the lattice search
-    with squared radius r2, per d_out (grid search, as the authors' crossvalidate.sh)."""
-    p = ctx.params
-    r2 = int(p["r2"])
-    rows = []
-    for name, ds in ctx.each_dataset():
-        for d_out in ctx.progress(p["d_outs"], desc=name):
-            d_out = int(d_out)
-            lat = ZnSphereLattice(d_out, r2)
-            scores = {}
-            for lam in p["lambda_grid"]:
-                cat = catalyzer_for(ctx, ds, d_out, float(lam), ctx.seed, f"zn_{r2}")
-                scores[float(lam)] = cat.result.best_score
-            best = max(scores, key=lambda lam: (scores[lam], -lam))  # ties: smallest lambda
-            rows.append({"dataset": name, "row": f"d_out={d_out}", "lambda": best})
-            ctx.note(
-                f"{name} d_out={d_out} (S_{d_out} r2={r2}: {lat.code_size_bits} bits): validation "
-                "1-recall@10 per lambda: "
-                + ", ".join(f"{lam:g}: {100 * v:.1f}%" for lam, v in scores.items())
-            )
-    _catalyzer_summary(ctx)
-    return rows
-
-
-# --------------------------------------------------------------------------------- Figure 5
-def _opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
-    """OPQ at pq_bytes bytes on the raw vectors: one byte per sub-vector (Sec. 5.3), rotation to
-    8 x bytes dimensions (`baselines.opq_factory`, the authors' opq_<bits>; 8 bytes = Table 1's
-    OPQ8_64)."""
-    out = []
-    for nbytes in p["pq_bytes"]:
-        index = opq_index(ds.d, opq_factory(int(nbytes)), niter=p.get("opq_niter"))
-        res = encode_search(
-            index, as_f32(ds.xt[: int(p["ntrain_opq"])]), as_f32(ds.xb), as_f32(ds.xq), k
-        )
-        out.append((res.code_bits, res.I))
-    return out
-
-
-class _Fig5Point(NamedTuple):
-    """One point of Figure 5 (a row of figure5.csv)."""
-
-    dataset: str  # paper data set name
-    stand_in: str  # registry data set used at this scale
-    row: str
-    method: str  # "Catalyst+Lattice" or "OPQ"
-    d_out: int | None  # catalyzer output dimension (None for OPQ)
-    r2: int | None  # squared lattice radius (None for OPQ)
-    bits: int
-    recall: float  # 1-recall@10
+from .figures import write_figure3, write_figure5
+from .lattice import ZnSphereLattice
 
 
 @register("catalyzer.figure5")
 def figure5(spec, ctx):
-    """Figure 5: 1-recall@10 vs code size, lattice on catalyzed features (per d_out, radii
-    r2) and OPQ (Sec. 5.3). lambda per d_out: Table 3's published optimum (param).
-
-    Besides the rows, writes the points as `figure5.csv` and, when matplotlib is installed, the
-    figure as `figure5.png` (one panel per data set, as the paper's Deep1M / BigAnn1M panels).
-    """
-    import faiss
-
-    p = ctx.params
-    k = 10
-    rows, points = [], []
+    """Figure 5 (Sec. 5.3): 1-recall@10 vs code size of the lattice on catalyzed features (one
+    curve per d_out, lambda = Table 3's published optimum, over the radii r2) and of OPQ. Writes
+    figure5.csv and figure5.png (one panel per data set, as the paper's Deep1M / BigAnn1M)."""
+    points = []
     for name, ds in ctx.each_dataset():
-        gt = ds.gt(k)
-        xb, xq = as_f32(ds.xb), as_f32(ds.xq)
-        for d_out in ctx.progress(p["d_outs"], desc=name):
-            d_out = int(d_out)
-            lam = float(p["lambda_per_d_out"][str(d_out)])
-            cat = catalyzer_for(ctx, ds, d_out, lam, ctx.seed, f"zn_{int(p['val_r2'])}")
-            yb, yq = cat.transform(xb), cat.transform(xq)
-            for r2 in p["r2"][str(d_out)]:
-                lat = ZnSphereLattice(d_out, int(r2))
-                _, I = faiss.knn(yq, lat.quantize(yb) * np.float32(1 / lat.r), k)
-                row = f"Catalyst+Lattice d_out={d_out} r2={int(r2)}"
-                rec = one_recall_at(I, gt, k)
-                rows.append(
-                    {"dataset": name, "row": row, "1-recall@10": rec, "bits": lat.code_size_bits}
-                )
-                points.append(
-                    _Fig5Point(
-                        name,
-                        ds.name,
-                        row,
-                        "Catalyst+Lattice",
-                        d_out,
-                        int(r2),
-                        lat.code_size_bits,
-                        rec,
-                    )
-                )
-        for bits, I in _opq_curve(ds, p, k):
-            rec = one_recall_at(I, gt, k)
-            rows.append({"dataset": name, "row": f"OPQ {bits}b", "1-recall@10": rec, "bits": bits})
-            points.append(_Fig5Point(name, ds.name, f"OPQ {bits}b", "OPQ", None, None, bits, rec))
-    write_points(ctx, "figure5.csv", _Fig5Point._fields[:-1] + ("1-recall@10",), points)
-    _plot_figure5(ctx, points)
-    _catalyzer_summary(ctx)
+        gt = ds.gt(10)
+        points += lattice_points(ctx, name, ds, gt) + opq_points(ctx, name, ds, gt)
+    write_figure5(ctx, points)
+    note_catalyzers(ctx)
+    return [pt.table_row() for pt in points]
+
+
+@register("catalyzer.table1")
+def table1(spec, ctx):
+    """Table 1 (Sec. 5.3, 5.4): OPQ, LSQ, PCA + Lattice and the catalyst rows (Catalyst+OPQ,
+    Catalyst+Lattice, Catalyst+Lattice+end2end) at 64 bits: 1-recall@1/10/100 and the time to
+    encode the base (catalyst rows: the forward pass included)."""
+    lattice = ZnSphereLattice(int(ctx.params["d_out"]), int(ctx.params["r2"]))
+    ctx.note(
+        f"PCA+Lattice: S_{lattice.d} with r^2 = {lattice.r2} has {lattice.nv} points = "
+        f"{lattice.code_bits:.2f} bits, stored in {lattice.code_size_bits}-bit codes"
+    )
+    rows = []
+    for name, ds in ctx.each_dataset():
+        rows += table1_rows(ctx, name, ds)
+    note_catalyzers(ctx)
     return rows
 
 
-def _plot_figure5(ctx, points) -> None:
-    """Figure 5: one panel per data set, 1-recall@10 (%) vs bits per vector; one curve per d_out
-    (radius varied along the curve) and OPQ."""
-    plt = pyplot_or_note(ctx, "Figure 5")
-    if plt is None or not points:
-        return
-    names = list(dict.fromkeys(pt.dataset for pt in points))
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        mine = [pt for pt in points if pt.dataset == name]
-        curves = {}
-        for pt in mine:
-            label = f"{pt.method} d_out={pt.d_out}" if pt.d_out is not None else pt.method
-            curves.setdefault(label, []).append((pt.bits, 100 * pt.recall))
-        for label, xy in curves.items():
-            xy.sort()
-            style = dict(color="black", linestyle="--", marker="s") if label == "OPQ" else {}
-            ax.plot(*zip(*xy, strict=True), marker=style.pop("marker", "o"), label=label, **style)
-        ax.set_xlabel("bits per vector")
-        ax.set_ylabel("1-recall@10 (%)")
-        ax.set_title(f"{name} ({mine[0].stand_in}, {ctx.scale})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save_figure(fig, ctx.artifact("figure5.png"))
-
-
-# ------------------------------------------------------------------------------------- text
-def nn_overlap_probability(d1: np.ndarray, dn: np.ndarray) -> float:
-    """P(d1[i] > dn[j]) over ordered pairs i != j (Sec. 3.3).
-
-    Args:
-        d1: float (n,) distance of each point to its nearest neighbour.
-        dn: float (n,) distance of each point to its n-th nearest neighbour (dn >= d1).
-    Returns:
-        the fraction of pairs (i, j), i != j, where point i's nearest neighbour is farther than
-        point j's n-th neighbour (0 for a perfectly uniform space, 50% for a very imbalanced one).
-    """
-    d1 = np.asarray(d1, dtype=np.float64)
-    dn = np.asarray(dn, dtype=np.float64)
-    n = d1.shape[0]
-    if n < 2:
-        raise ValueError("need at least two points")
-    count = np.searchsorted(np.sort(dn), d1, side="left").astype(np.int64)
-    count -= (dn < d1).astype(np.int64)  # never true when dn >= d1; kept for safety (i == j)
-    return float(count.sum() / (n * (n - 1)))
-
-
-def range_search_at_recall(xq, xb, nn: np.ndarray, target_recall: float) -> tuple[float, float]:
-    """Figure 7 (Appendix C): radius reaching `target_recall` of nearest neighbours, and results.
-
-    Appendix C measures the recall "in terms of the nearest neighbors in the original space": in
-    the catalyzed space too, a query's hit is its ORIGINAL-space nearest neighbour, so `nn` comes
-    from the input space whichever space xq / xb are in.
-
-    Args:
-        xq: float32 (nq, d) queries; xb: float32 (nb, d) base (input or catalyzed space).
-        nn: int (nq,) id in xb of each query's true nearest neighbour in the original space.
-        target_recall: fraction of queries whose nearest neighbour must be within the radius.
-    Returns:
-        (epsilon, mean number of base vectors within epsilon per query), epsilon an L2 distance
-        (not squared) in the space of xq / xb.
-    """
-    import faiss
-
-    xq, xb = as_f32(xq), as_f32(xb)
-    nn = np.asarray(nn, dtype=np.int64).ravel()
-    if nn.shape[0] != xq.shape[0]:
-        raise ValueError(f"nn has {nn.shape[0]} ids for {xq.shape[0]} queries")
-    d1 = np.linalg.norm(xq.astype(np.float64) - xb[nn].astype(np.float64), axis=1)
-    # smallest radius whose ball holds the nearest neighbour of >= target_recall of the queries
-    eps = float(np.quantile(d1, target_recall, method="inverted_cdf"))
-    index = faiss.IndexFlatL2(xb.shape[1])
-    index.add(xb)
-    # faiss keeps dis < radius, computed in float32: a relative 1e-5 slack keeps the neighbours
-    # at exactly epsilon (among them the nearest neighbour of the query at the quantile)
-    radius = eps * eps * (1 + 1e-5)
-    lims, _, _ = index.range_search(xq, radius)
-    return eps, float(np.diff(lims).mean())
-
-
-def lattice_vs_pq_timings(p: dict, seed: int, n_threads: int) -> dict:
-    """Appendix B / Sec. 5.3 timings on random unit vectors (as bench_Zn_decoder.py).
-
-    Returns seconds scaled to 1M: {"lattice_encode_s", "pq_encode_s"} (per 1M vectors, with
-    n_threads) and {"lattice_dist_s", "pq_dist_s"} (one query against 1M codes, 1 thread).
-    """
-    import faiss
-
-    d, n, nq = int(p["d_out"]), int(p["n_timing"]), int(p["nq_timing"])
-    rng = np.random.default_rng(seed)
-    xb = l2_normalize(rng.standard_normal((n, d), dtype=np.float32))
-    xq = l2_normalize(rng.standard_normal((nq, d), dtype=np.float32))
-    xt = l2_normalize(rng.standard_normal((int(p["n_train_pq"]), d), dtype=np.float32))
-    lattice = ZnSphereLattice(d, int(p["r2"]))
-    pq = faiss.IndexPQ(d, int(p["pq_M"]), int(p["pq_nbits"]))
-    pq.train(xt)
-    scale = 1e6 / n
-    out = {}
-    with threads(n_threads):
-        t0 = time.perf_counter()
-        codes = lattice.encode(xb)
-        out["lattice_encode_s"] = (time.perf_counter() - t0) * scale
-        t0 = time.perf_counter()
-        pq_codes = pq.sa_encode(xb)
-        out["pq_encode_s"] = (time.perf_counter() - t0) * scale
-    pq.add_sa_codes(pq_codes)
-    with threads(1):  # bench_Zn_decoder.py: single-thread benchmark
-        t0 = time.perf_counter()
-        faiss.knn(xq, lattice.decode(codes), 1)
-        out["lattice_dist_s"] = (time.perf_counter() - t0) / nq * scale
-        t0 = time.perf_counter()
-        pq.search(xq, 1)
-        out["pq_dist_s"] = (time.perf_counter() - t0) / nq * scale
-    return out
-
-
-def _figure3(ctx, hist, n_rank: int) -> None:
-    """Figure 3 (Sec. 3.3): histograms of the distance of each query to its 1st and to its
-    n_rank-th nearest neighbour, input space (left) vs catalyzed space (right).
-
-    Writes the per-query distances as `figure3.csv` and, with matplotlib, `figure3.png` (one row
-    of two panels per data set). The overlap of the two histograms is what p_nn1_gt_nn100
-    measures.
-    """
-    points = [
-        (name, stand_in, space, i, float(a), float(b))
-        for name, stand_in, space, d1, dn in hist
-        for i, (a, b) in enumerate(zip(d1, dn, strict=True))
-    ]
-    write_points(
-        ctx,
-        "figure3.csv",
-        ("dataset", "stand_in", "space", "query", "d_nn1", f"d_nn{n_rank}"),
-        points,
+@register("catalyzer.table2")
+def table2(spec, ctx):
+    """Table 2 (Sec. 5.4): LSH, ITQ and Catalyzer+sign binary codes of 16 to 128 bits, Hamming
+    search, 1-recall@10 averaged over 5 seeds (mean and sample std)."""
+    n_seeds, cat_n_seeds = binary_seed_counts(ctx)
+    rows = []
+    for name, ds in ctx.each_dataset():
+        rows += binary_rows(ctx, name, ds, n_seeds, cat_n_seeds)
+    ctx.note(
+        f"Table 2: mean and sample std (ddof 1) over {n_seeds} seeds (ctx.seed + 0..{n_seeds - 1})"
     )
-    plt = pyplot_or_note(ctx, "Figure 3")
-    if plt is None or not hist:
-        return
-    names = list(dict.fromkeys(h[0] for h in hist))
-    spaces = ["input space", "Catalyzer output"]
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.6 * len(names)), squeeze=False)
-    for r, name in enumerate(names):
-        for c, space in enumerate(spaces):
-            ax = axes[r][c]
-            found = [h for h in hist if h[0] == name and h[2] == space]
-            if not found:
-                ax.set_axis_off()
-                continue
-            _, stand_in, _, d1, dn = found[0]
-            bins = np.linspace(0, float(max(d1.max(), dn.max())) * 1.02, 60)
-            ax.hist(d1, bins=bins, alpha=0.6, label="1st nearest neighbour")
-            ax.hist(dn, bins=bins, alpha=0.6, label=f"{n_rank}th nearest neighbour")
-            ax.set_title(
-                f"{name} ({stand_in}): {space}\n"
-                f"P(d_nn1 > d_nn{n_rank} of another) = {100 * nn_overlap_probability(d1, dn):.1f}%",
-                fontsize=9,
-            )
-            ax.set_xlabel("L2 distance")
-            ax.set_ylabel("queries")
-            ax.legend(fontsize=8)
-    save_figure(fig, ctx.artifact("figure3.png"))
+    if cat_n_seeds != n_seeds and "Catalyzer+sign" in ctx.params["methods"]:
+        ctx.note(
+            f"Table 2: Catalyzer+sign rows over {cat_n_seeds} seed(s) only (cat_n_seeds; one "
+            f"trained network per seed and code size), the baselines over {n_seeds}"
+        )
+    note_catalyzers(ctx)
+    return rows
+
+
+@register("catalyzer.table3")
+def table3(spec, ctx):
+    """Table 3 (Appendix A): per d_out, the lambda maximising the validation 1-recall@10 of the
+    lattice search with squared radius r2 (grid search, as the authors' crossvalidate.sh)."""
+    r2 = int(ctx.params["r2"])
+    rows = []
+    for name, ds in ctx.each_dataset():
+        for d_out in ctx.progress(ctx.params["d_outs"], desc=name):
+            best = cross_validate_lambda(ctx, name, ds, int(d_out), r2)
+            rows.append({"dataset": name, "row": f"d_out={int(d_out)}", "lambda": best})
+    note_catalyzers(ctx)
+    return rows
 
 
 @register("catalyzer.text")
 def text(spec, ctx):
-    """Numbers of the text (see paper_tables/catalyzer/text.toml)."""
-    from annrepro.groundtruth import knn_exact
-
-    p = ctx.params
-    rows = []
-    lattice = ZnSphereLattice(int(p["d_out"]), int(p["r2"]))
-    rows.append(
-        {
-            "dataset": "n/a",
-            "row": f"Zn d={lattice.d} r2={lattice.r2}",
-            "code_bits": lattice.code_size_bits,
-        }
-    )
-    atom = [int(a) for a in p["atom"]]
-    atom_row = f"atom ({' '.join(map(str, atom))}) d={len(atom)} r2={sum(a * a for a in atom)}"
-    rows.append(
-        {
-            "dataset": "n/a",
-            "row": atom_row,
-            "n_permutations": atom_permutations(atom),
-            "n_sign_bits": atom_sign_bits(atom),
-        }
-    )
-
-    t = lattice_vs_pq_timings(p, ctx.seed, ctx.threads)
-    rows.append({"dataset": "n/a", "row": "Lattice", "encode_s": t["lattice_encode_s"]})
-    rows.append(
-        {
-            "dataset": "n/a",
-            "row": "PQ",
-            "encode_s": t["pq_encode_s"],
-            "dist_1M_time": t["pq_dist_s"],
-        }
-    )
-    rows.append({"dataset": "n/a", "row": "Catalyzer+Lattice", "dist_1M_time": t["lattice_dist_s"]})
-    ctx.note(
-        f"timings on {p['n_timing']} random unit {lattice.d}-d vectors scaled to 1M; encoding with "
-        f"{ctx.threads} thread(s), distances with 1 thread over {p['nq_timing']} queries; PQ = "
-        f"IndexPQ({lattice.d}, {p['pq_M']}, {p['pq_nbits']})"
-    )
-
-    n_rank = int(p["n_rank"])
-    hist = []  # Figure 3: (paper name, stand-in, space, d1 (nq,), d_{n_rank} (nq,))
-    for name, ds in ctx.each_dataset(p["datasets"]):  # a missing stand-in: skipped with a note
-        ctx.log.info("%s: %s", name, ds.describe())
-        xq, xb = as_f32(ds.xq), ds.xb
-        if ds.metric != "l2":
-            raise ValueError(f"{name}: the Sec. 3.3 statistic is defined for L2 data")
-        D, I = knn_exact(xq, xb, n_rank, ds.metric)
-        nn = I[:, 0]  # Appendix C: recall of the ORIGINAL-space nearest neighbour, both spaces
-        dist = np.sqrt(np.maximum(D, 0))
-        hist.append((name, ds.name, "input space", dist[:, 0], dist[:, n_rank - 1]))
-        eps, nres = range_search_at_recall(xq, as_f32(xb), nn, float(p["target_recall"]))
-        rows.append(
-            {
-                "dataset": name,
-                "row": "input space",
-                "p_nn1_gt_nn100": nn_overlap_probability(dist[:, 0], dist[:, n_rank - 1]),
-                "epsilon": eps,
-                "results_per_query": nres,
-            }
-        )
-        ctx.note(
-            f"{name}: Sec. 3.3 / Figure 7 statistics over the {ds.nq} queries of {ds.name} against "
-            f"its {ds.nb} base vectors (results_per_query scales with the base size; the paper's "
-            "base has 1M)"
-        )
-        # the same statistics in the catalyzed space (Sec. 3.3, Figure 7 right); the model is
-        # Table 1's Catalyst+Lattice catalyzer (d_out, lambda not stated in the paper)
-        cat = catalyzer_for(
-            ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
-        )
-        yq, yb = cat.transform(xq), cat.transform(as_f32(xb))
-        # Sec. 3.3 / Figure 3: neighbour distances of the output space itself
-        D, _ = knn_exact(yq, yb, n_rank, "l2")
-        dist = np.sqrt(np.maximum(D, 0))
-        hist.append((name, ds.name, "Catalyzer output", dist[:, 0], dist[:, n_rank - 1]))
-        # Figure 7: the radius that finds the ORIGINAL nearest neighbour for target_recall of
-        # the queries, measured in the catalyzed space
-        eps, nres = range_search_at_recall(yq, yb, nn, float(p["target_recall"]))
-        rows.append(
-            {
-                "dataset": name,
-                "row": "Catalyzer output",
-                "p_nn1_gt_nn100": nn_overlap_probability(dist[:, 0], dist[:, n_rank - 1]),
-                "epsilon": eps,
-                "results_per_query": nres,
-            }
-        )
-        ctx.note(
-            f"{name}: 'Catalyzer output' = d_out {p['d_out']}, lambda {p['cat_lam']} "
-            "(the paper states neither); Sec. 3.3 statistic on the output space's own "
-            "neighbours; Figure 7's epsilon and results on the original-space nearest neighbours "
-            "(Appendix C)"
-        )
-
-    _figure3(ctx, hist, n_rank)
-
-    # Sec. 5.3: Catalyst + Lattice encodes 14x faster than LSQ (BigAnn1M, Table 1 timings)
-    for name, ds in ctx.each_dataset(p["speedup_datasets"]):
-        xb = as_f32(ds.xb)
-        lsq = lsq_index(
-            ds.d,
-            int(p["lsq_M"]),
-            int(p["lsq_nbits"]),
-            seed=ctx.seed,
-            train_iters=int(p["lsq_train_iters"]),
-        )
-        lsq.train(as_f32(ds.xt[: int(p["ntrain_lsq"])]))
-        t0 = time.perf_counter()
-        lsq.sa_encode(xb)
-        lsq_s = time.perf_counter() - t0
-        cat = catalyzer_for(
-            ctx, ds, int(p["d_out"]), float(p["cat_lam"]), ctx.seed, f"zn_{int(p['r2'])}"
-        )
-        t0 = time.perf_counter()
-        cat.encode(xb, f"zn_{int(p['r2'])}")
-        cat_s = time.perf_counter() - t0
-        rows.append(
-            {"dataset": name, "row": "Catalyst+Lattice vs LSQ", "encode_speedup": lsq_s / cat_s}
-        )
-        ctx.note(
-            f"{name}: encode_speedup = LSQ {lsq_s:.3f} s / Catalyst+Lattice {cat_s:.3f} s on "
-            f"{ds.nb} base vectors, {ctx.threads} thread(s); LSQ trained with "
-            f"{p['lsq_train_iters']} iteration(s) on {p['ntrain_lsq']} vectors (its encoding cost "
-            "does not depend on the codebooks' quality: 16 ILS iterations, faiss default); the "
-            "catalyzer time includes the forward pass (Table 1 caption)"
-        )
-    _catalyzer_summary(ctx)
+    """Numbers of the text (paper_tables/catalyzer/text.toml): Appendix B's lattice arithmetic;
+    the encoding of 1M vectors, lattice vs PQ (Appendix B), and 1M asymmetric distances (Sec.
+    5.3); Sec. 3.3's uniformity statistic and Figure 7's range search in the input space and
+    after Table 1's Catalyst+Lattice catalyzer, with Figure 3's histograms (figure3.csv /
+    figure3.png); Sec. 5.3's encoding speed-up of Catalyst+Lattice over LSQ."""
+    rows = lattice_arithmetic_rows(ctx.params) + timing_rows(ctx)
+    hist = []
+    for name, ds in ctx.each_dataset(ctx.param("datasets")):
+        space_rows, space_hist = uniformity_rows(ctx, name, ds, lattice_catalyzer(ctx, ds))
+        rows += space_rows
+        hist += space_hist
+    write_figure3(ctx, hist, int(ctx.params["n_rank"]))
+    for name, ds in ctx.each_dataset(ctx.param("speedup_datasets")):
+        rows.append(encode_speedup_row(ctx, name, ds))
+    note_catalyzers(ctx)
     return rows
 
 

@@ -1,5 +1,7 @@
-"""`ccst.ladder`: budget ladders of the paper's headline margins (spec paper_tables/ccst/ladder.toml;
-the engine is `annrepro.ladder`, every method through `annrepro.methods`)."""
+"""`ccst.ladder`: budget ladders of the paper's headline margins.
+
+Spec paper_tables/ccst/ladder.toml; the engine is `annrepro.ladder`, every method through
+`annrepro.methods`."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ class CCSTMethod(Method):
 
 
 class SRPMethod(Method):
-    """"srp<f>x,<faiss factory>": a single sparse random projection d -> d / f (Eq. 2, the
+    """ "srp<f>x,<faiss factory>": a single sparse random projection d -> d / f (Eq. 2, the
     baseline of Table 5 and the initialisation of CCST's projections), then the faiss index on
     the projected vectors. Setting: seed (the projection's draw)."""
 

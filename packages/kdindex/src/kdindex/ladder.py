@@ -1,5 +1,7 @@
-"""`kdindex.ladder`: budget ladders of the paper's headline margins (spec paper_tables/kdindex/ladder.toml;
-the engine is `annrepro.ladder`, every method through `annrepro.methods`)."""
+"""`kdindex.ladder`: budget ladders of the paper's headline margins.
+
+Spec paper_tables/kdindex/ladder.toml; the engine is `annrepro.ladder`, every method through
+`annrepro.methods`."""
 
 from __future__ import annotations
 

@@ -1,14 +1,18 @@
-"""Figure artifacts of the catalyzer producers: Figure 5 (1-recall@10 vs bits) and Figure 3
-(histograms of the 1st / 100th neighbour distances, Sec. 3.3), as CSV points and PNG."""
+"""catalyzer.figures: the artifacts of Figure 5 (1-recall@10 vs bits) and Figure 3 (histograms
+of the 1st / 100th neighbour distances, Sec. 3.3), as CSV points and PNG, alone and as the
+producers write them."""
 
 import csv
 import io
 from pathlib import Path
 
 import annrepro.plotting
+import numpy as np
 import pytest
 from annrepro.tables import load_spec
 from annrepro.tables.runner import Context
+from annrepro.testing import FakeContext
+from catalyzer.figures import Figure5Point, write_figure3, write_figure5
 from catalyzer.tables import figure5, text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,6 +49,41 @@ def _artifact(tmp_path, table, name):
     return tmp_path / f"catalyzer.{table}" / name
 
 
+def test_write_figure5_points_are_the_rows(tmp_path):
+    ctx = FakeContext(None, out_dir=tmp_path)
+    points = [
+        Figure5Point(
+            "Deep1M", "synth", "Catalyst+Lattice d_out=16 r2=2", "Catalyst+Lattice", 16, 2, 13, 0.25
+        ),
+        Figure5Point("Deep1M", "synth", "OPQ 32b", "OPQ", None, None, 32, 0.5),
+    ]
+    write_figure5(ctx, points)
+    pts = _read_csv(tmp_path / "test.table" / "figure5.csv")
+    assert ",".join(pts[0]) == "dataset,stand_in,row,method,d_out,r2,bits,1-recall@10"
+    assert [p["d_out"] for p in pts] == ["16", ""]  # OPQ has no d_out
+    assert [float(p["1-recall@10"]) for p in pts] == [0.25, 0.5]
+    row = {"dataset": "Deep1M", "row": "OPQ 32b", "1-recall@10": 0.5, "bits": 32}
+    assert points[1].table_row() == row
+
+
+def test_write_figure3_one_line_per_query_and_space(tmp_path):
+    ctx = FakeContext(None, out_dir=tmp_path)
+    d1, dn = np.array([0.1, 0.2]), np.array([0.5, 0.7])
+    hist = [
+        ("Deep1M", "synth", "input space", d1, dn),
+        ("Deep1M", "synth", "Catalyzer output", d1 / 2, dn / 2),
+    ]
+    write_figure3(ctx, hist, 100)
+    pts = _read_csv(tmp_path / "test.table" / "figure3.csv")
+    assert list(pts[0]) == ["dataset", "stand_in", "space", "query", "d_nn1", "d_nn100"]
+    assert [(p["space"], p["query"], float(p["d_nn1"])) for p in pts] == [
+        ("input space", "0", 0.1),
+        ("input space", "1", 0.2),
+        ("Catalyzer output", "0", 0.05),
+        ("Catalyzer output", "1", 0.1),
+    ]
+
+
 def test_figure5_writes_points_and_png(tmp_path):
     if annrepro.plotting.pyplot() is None:
         pytest.skip("matplotlib not installed (optional extra annrepro[plots])")
@@ -75,7 +114,7 @@ def test_text_writes_figure3_histograms(tmp_path):
     assert {p["space"] for p in pts} == {"input space", "Catalyzer output"}
     assert all(float(p["d_nn1"]) <= float(p["d_nn100"]) for p in pts)
     # the histogram data agree with the statistic of the rows
-    from catalyzer.tables import nn_overlap_probability
+    from catalyzer.analysis import nn_overlap_probability
 
     for space in ("input space", "Catalyzer output"):
         sel = [p for p in pts if p["space"] == space]
