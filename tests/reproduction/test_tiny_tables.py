@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from annrepro.reference import machine_kind
 from annrepro.tables import compare_run, find_specs, producers, run_table
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -29,28 +30,6 @@ ABS_TOL = 1e-6
 # a per-query value in [0, 1] (unit "%": recalls, NDCG, MRR, shares of queries) may move by
 # OTHER_CPU_QUERIES queries' worth (100 / nq points each); every other column stays at ABS_TOL.
 OTHER_CPU_QUERIES = 2
-
-
-def machine_kind() -> str:
-    """What decides the kernels' summation order: CPU vendor, model and widest SIMD level."""
-    vendor = model = ""
-    flags: set = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "vendor_id" and not vendor:
-                vendor = value.strip()
-            elif key == "model name" and not model:
-                model = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        import platform
-
-        return f"{platform.machine()} {platform.processor()}".strip()
-    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
-    return f"{vendor} | {model} | {simd}"
 
 
 def cell_tolerance(spec, column: str, nq: int | None, same_machine: bool) -> float:

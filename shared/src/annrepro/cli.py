@@ -6,6 +6,7 @@ annrepro tables                      # list tables and which have producers
 annrepro data list | info NAME | fetch NAME | check NAME
 annrepro groundtruth --base xb.fvecs --queries xq.fvecs -k 100 --out gt.ivecs [--engine dask]
 annrepro recall --results I.ivecs --gt gt.ivecs [-k 100]
+annrepro reference save|check --scale small --tables 'ccst.table5'   # results-reference/
 annrepro bench --base xb.fvecs --queries xq.fvecs [--learn xt.fvecs] [--gt gt.ivecs] \
     --methods 'catalyzer24,zn_79;kdindex,PQ8x256;OPQ8_64,PQ8' -k 100 --metric l2 --out DIR
 
@@ -302,6 +303,31 @@ def _recall(args) -> int:
     return 0
 
 
+def _reference(args) -> int:
+    """save: copy finished runs into results-reference/<scale>/; check: compare fresh runs with
+    them (cells within tolerance, unchanged claim verdicts), exit 1 on a difference."""
+    from pathlib import Path
+
+    from .paths import results_root
+    from .reference import check, reference_root, save
+    from .tables import find_specs
+
+    specs = find_specs(args.tables)
+    results = Path(args.results) if args.results else results_root() / args.scale
+    if args.action == "save":
+        save(specs, args.scale, results)
+        return 0
+    problems = check(specs, args.scale, results, warn=lambda m: print(m, file=sys.stderr))
+    for p in problems:
+        print(p, file=sys.stderr)
+    where = reference_root() / args.scale
+    if problems:
+        print(f"{len(problems)} difference(s) from {where}", file=sys.stderr)
+        return 1
+    print(f"{len(specs)} table(s) at {args.scale} match {where}")
+    return 0
+
+
 def _bench(args) -> int:
     """Every method of --methods on the user's vectors: bench.csv / .md / .json and two plots."""
     from pathlib import Path
@@ -424,6 +450,15 @@ def _main(argv=None) -> int:
     g.add_argument("--shard-rows", type=positive_int, default=1 << 20)
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(fn=_groundtruth)
+
+    rf = sub.add_parser(
+        "reference", help="results-reference/: save finished runs, check fresh ones"
+    )
+    rf.add_argument("action", choices=("save", "check"))
+    rf.add_argument("--scale", choices=SCALES, default="small")
+    rf.add_argument("--tables", required=True, help="glob(s) on table ids, comma-separated")
+    rf.add_argument("--results", help="results folder of the runs (default: results/<scale>)")
+    rf.set_defaults(fn=_reference)
 
     rc = sub.add_parser("recall", help="recalls of a result file against a ground truth file")
     rc.add_argument(

@@ -11,6 +11,7 @@ ladders, each declared as `[[ladders]]` in the spec:
     column = "1-recall@10"
     budget = "catalyzer.epochs"          # "<plugin>.<setting>", "ntrain" or "nb"
     paper = ["catalyzer.table1", "BigAnn1M", "1-recall@10", "Catalyst+Lattice", "OPQ"]
+    claims = ["catalyzer.table1:lattice-vs-opq-bigann"]   # what REPORT.md's claims section links
 
 and the rungs per scale in the parameter `values = { <ladder id> = [8, 16, 32] }` (a scale may
 replace the two methods: `methods = { <ladder id> = [better, worse] }`, e.g. narrower codes on
@@ -36,6 +37,8 @@ first; "converging toward the paper" when it shrank by more than the intervals' 
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -142,7 +145,7 @@ def run_ladders(spec, ctx) -> list[dict]:
     k = int(ctx.param("k"))
     seeds = ctx.seeds()
     settings = {p: _settings(ctx, p) for p in ("catalyzer", "csst", "kdindex")}
-    rows = []
+    rows, trends = [], {}
     for lad in spec.raw.get("ladders", []):
         values = ctx.param_list("values", lad["id"], default=[])
         if not values:
@@ -182,6 +185,14 @@ def run_ladders(spec, ctx) -> list[dict]:
                 row["paper_margin"] = target
             rows.append(row)
         verdict = trend(margins, halves, target)
+        trends[lad["id"]] = {
+            "trend": verdict,
+            "claims": list(lad.get("claims", [])),
+            "budget": lad["budget"],
+            "rungs": list(values),
+            "margins": margins,
+            "paper_margin": target,
+        }
         ctx.note(
             f"{lad['id']} ({name}, {lad['better']} minus {lad['worse']}, {col}, against "
             f"{lad['budget']}): {verdict}"
@@ -191,6 +202,9 @@ def run_ladders(spec, ctx) -> list[dict]:
         write_points(ctx, f"{lad['id']}.csv", [lad["budget"], "margin", "halfwidth_95"], pts)
         _plot(ctx, lad, name, values, margins, halves, target)
     ctx.note(f"{len(seeds)} seed(s) per rung; threads {ctx.threads}")
+    from .atomic import atomic_write_text
+
+    atomic_write_text(ctx.artifact("trends.json"), json.dumps(trends, indent=1) + "\n")
     return rows
 
 

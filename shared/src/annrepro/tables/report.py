@@ -179,6 +179,87 @@ def _wide_md(comp: Comparison) -> list[str]:
     return L
 
 
+def _scale_run(spec, scale, root):
+    """(run, where) of a table at a scale: this results folder's run, else the committed
+    reference (results-reference/), else (None, "")."""
+    from ..reference import load_reference
+
+    run = load_run(spec, scale, root / scale)
+    if run is not None and not run.error:
+        return run, "results"
+    ref = load_reference(spec, scale)
+    return (ref, "reference") if ref is not None and not ref.error else (None, "")
+
+
+def _trends(specs, root) -> dict:
+    """{"<table>:<claim id>": "<trend> (<ladder> at <scale>, `commit`)"} from the ladders'
+    trends.json (this results folder first, then results-reference/)."""
+    import json
+
+    from ..reference import reference_root
+
+    out = {}
+    for spec in specs:
+        if not spec.raw.get("ladders"):
+            continue
+        for scale in ("small", "medium", "full"):
+            run, where = _scale_run(spec, scale, root)
+            if run is None:
+                continue
+            base = root / scale if where == "results" else reference_root() / scale
+            path = base / spec.id / "trends.json"
+            if not path.is_file():
+                continue
+            commit = str(run.provenance.get("git_commit", "?"))[:12]
+            for lid, t in json.loads(path.read_text()).items():
+                for claim in t.get("claims", []):
+                    out.setdefault(claim, f"{t['trend']} ({lid} at {scale}, `{commit}`)")
+    return out
+
+
+def _claims_md(specs, root) -> list[str]:
+    """Per claim: the verdict at small and at medium (each with its commit, and whether it is a
+    committed reference, stale against HEAD's code), and the trend of the ladder measuring it."""
+    from ..reference import is_stale
+
+    trends = _trends(specs, root)
+    L = [
+        "## Claims across scales",
+        "",
+        "Per claim: our verdict at `small` and at `medium` (from this results folder, else the "
+        "committed `results-reference/`, marked *ref*; *stale* when made by other code than "
+        "HEAD's), and the trend of the budget ladder that measures it (`<paper>.ladder`).",
+        "",
+        "| claim | small | medium | ladder trend |",
+        "|---|---|---|---|",
+    ]
+    for spec in specs:
+        if not spec.claims:
+            continue
+        cols = {}
+        for scale in ("small", "medium"):
+            run, where = _scale_run(spec, scale, root)
+            if run is None:
+                cols[scale] = {}
+                continue
+            tag = f"`{str(run.provenance.get('git_commit', '?'))[:12]}`"
+            if where == "reference":
+                tag += " ref"
+            try:
+                if is_stale(spec, run):
+                    tag += " *stale*"
+            except Exception:  # noqa: BLE001 - the report never fails on a fingerprint
+                pass
+            cols[scale] = {c.claim.id: f"{c.ours} ({tag})" for c in compare_run(spec, run).claims}
+        for claim in spec.claims:
+            key = f"{spec.id}:{claim.id}"
+            small = cols["small"].get(claim.id, "–")
+            medium = cols["medium"].get(claim.id, "–")
+            L.append(f"| {spec.id}: {claim.text} | {small} | {medium} | {trends.get(key, '–')} |")
+    L.append("")
+    return L
+
+
 def _timing_md(comps: list[Comparison]) -> list[str]:
     """Wall time of each table's last run and their sum, with the threads each used."""
     L = ["| table | wall time | threads | started | commit |", "|---|---|---|---|---|"]
@@ -228,5 +309,6 @@ def write_report(pattern: str = "*", path: Path | None = None, root: Path | None
         L += _timing_md(sc)
         for c in sc:
             L += _table_md(c, base=path.parent.resolve())
+    L += _claims_md(find_specs(pattern), root)
     atomic_write_text(path, "\n".join(L) + "\n")
     return path

@@ -1,0 +1,206 @@
+"""Measured results kept with the code: `results-reference/<scale>/` (issue 13).
+
+    annrepro reference save --scale small --tables 'ccst.table2,ccst.table5'
+    annrepro reference check --scale small --tables 'ccst.table2,ccst.table5' [--results DIR]
+
+`save` copies a finished run (`<table>.csv`, `<table>.json` with its provenance: commit,
+versions, threads, wall time, fingerprint; and its PNG / CSV artifacts) from the results folder
+into `results-reference/<scale>/`, where it is committed like the result tables model zoos
+commit. `check` compares a fresh run with the committed one, CI's regression test on real data:
+
+- every measured cell must equal the reference within `cell_tolerance`: the spec column's own
+  tolerance, at least `queries` queries' worth for per-query-mean % columns (a fresh machine may
+  order floating-point sums differently: 1-2 queries of 100 move, see the tiny snapshots), and
+  1e-6 (relative) for the other columns; timing columns are not compared;
+- no claim verdict may change (regenerate the reference in the same commit, with the reason).
+  On another kind of CPU than the reference's (`MACHINE.txt`, written by `save`), where a
+  borderline claim can flip with the last bits of a sum, a changed verdict is a warning.
+
+A reference made by other code than HEAD's (its fingerprint differs from the table's current
+one) is *stale*: the report marks it so and never mixes it silently with fresh results.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import AnnreproError
+
+__all__ = [
+    "reference_root",
+    "save",
+    "check",
+    "is_stale",
+    "load_reference",
+    "cell_tolerance",
+    "machine_kind",
+]
+
+
+def machine_kind() -> str:
+    """What decides the kernels' summation order: CPU vendor, model and widest SIMD level."""
+    vendor = model = ""
+    flags: set = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "vendor_id" and not vendor:
+                vendor = value.strip()
+            elif key == "model name" and not model:
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        import platform
+
+        return f"{platform.machine()} {platform.processor()}".strip()
+    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    return f"{vendor} | {model} | {simd}"
+
+
+def reference_root() -> Path:
+    """`results-reference/` of the checkout (ANNREPRO_REFERENCE overrides)."""
+    import os
+
+    from .paths import repo_root
+
+    env = os.environ.get("ANNREPRO_REFERENCE")
+    if env:
+        return Path(env)
+    root = repo_root()
+    if root is None:
+        raise AnnreproError(
+            "cannot find the checkout's results-reference/ (set ANNREPRO_REFERENCE)"
+        )
+    return root / "results-reference"
+
+
+def save(specs, scale: str, results_dir: Path, echo=print) -> list[Path]:
+    """Copy each spec's finished run at `scale` into results-reference/<scale>/."""
+    from .tables.runner import load_run
+
+    out = reference_root() / scale
+    written = []
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "MACHINE.txt").write_text(machine_kind() + "\n")
+    for spec in specs:
+        run = load_run(spec, scale, results_dir)
+        if run is None:
+            raise AnnreproError(f"{spec.id}: no run at {scale} in {results_dir}")
+        if run.error:
+            raise AnnreproError(f"{spec.id}: its run at {scale} failed ({run.error}): not saved")
+        out.mkdir(parents=True, exist_ok=True)
+        for ext in (".csv", ".json"):
+            src = results_dir / f"{spec.id}{ext}"
+            shutil.copyfile(src, out / src.name)
+            written.append(out / src.name)
+        arts = results_dir / spec.id
+        if arts.is_dir():
+            dst = out / spec.id
+            shutil.rmtree(dst, ignore_errors=True)
+            dst.mkdir()
+            for f in sorted(arts.iterdir()):
+                if f.is_file() and f.suffix in (".png", ".csv", ".json"):
+                    shutil.copyfile(f, dst / f.name)
+        commit = str(run.provenance.get("git_commit", "?"))[:12]
+        echo(f"{spec.id} [{scale}]: saved to {out} (commit {commit})")
+    return written
+
+
+def load_reference(spec, scale: str):
+    """The committed run of `spec` at `scale`, or None."""
+    from .tables.runner import load_run
+
+    d = reference_root() / scale
+    return load_run(spec, scale, d) if (d / f"{spec.id}.json").is_file() else None
+
+
+def is_stale(spec, run) -> bool:
+    """True when the reference was made by other spec / code / data than the current ones."""
+    from .tables.runner import fingerprint
+
+    try:
+        now = fingerprint(spec, run.scale, int(run.provenance.get("seed", 0)))
+    except Exception:  # a data set not at hand: its checksum cannot be read here
+        return False
+    return run.provenance.get("fingerprint") != now
+
+
+def cell_tolerance(spec, column: str, nq: int | None, queries: int = 2) -> float:
+    """How far a fresh cell may be from the reference (module docstring), in published units."""
+    col = spec.columns[column]
+    tol = float(col.tol or 0.0)
+    if col.unit == "%" and nq:
+        return max(tol, queries * 100.0 / nq) + 1e-6
+    return tol
+
+
+def _nq(run, dataset):
+    return (run.provenance.get("datasets", {}).get(dataset) or {}).get("nq")
+
+
+def check(specs, scale: str, results_dir: Path, warn=print) -> list[str]:
+    """Problems of the fresh runs in `results_dir` against the committed references (empty: ok);
+    verdict changes on another CPU kind go to `warn` instead."""
+    from .tables.compare import compare_run
+    from .tables.runner import load_run
+
+    stamp = reference_root() / scale / "MACHINE.txt"
+    same_machine = stamp.is_file() and stamp.read_text().strip() == machine_kind()
+    problems = []
+    for spec in specs:
+        ref = load_reference(spec, scale)
+        if ref is None:
+            problems.append(f"{spec.id} [{scale}]: no reference in {reference_root() / scale}")
+            continue
+        new = load_run(spec, scale, results_dir)
+        if new is None or new.error:
+            why = "no fresh run" if new is None else f"the fresh run failed: {new.error}"
+            problems.append(f"{spec.id} [{scale}]: {why}")
+            continue
+        for key, (v_ref, _) in ref.measured.items():
+            dataset, row, column = key
+            if column not in spec.columns or spec.columns[column].is_timing:
+                continue
+            if key not in new.measured:
+                problems.append(f"{spec.id} [{scale}] {dataset} / {row} / {column}: not produced")
+                continue
+            v_new = new.measured[key][0]
+            tol = cell_tolerance(spec, column, _nq(ref, dataset))
+            if abs(v_new - v_ref) > tol + 1e-6 * max(1.0, abs(v_ref)):
+                problems.append(
+                    f"{spec.id} [{scale}] {dataset} / {row} / {column}: {v_new:.6g} vs the "
+                    f"reference's {v_ref:.6g} (tolerance {tol:g})"
+                )
+        verdicts_ref = {c.claim.id: c for c in compare_run(spec, ref).claims}
+        for c in compare_run(spec, new).claims:
+            old = verdicts_ref.get(c.claim.id)
+            if old is not None and old.ours != c.ours:
+                msg = (
+                    f"{spec.id} [{scale}] claim {c.claim.id!r}: {c.ours} now, {old.ours} in the "
+                    "reference (regenerate the reference in the same commit, saying why)"
+                )
+                if same_machine:
+                    problems.append(msg)
+                else:
+                    warn(f"warning (another CPU kind than the reference's): {msg}")
+    return problems
+
+
+def summary(specs, scale: str) -> list[tuple]:
+    """[(spec, reference run or None, stale)] for the report."""
+    out = []
+    for spec in specs:
+        ref = load_reference(spec, scale)
+        out.append((spec, ref, ref is not None and is_stale(spec, ref)))
+    return out
+
+
+def provenance_line(run) -> str:
+    p = run.provenance
+    return (
+        f"commit `{str(p.get('git_commit', '?'))[:12]}`, {p.get('started', '?')}, "
+        f"{p.get('threads', '?')} thread(s), wall {float(p.get('wall_s') or 0) / 60:.1f} min"
+    )
