@@ -182,3 +182,38 @@ def test_a_killed_worker_changes_nothing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json"] + [
         f"shard-{i:06d}.npy" for i in range(8)
     ]  # no temporary left behind
+
+
+def test_registry_ground_truth_goes_through_the_configured_engine(tmp_path, monkeypatch, client):
+    """ANNREPRO_ENGINE=dask: a file-backed data set's exact top-k is computed by knn_sharded on
+    the cluster (the full-scale path), with the same ids as one process."""
+    import annrepro.distributed as dist
+    from annrepro import datasets as dsmod
+    from annrepro.groundtruth import knn_exact
+    from annrepro.vecio import write_vectors
+
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((3000, 8)).astype(np.float32)
+    xq = rng.standard_normal((7, 8)).astype(np.float32)
+    write_vectors(tmp_path / "data" / "b.fbin", xb)
+    write_vectors(tmp_path / "data" / "q.fbin", xq)
+    root = tmp_path / "paper_tables"
+    root.mkdir()
+    (root / "datasets.toml").write_text(
+        '[datasets.big]\nscale = "full"\nmetric = "l2"\nbase = "b.fbin"\nquery = "q.fbin"\n'
+    )
+    monkeypatch.setenv("ANNREPRO_TABLES", str(root))
+    monkeypatch.setenv("ANNREPRO_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(dsmod, "_cache", {})
+    monkeypatch.setenv("ANNREPRO_ENGINE", "dask")
+    monkeypatch.setattr(dist, "_ENGINE_CLIENT", client)
+    calls = []
+    real = dist.knn_sharded
+    monkeypatch.setattr(dist, "knn_sharded", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gt = dsmod.get_dataset("big").gt(10)
+    assert calls == [1]
+    assert np.array_equal(gt, knn_exact(xq, xb, 10, "l2")[1])
+    monkeypatch.setenv("ANNREPRO_ENGINE", "spark")
+    monkeypatch.setattr(dist, "_ENGINE_CLIENT", None)
+    with pytest.raises(dist.DistributedError, match="ANNREPRO_ENGINE='spark'"):
+        dist.engine_client()

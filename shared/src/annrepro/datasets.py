@@ -276,9 +276,40 @@ class Dataset:
         self.check()
         if k > self.nb:
             raise DatasetError(f"{self.name}: k={k} exceeds the base size {self.nb}")
-        D, I = _gt.cached_knn(self.xq, self.xb, k, self.metric, key=self.content_key())
+        D, I = _gt.cached_knn(
+            self.xq, self.xb, k, self.metric, key=self.content_key(), compute=self._sharded_gt(k)
+        )
         self._check_shipped()
         return I
+
+    def base_file(self) -> Path | None:
+        """The base's file when the base is that whole file as stored (no derived split, row
+        range or normalisation): what workers of a cluster can read themselves; else None."""
+        e = self.entry
+        if "base" not in e or "synthetic" in e or "derive" in e or "base_rows" in e:
+            return None
+        if e.get("normalize"):
+            return None
+        return self._require([e["base"]])[e["base"]]
+
+    def _sharded_gt(self, k: int):
+        """With ANNREPRO_ENGINE=dask (`annrepro.distributed.engine_client`) and a base that is
+        one whole file: its exact top-k sharded over the cluster (the same ids as one process);
+        else None (one process)."""
+        if os.environ.get("ANNREPRO_ENGINE", "single") in ("", "single"):
+            return None
+        path = self.base_file()
+        if path is None:
+            return None
+        from .distributed import engine_client, knn_sharded
+
+        client = engine_client()
+
+        def compute():
+            log.info("%s: exact top-%d over %s on Dask", self.name, k, path)
+            return knn_sharded(self.xq, path, k, self.metric, client=client, progress=True)
+
+        return compute
 
     _shipped_checked: bool = field(default=False, repr=False)
 

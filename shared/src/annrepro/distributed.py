@@ -35,6 +35,7 @@ from .atomic import atomic_path, atomic_write_text
 from .errors import AnnreproError
 
 __all__ = [
+    "engine_client",
     "DistributedError",
     "shard_ranges",
     "knn_sharded",
@@ -358,6 +359,40 @@ def read_shards(out_dir, mmap: bool = False) -> np.ndarray:
             raise DistributedError(f"{path}: shape {a.shape} does not match the manifest")
         parts.append(a)
     return np.concatenate(parts, axis=0)
+
+
+_ENGINE_CLIENT = None
+
+
+def engine_client():
+    """The Dask client the tables' full-scale paths use, or None (the default: one process).
+
+    Configured by the environment, so that `annrepro reproduce --scale full` runs on a cluster
+    without another option: ANNREPRO_ENGINE=dask, then ANNREPRO_SCHEDULER=ADDRESS (a running
+    scheduler) or a LocalCluster of ANNREPRO_WORKERS processes (default: the cores) sharing
+    ANNREPRO_MAX_MEMORY (e.g. 64GB). One client per process, made on first use."""
+    import os
+
+    global _ENGINE_CLIENT
+    engine = os.environ.get("ANNREPRO_ENGINE", "single").strip() or "single"
+    if engine == "single":
+        return None
+    if engine != "dask":
+        raise DistributedError(f"ANNREPRO_ENGINE={engine!r}: expected 'single' or 'dask'")
+    if _ENGINE_CLIENT is None:
+        address = os.environ.get("ANNREPRO_SCHEDULER")
+        if address:
+            _require_dask()
+            from distributed import Client
+
+            _ENGINE_CLIENT = Client(address)
+        else:
+            workers = os.environ.get("ANNREPRO_WORKERS")
+            _ENGINE_CLIENT = local_client(
+                int(workers) if workers else None, os.environ.get("ANNREPRO_MAX_MEMORY")
+            )
+        log.info("ANNREPRO_ENGINE=dask: dashboard %s", _ENGINE_CLIENT.dashboard_link)
+    return _ENGINE_CLIENT
 
 
 def local_client(n_workers: int | None = None, max_memory: str | None = None, threads: int = 1):

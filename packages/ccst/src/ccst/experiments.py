@@ -240,23 +240,60 @@ def train_ccst(ctx, dataset: str, ds, cf: int):
     return model
 
 
-def compress(ctx, model, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def compress(ctx, model, x: np.ndarray, out: np.ndarray | None = None, source=None) -> np.ndarray:
     """CSST-compress x: (n, d) (float32, or a uint8 memory map) in batches whose activations stay
     under ccst_compress_mb (Table 1 caption: GPU memory restricted to about 1 GB), with
-    ctx.threads threads. Returns float32 (n, d_out): `out` (e.g. a np.memmap) when given."""
+    ctx.threads threads. Returns float32 (n, d_out): `out` (e.g. a np.memmap) when given.
+
+    source: the data set whose base x is; with ANNREPRO_ENGINE=dask and a base stored as one
+    file (`Dataset.base_file`), the compression runs on the cluster instead (`sharded_compress`:
+    resumable shards under the cache, read back memory-mapped)."""
     max_mb = float(ctx.params.get("ccst_compress_mb", 1024))
+    if source is not None and os.environ.get("ANNREPRO_ENGINE", "single") not in ("", "single"):
+        path = source.base_file()
+        if path is not None:
+            y = sharded_compress(ctx, model, path, max_mb)
+            if out is None:
+                return y
+            out[:] = y
+            return out
     with threads(ctx.threads):
         return model.transform(x, max_memory_mb=max_mb, out=out)
+
+
+def sharded_compress(ctx, model, path, max_mb: float) -> np.ndarray:
+    """The base file at `path` compressed on the configured Dask cluster
+    (`annrepro.distributed.engine_client`, `transform_sharded`): the model is saved under the
+    cache (shared storage on a multi-machine cluster), one shard per task, resumable."""
+    import hashlib
+
+    from annrepro.distributed import engine_client, read_shards, transform_sharded
+    from annrepro.paths import cache_dir
+
+    from .cli import ModelTransform
+
+    root = cache_dir() / "ccst-sharded"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".model-{os.getpid()}.pt"
+    model.save(tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    model_path = root / f"model-{digest[:16]}.pt"
+    os.replace(tmp, model_path)
+    out_dir = root / f"{digest[:16]}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    ctx.note(f"CSST compression of {path} on Dask (ANNREPRO_ENGINE=dask), shards in {out_dir}")
+    fn = ModelTransform(str(model_path), str(getattr(model, "device", "cpu")), max_mb)
+    transform_sharded(fn, path, out_dir, f"ccst-{digest}", client=engine_client(), progress=True)
+    return read_shards(out_dir, mmap=True)
 
 
 def compress_train_and_base(ctx, model, ds) -> tuple[np.ndarray, np.ndarray]:
     """(xt_c, xb_c): the CSST-compressed training set and database (one array where the data
     set's training set is its database)."""
-    xb_c = compress(ctx, model, ds.xb)
+    xb_c = compress(ctx, model, ds.xb, source=ds)
     return (compress(ctx, model, ds.xt) if ds.xt is not ds.xb else xb_c), xb_c
 
 
-def compress_measured(ctx, model, x: np.ndarray, out: np.ndarray | None = None):
+def compress_measured(ctx, model, x: np.ndarray, out: np.ndarray | None = None, source=None):
     """`compress`, timed, plus the peak GPU memory of the compression in bytes (torch's
     max_memory_allocated; the 'Comp' rows' gpu_mem_gb: the runner converts bytes to the column's
     GB, annrepro.tables.spec.MEASURED_UNITS), or None on the CPU (noted).
@@ -267,7 +304,7 @@ def compress_measured(ctx, model, x: np.ndarray, out: np.ndarray | None = None):
 
         torch.cuda.reset_peak_memory_stats()
     with Timer() as t:
-        y = compress(ctx, model, x, out)
+        y = compress(ctx, model, x, out, source=source)
     if not on_gpu:
         ctx.note("gpu_mem_gb not measured: CSST runs on the CPU here (ccst_device = 'cuda')")
         return y, t.s, None

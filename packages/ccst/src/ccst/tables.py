@@ -62,7 +62,7 @@ def table1(spec, ctx) -> list[dict]:
         rows.append(nsg_row(ctx, dataset, ds, "NSG cf=1"))
         for cf in csst_factors(ctx, dataset, ds, "compression_factors"):
             model = train_ccst(ctx, dataset, ds, cf)
-            xb_c, compress_s, gpu_bytes = compress_measured(ctx, model, ds.xb)
+            xb_c, compress_s, gpu_bytes = compress_measured(ctx, model, ds.xb, source=ds)
             rows.append(comp_row(dataset, cf, "compress_s", compress_s, gpu_bytes))
             rows.append(hnsw_row(ctx, dataset, ds, f"HNSW cf={cf}", xg=xb_c))
             rows.append(nsg_row(ctx, dataset, ds, f"NSG cf={cf}", xg=xb_c))
@@ -89,7 +89,9 @@ def table2(spec, ctx) -> list[dict]:
         for cf in csst_factors(ctx, dataset, ds, "compression_factor"):
             model = train_ccst(ctx, dataset, ds, cf)
             with compressed_database(ctx, model, ds.nb) as out:
-                xb_c, compress_s, gpu_bytes = compress_measured(ctx, model, ds.xb, out=out)
+                xb_c, compress_s, gpu_bytes = compress_measured(
+                    ctx, model, ds.xb, out=out, source=ds
+                )
                 rows.append(comp_row(dataset, cf, "compress_h", compress_s, gpu_bytes))
                 rows.append(billion_row(hnsw_row(ctx, dataset, ds, f"HNSW cf={cf}", xg=xb_c)))
     return rows
