@@ -111,6 +111,20 @@ def lint(session):
 
 @nox.session
 def bench(session):
-    """Benchmarks: IO and ground-truth throughput against bare numpy / faiss, memory bounds."""
-    _install(session)
-    session.run("python", "benchmarks/bench_shared.py", *session.posargs, env=_env())
+    """Benchmarks, each printing ratios measured side by side in one run with its thread counts
+    (run on an idle machine): IO and ground truth against bare numpy / faiss; KDindex search
+    against faiss IndexPQ / IndexIVFPQ; catalyzer epochs (plain vs fast step); CCST; and the
+    per-table wall times of the tiny reproduction. `nox -s bench -- shared` runs one of them."""
+    _install(session, *PAPERS, extra=("matplotlib",))
+    which = session.posargs or ["shared", "kdindex", "catalyzer", "ccst", "tables"]
+    env = _env()
+    if "shared" in which:
+        session.run("python", "benchmarks/bench_shared.py", env=env)
+    if "kdindex" in which:
+        session.run("python", "benchmarks/bench_kdindex.py", "--quick", env=env)
+    if "catalyzer" in which:
+        session.run("python", "benchmarks/bench_catalyzer.py", "--epochs", "1", env=env)
+    if "ccst" in which:
+        session.run("python", "benchmarks/bench_ccst.py", env=env)
+    if "tables" in which:  # the per-table timing summary closes the run
+        session.run("annrepro", "reproduce", "--scale", "tiny", "--force", "--no-progress", env=env)
