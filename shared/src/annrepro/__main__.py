@@ -1,3 +1,5 @@
+"""`python -m annrepro`: the `annrepro` command line."""
+
 import sys
 
 from .cli import main

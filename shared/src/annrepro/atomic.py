@@ -65,6 +65,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 
 def atomic_write_text(path, text: str) -> None:
+    """Write text (UTF-8) to path atomically (see atomic_path)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 

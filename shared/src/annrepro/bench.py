@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BenchRow:
+    """One method's line of a bench: code size, recalls, speed, training and encoding times."""
+
     method: str
     bytes_per_vector: float
     recalls: dict  # {"1-recall@1": 0.97, ...}

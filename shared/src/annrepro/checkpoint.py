@@ -28,6 +28,7 @@ class CheckpointMismatch(InputError):
 
 
 def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, whitespace collapsed (for one-line errors)."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 

@@ -25,6 +25,7 @@ def repo_root() -> Path | None:
 
 
 def tables_root() -> Path:
+    """The paper_tables/ folder: ANNREPRO_TABLES, else the checkout's."""
     env = os.environ.get("ANNREPRO_TABLES")
     if env:
         return Path(env)

@@ -44,12 +44,14 @@ def default_threads() -> int:
 
 
 def get_threads() -> int:
+    """The thread count faiss uses now."""
     import faiss
 
     return faiss.omp_get_max_threads()
 
 
 def set_threads(n: int) -> None:
+    """Set faiss's and torch's thread counts to n."""
     import faiss
 
     n = check_threads(n)

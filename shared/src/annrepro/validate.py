@@ -275,6 +275,7 @@ def check_same_dim(*, paths: dict | None = None, what: str | None = None, **role
 
 # ----------------------------------------------------------------------------- ground truth
 def check_metric(metric: str, what: str = "metric") -> str:
+    """The metric if it is 'l2' or 'ip', else a SettingError naming what."""
     if metric not in METRICS:
         raise InputError(f"{what}: unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     return metric

@@ -24,6 +24,8 @@ WITHIN, OFF, INFO, NOT_MEASURED, EXTRA = "within tol", "off", "info", "not measu
 
 @dataclass
 class CellResult:
+    """One table cell: the published and measured values, their difference and status."""
+
     dataset: str
     row: str
     column: str
@@ -39,6 +41,8 @@ class CellResult:
 
 @dataclass
 class ClaimResult:
+    """A claim's verdict on our numbers and on the paper's own."""
+
     claim: Claim
     ours: str
     paper: str
@@ -47,6 +51,8 @@ class ClaimResult:
 
 @dataclass
 class Comparison:
+    """A table run compared with its spec: cells, claims and the summary line."""
+
     spec: TableSpec
     run: TableRun
     cells: list[CellResult]
@@ -142,6 +148,7 @@ def _cell(c, measured, status, delta=None, note=None) -> CellResult:
 
 
 def compare_run(spec: TableSpec, run: TableRun) -> Comparison:
+    """Compare a table run with its spec's published cells and claims."""
     pub = spec.published()
     meas = run.measured
     cells = []

@@ -51,6 +51,7 @@ def _ci(comp: Comparison, cell) -> str:
 
 
 def collect(pattern: str = "*", scales=SCALES, root: Path | None = None) -> list[Comparison]:
+    """The comparisons of the tables matching pattern that have a run at one of scales."""
     out = []
     for spec in find_specs(pattern):
         for scale in scales:

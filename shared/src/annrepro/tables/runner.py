@@ -67,6 +67,7 @@ def _load_plugins(paper: str | None = None) -> None:
 
 
 def producers(paper: str | None = None) -> dict:
+    """{table id: producer} of the installed packages (entry points annrepro.tables)."""
     _load_plugins(paper)
     return dict(_PRODUCERS)
 
@@ -238,6 +239,8 @@ class Context:
 
 @dataclass
 class TableRun:
+    """A table's run read back: measured cells (stds, intervals), provenance, error."""
+
     spec: TableSpec
     scale: str
     measured: dict  # (dataset, row, column) -> (value in published unit, std or None)
