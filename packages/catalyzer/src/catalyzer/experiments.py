@@ -23,6 +23,7 @@ import numpy as np
 from annrepro.metrics import one_recall_at
 from annrepro.stats import mean_std_row
 from annrepro.threads import threads
+from annrepro.validate import as_f32
 
 from .api import Catalyzer
 from .baselines import (
@@ -42,10 +43,6 @@ from .search import quantized_search
 from .train import TrainConfig
 
 RECALL_KS = (1, 10, 100)  # Table 1: 1-recall at 1, 10, 100 (Sec. 5.1)
-
-
-def f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def recalls(I: np.ndarray, gt: np.ndarray) -> dict:
@@ -111,7 +108,9 @@ def catalyzer_for(
         val_every=int(p["cat_val_every"]),
         end2end_r2=None if end2end_r2 is None else int(end2end_r2),
     )
-    res, hit = fit_cached(f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True)))
+    res, hit = fit_cached(
+        as_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True))
+    )
     stats = _catalyzer_stats(ctx)
     if hit:
         stats["reused"] += 1
@@ -174,7 +173,7 @@ def lattice_points(ctx, name: str, ds, gt: np.ndarray, k: int = 10) -> list[Figu
     lambda_per_d_out, checkpoint chosen with r^2 = val_r2), the base quantized to S_{d_out}^r for
     each r^2 of r2[d_out] and searched asymmetrically (Sec. 4.2); gt: int (nq, >= k)."""
     p = ctx.params
-    xb, xq = f32(ds.xb), f32(ds.xq)
+    xb, xq = as_f32(ds.xb), as_f32(ds.xq)
     points = []
     for d_out in ctx.progress(p["d_outs"], desc=name):
         d_out = int(d_out)
@@ -199,7 +198,9 @@ def opq_curve(ds, p: dict, k: int) -> list[tuple[int, np.ndarray]]:
     out = []
     for nbytes in p["pq_bytes"]:
         index = opq_index(ds.d, opq_factory(int(nbytes)), niter=p.get("opq_niter"))
-        res = encode_search(index, f32(ds.xt[: int(p["ntrain_opq"])]), f32(ds.xb), f32(ds.xq), k)
+        res = encode_search(
+            index, as_f32(ds.xt[: int(p["ntrain_opq"])]), as_f32(ds.xb), as_f32(ds.xq), k
+        )
         out.append((res.code_bits, res.I))
     return out
 
@@ -224,7 +225,7 @@ def _catalyst_method(ctx, ds, method: str) -> EncodedSearch:
     quantizer = lattice_name(p)
     e2e = r2 if method == "Catalyst+Lattice+end2end" else None
     cat = catalyzer_for(ctx, ds, d_out, float(p["cat_lam"]), ctx.seed, quantizer, end2end_r2=e2e)
-    xb, xq = f32(ds.xb), f32(ds.xq)
+    xb, xq = as_f32(ds.xb), as_f32(ds.xq)
     if method in ("Catalyst+Lattice", "Catalyst+Lattice+end2end"):
         t0 = time.perf_counter()
         codes = cat.encode(xb, quantizer)
@@ -234,7 +235,7 @@ def _catalyst_method(ctx, ds, method: str) -> EncodedSearch:
         return EncodedSearch(I=I, encode_s=encode_s, code_bits=bits)
     if method == "Catalyst+OPQ":
         index = opq_index(d_out, p["opq_factory"], niter=p.get("opq_niter"))
-        index.train(cat.transform(f32(ds.xt[: int(p["ntrain_opq"])])))
+        index.train(cat.transform(as_f32(ds.xt[: int(p["ntrain_opq"])])))
         t0 = time.perf_counter()
         yb = cat.transform(xb)
         codes = index.sa_encode(yb)
@@ -254,11 +255,11 @@ def table1_method(ctx, ds, method: str) -> EncodedSearch:
         return _catalyst_method(ctx, ds, method)
     p = ctx.params
     k = int(p["k"])
-    xq = f32(ds.xq)
+    xq = as_f32(ds.xq)
     if method == "OPQ":
         index = opq_index(ds.d, p["opq_factory"], niter=p.get("opq_niter"))
-        xt = f32(ds.xt[: int(p["ntrain_opq"])])
-        return encode_search(index, xt, f32(ds.xb), xq, k)
+        xt = as_f32(ds.xt[: int(p["ntrain_opq"])])
+        return encode_search(index, xt, as_f32(ds.xb), xq, k)
     if method == "LSQ":
         index = lsq_index(
             ds.d,
@@ -268,11 +269,11 @@ def table1_method(ctx, ds, method: str) -> EncodedSearch:
             train_iters=p.get("lsq_train_iters"),
             encode_ils_iters=p.get("lsq_encode_ils_iters"),
         )
-        xt = f32(ds.xt[: int(p["ntrain_lsq"])])
-        return encode_search(index, xt, f32(ds.xb), xq, k)
+        xt = as_f32(ds.xt[: int(p["ntrain_lsq"])])
+        return encode_search(index, xt, as_f32(ds.xb), xq, k)
     if method == "PCA+Lattice":
-        xt = f32(ds.xt[: int(p["ntrain_pca"])])
-        return pca_lattice_search(xt, f32(ds.xb), xq, k, int(p["d_out"]), int(p["r2"]))
+        xt = as_f32(ds.xt[: int(p["ntrain_pca"])])
+        return pca_lattice_search(xt, as_f32(ds.xb), xq, k, int(p["d_out"]), int(p["r2"]))
     raise ValueError(f"unknown Table 1 method {method!r}")
 
 
@@ -333,8 +334,8 @@ def binary_rows(ctx, name: str, ds, n_seeds: int, cat_n_seeds: int) -> list[dict
     gt = ds.gt(k)
     # LSH / ITQ train on the training set (Sec. 5.1); at full scale the learn rows after it
     # are the catalyzer's validation set (ntrain_binary)
-    xt = f32(ds.xt[: int(p.get("ntrain_binary", ds.nt))])
-    xb, xq = f32(ds.xb), f32(ds.xq)
+    xt = as_f32(ds.xt[: int(p.get("ntrain_binary", ds.nt))])
+    xb, xq = as_f32(ds.xb), as_f32(ds.xq)
     rows = []
     for method in p["methods"]:
         for nbits in ctx.progress(p["bits"], desc=f"{name} {method}"):
@@ -447,7 +448,7 @@ def encode_speedup_row(ctx, name: str, ds) -> dict:
     catalyzer) on the base, ctx.threads threads. LSQ is trained with lsq_train_iters iterations
     only: its ILS encoding cost does not depend on its codebooks."""
     p = ctx.params
-    xb = f32(ds.xb)
+    xb = as_f32(ds.xb)
     lsq = lsq_index(
         ds.d,
         int(p["lsq_M"]),
@@ -455,7 +456,7 @@ def encode_speedup_row(ctx, name: str, ds) -> dict:
         seed=ctx.seed,
         train_iters=int(p["lsq_train_iters"]),
     )
-    lsq.train(f32(ds.xt[: int(p["ntrain_lsq"])]))
+    lsq.train(as_f32(ds.xt[: int(p["ntrain_lsq"])]))
     t0 = time.perf_counter()
     lsq.sa_encode(xb)
     lsq_s = time.perf_counter() - t0

@@ -37,6 +37,8 @@ _SPEC = re.compile(r"catalyzer(\d+),(.+)")
 
 
 class CatalyzerMethod(Method):
+    """A catalyzer spec string (module docstring): the MLP, then lattice, sign or faiss codes."""
+
     plugin = "catalyzer"
     paper = "Sablayrolles et al., Spreading vectors for similarity search, ICLR 2019"
 
@@ -156,8 +158,10 @@ class CatalyzerMethod(Method):
 
 
 def make(spec: str, metric: str = "l2", **overrides) -> CatalyzerMethod:
+    """The catalyzer method of a spec string (annrepro.methods entry point)."""
     return CatalyzerMethod(spec, metric, **overrides)
 
 
 def method_class(spec: str):
+    """The class that loads a saved catalyzer method."""
     return CatalyzerMethod

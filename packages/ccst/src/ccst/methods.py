@@ -31,6 +31,8 @@ _SRP = re.compile(r"srp(\d+)x,(.+)")
 
 
 class CCSTMethod(Method):
+    """A csst spec string (module docstring): CCST compression, then a faiss index."""
+
     plugin = "csst"
     paper = "CCST: compact transformer compression before indexing (CNT/CCST, ccst.txt)"
 
@@ -161,8 +163,10 @@ class SRPMethod(Method):
 
 
 def make(spec: str, metric: str = "l2", **overrides) -> Method:
+    """The CCST or SRP method of a spec string (annrepro.methods entry point)."""
     return method_class(spec)(spec, metric, **overrides)
 
 
 def method_class(spec: str):
+    """The class of a spec string: SRPMethod for srp..., else CCSTMethod."""
     return SRPMethod if spec.startswith("srp") else CCSTMethod

@@ -52,6 +52,7 @@ TRAIN_PARAMS = (
 
 
 def as_list(v) -> list:
+    """A parameter value as a list (a scalar: one element), for plain params dicts."""
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 

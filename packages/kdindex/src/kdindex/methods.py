@@ -46,6 +46,8 @@ _WARM = ("n_train", "opq_niter", "aq_beam", "aq_refine")  # `train_quantizer`: t
 
 
 class KDindexMethod(Method):
+    """A kdindex spec string (module docstring): distilled PQ / OPQ / AQ codebooks."""
+
     plugin = "kdindex"
     paper = "Lu et al., Knowledge distillation for high dimensional search index, NeurIPS 2023"
 
@@ -164,8 +166,10 @@ class KDindexMethod(Method):
 
 
 def make(spec: str, metric: str = "l2", **overrides) -> KDindexMethod:
+    """The KDindex method of a spec string (annrepro.methods entry point)."""
     return KDindexMethod(spec, metric, **overrides)
 
 
 def method_class(spec: str):
+    """The class that loads a saved KDindex method."""
     return KDindexMethod

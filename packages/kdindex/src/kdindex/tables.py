@@ -15,7 +15,6 @@ from annrepro.tables import register
 
 from .analysis import paired_t_test_note
 from .experiments import (
-    as_list,
     baseline_rows,
     evaluate_baseline,
     evaluate_kdindex,
@@ -99,7 +98,7 @@ def table4(spec, ctx):
     kind = ctx.params.get("kd_kind", "AQ")
     rows = []
     for name, ds in ctx.each_dataset():
-        for K in as_list(ctx.params["K"]):
+        for K in ctx.param_list("K"):
             rows += kdindex_rows(ctx, name, ds, kinds=(kind,), K=int(K), row=f"K={int(K)}")
     ctx.note(
         f"student {kind}; the top-K labels of every K are the first K of one teacher search "
@@ -136,9 +135,9 @@ def figure3(spec, ctx):
     rows, points = [], []
     for name, ds in ctx.each_dataset():
         xt, labels = teacher_labels(ctx, name, ds)
-        for kind in as_list(p["kinds"]):
-            for B in as_list(p["B_grid"]):
-                for W in as_list(p["W_grid"]):
+        for kind in ctx.param_list("kinds"):
+            for B in ctx.param_list("B_grid"):
+                for W in ctx.param_list("W_grid"):
                     q = dict(p, B=int(B), W=int(W))
                     base = evaluate_baseline(kind, ds, ctx.seed, q)
                     kd = evaluate_kdindex(kind, ds, xt, labels, ctx.seed, q)
