@@ -3,8 +3,8 @@
     res = cached_point(ctx, "runs", [spec, settings, data_key, seed, code], lambda: run(...))
 
 The point is a JSON file `<results>/<scale>/<table>/<folder>/<hash>.json`, keyed by everything
-the piece depends on (the caller's key, plus the code of annrepro and of the packages named in
-`code_of`); an unreadable point is recomputed. numpy arrays in the result are stored as lists and
+the piece depends on (the caller's key, plus the annrepro modules that compute it, the code of
+the packages named in `code_of` and faiss's version); an unreadable point is recomputed. numpy arrays in the result are stored as lists and
 come back as float64 arrays under the same keys.
 """
 
@@ -21,12 +21,27 @@ PACKAGES = {"annrepro": "annrepro", "catalyzer": "catalyzer", "csst": "ccst", "s
 PACKAGES["kdindex"] = "kdindex"
 
 
+# the annrepro modules a point's numbers depend on (not the report, CLI or runner: editing those
+# must not throw away hours of finished runs)
+ANNREPRO_FILES = ("methods.py", "crosspaper.py", "ladder.py", "metrics.py", "groundtruth.py")
+
+
 def code_digest(plugins=()) -> str:
-    """sha256 over the code of annrepro and of the packages behind `plugins` (method plugins)."""
+    """sha256 over the annrepro modules that compute a point (ANNREPRO_FILES), the whole code of
+    the packages behind `plugins` (method plugins), and faiss's version."""
+    from pathlib import Path
+
+    import faiss
+
     from .tables.runner import _source_digest
 
-    mods = sorted({"annrepro", *(PACKAGES.get(p, p) for p in plugins if p != "faiss")})
-    return hashlib.sha256("".join(_source_digest(m) for m in mods).encode()).hexdigest()
+    h = hashlib.sha256(faiss.__version__.encode())
+    here = Path(__file__).parent
+    for name in ANNREPRO_FILES:
+        h.update(name.encode() + (here / name).read_bytes())
+    for m in sorted({PACKAGES.get(p, p) for p in plugins if p not in ("faiss", "annrepro")}):
+        h.update(_source_digest(m).encode())
+    return h.hexdigest()
 
 
 def cached_point(ctx, folder: str, key, fn, code_of=()):
