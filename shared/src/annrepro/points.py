@@ -4,8 +4,8 @@
 
 The point is a JSON file `<results>/<scale>/<table>/<folder>/<hash>.json`, keyed by everything
 the piece depends on (the caller's key, plus the annrepro modules that compute it, the code of
-the packages named in `code_of` and faiss's version); an unreadable point is recomputed. numpy arrays in the result are stored as lists and
-come back as float64 arrays under the same keys.
+the packages named in `code_of` and faiss's version); an unreadable point is recomputed. numpy
+arrays in the result are stored as lists and come back as float64 arrays under the same keys.
 """
 
 from __future__ import annotations
