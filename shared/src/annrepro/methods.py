@@ -11,10 +11,11 @@
 Spec strings follow faiss's index factory: comma-separated stages, the learned transform first.
 - Any faiss factory string ("PQ8", "OPQ8_64,PQ8", "LSQ8x8", "RQ8x8", "ITQ64,LSH",
   "HNSW32,SQ8", "Flat") is passed to `faiss.index_factory` itself.
-- A first stage named by a paper package (entry points of the group "annrepro.methods", one per
-  package: "catalyzer<d_out>", "csst<f>x", "kdindex") hands the string to that package's
-  `make(spec, metric, **overrides)`; its remaining stages are the package's quantizer
-  ("zn_79", "sign", "AQ8x256") or again a faiss factory string over the learned features.
+- A first stage named by a paper package (entry points of the group "annrepro.methods":
+  "catalyzer<d_out>", "csst<f>x", "srp<f>x", "kdindex") goes to the class of that package's
+  `<paper>.methods.METHODS` whose SPEC it matches (`PluginMethod`); its remaining stages are
+  the package's quantizer ("zn_79", "sign", "AQ8x256") or again a faiss factory string over
+  the learned features.
 
 `bytes_per_vector` is the size of one vector's code (what the papers call the code size; a graph
 index's links are not in it); `describe()` also gives `index_bytes_per_vector`, the serialised
@@ -48,6 +49,8 @@ __all__ = [
     "plugins",
     "split_spec",
     "check_settings",
+    "PluginMethod",
+    "method_class",
     "parse_overrides",
 ]
 
@@ -82,7 +85,7 @@ def make(spec: str, metric: str = "l2", **overrides) -> Method:
     head, _ = split_spec(spec)
     name, module = _plugin_for(head)
     if module is not None:
-        return module.make(spec.strip(), metric, **overrides)
+        return method_class(module, spec.strip())(spec.strip(), metric, **overrides)
     if overrides:
         raise SettingError(
             f"method {spec!r} is a faiss factory string: it takes no settings "
@@ -90,6 +93,15 @@ def make(spec: str, metric: str = "l2", **overrides) -> Method:
             f"({', '.join(sorted(plugins())) or 'no paper package installed'})"
         )
     return FaissMethod(spec.strip(), metric)
+
+
+def method_class(module, spec: str):
+    """The class of a plugin module's METHODS whose SPEC the spec string matches (the first one
+    otherwise: its constructor then says what it expected)."""
+    for cls in module.METHODS:
+        if cls.SPEC.fullmatch(spec):
+            return cls
+    return module.METHODS[0]
 
 
 def _as_vectors(x, what: str, d: int | None = None) -> np.ndarray:
@@ -248,10 +260,31 @@ def load(path) -> Method:
         ep = plugins().get(plugin)
         if ep is None:
             raise InputError(f"{path}: made by the {plugin!r} package, which is not installed")
-        cls = ep.load().method_class(meta["spec"])
+        cls = method_class(ep.load(), meta["spec"])
     m = cls._from_state(meta, arrays)
     m.d, m.ntotal = meta["d"], meta["ntotal"]
     return m
+
+
+class PluginMethod(Method):
+    """Base of a paper package's methods (its module lists them in METHODS): the whole spec
+    string must match SPEC (else a SettingError showing EXAMPLE), the settings must be among
+    `known_settings()`; the match is `self.match`, the settings `self.overrides`."""
+
+    SPEC: re.Pattern = re.compile(r"(?!)")
+    EXAMPLE = ""
+
+    def __init__(self, spec: str, metric: str = "l2", **overrides):
+        super().__init__(spec, metric)
+        m = self.SPEC.fullmatch(spec)
+        if m is None:
+            raise SettingError(f"method {spec!r}: expected {self.EXAMPLE}")
+        check_settings(spec, overrides, self.known_settings())
+        self.match, self.overrides = m, dict(overrides)
+
+    @classmethod
+    def known_settings(cls) -> set:
+        return set()
 
 
 # ---------------------------------------------------------------------- faiss

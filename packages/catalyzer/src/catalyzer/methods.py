@@ -26,41 +26,39 @@ import re
 
 import numpy as np
 from annrepro.errors import SettingError
-from annrepro.methods import FaissStage, Method, array_to_torch, check_settings, torch_to_array
+from annrepro.methods import FaissStage, PluginMethod, array_to_torch, torch_to_array
 
 from .api import Catalyzer
 from .search import code_lattice
 
-__all__ = ["CatalyzerMethod", "make", "method_class"]
-
-_SPEC = re.compile(r"catalyzer(\d+),(.+)")
+__all__ = ["CatalyzerMethod", "METHODS"]
 
 
-class CatalyzerMethod(Method):
+class CatalyzerMethod(PluginMethod):
     """A catalyzer spec string (module docstring): the MLP, then lattice, sign or faiss codes."""
 
     plugin = "catalyzer"
     paper = "Sablayrolles et al., Spreading vectors for similarity search, ICLR 2019"
+    SPEC = re.compile(r"catalyzer(\d+),(.+)")
+    EXAMPLE = (
+        "'catalyzer<d_out>,<quantizer>' (zn_79, sign or a faiss factory string), "
+        "e.g. 'catalyzer24,zn_79'"
+    )
+
+    @classmethod
+    def known_settings(cls) -> set:
+        from .train import TrainConfig
+
+        return ({f.name for f in dataclasses.fields(TrainConfig)} | {"preset"}) - {"d_out"}
 
     def __init__(self, spec: str, metric: str = "l2", **overrides):
-        super().__init__(spec, metric)
-        m = _SPEC.fullmatch(spec)
-        if m is None:
-            raise SettingError(
-                f"method {spec!r}: expected 'catalyzer<d_out>,<quantizer>' (zn_79, sign or a "
-                "faiss factory string), e.g. 'catalyzer24,zn_79'"
-            )
+        super().__init__(spec, metric, **overrides)
         if metric != "l2":
             raise SettingError(
                 f"method {spec!r}: the catalyzer supports metric 'l2' only (it learns Euclidean "
                 "neighbours); for inner product on unit-norm data use 'l2'"
             )
-        self.d_out, self.quantizer = int(m.group(1)), m.group(2)
-        from .train import TrainConfig
-
-        known = {f.name for f in dataclasses.fields(TrainConfig)} | {"preset"}
-        check_settings(spec, overrides, known - {"d_out"})
-        self.overrides = dict(overrides)
+        self.d_out, self.quantizer = int(self.match.group(1)), self.match.group(2)
         self.cat: Catalyzer | None = None
         self.stage: FaissStage | None = None
         self.codes: list[np.ndarray] = []
@@ -157,11 +155,4 @@ class CatalyzerMethod(Method):
         return {**super().describe(), "what": what}
 
 
-def make(spec: str, metric: str = "l2", **overrides) -> CatalyzerMethod:
-    """The catalyzer method of a spec string (annrepro.methods entry point)."""
-    return CatalyzerMethod(spec, metric, **overrides)
-
-
-def method_class(spec: str):
-    """The class that loads a saved catalyzer method."""
-    return CatalyzerMethod
+METHODS = [CatalyzerMethod]

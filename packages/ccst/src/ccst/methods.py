@@ -20,34 +20,30 @@ from pathlib import Path
 
 import numpy as np
 from annrepro.errors import SettingError
-from annrepro.methods import FaissStage, Method, check_settings
+from annrepro.methods import FaissStage, PluginMethod
 
 from .api import CCST
 
-__all__ = ["CCSTMethod", "SRPMethod", "make", "method_class"]
-
-_SPEC = re.compile(r"csst(\d+)x,(.+)")
-_SRP = re.compile(r"srp(\d+)x,(.+)")
+__all__ = ["CCSTMethod", "SRPMethod", "METHODS"]
 
 
-class CCSTMethod(Method):
+class CCSTMethod(PluginMethod):
     """A csst spec string (module docstring): CCST compression, then a faiss index."""
 
     plugin = "csst"
     paper = "CCST: compact transformer compression before indexing (CNT/CCST, ccst.txt)"
+    SPEC = re.compile(r"csst(\d+)x,(.+)")
+    EXAMPLE = "'csst<factor>x,<faiss factory>', e.g. 'csst4x,PQ16'"
+
+    @classmethod
+    def known_settings(cls) -> set:
+        return set(inspect.signature(CCST.__init__).parameters) - {"self", "compression_factor"}
 
     def __init__(self, spec: str, metric: str = "l2", **overrides):
-        super().__init__(spec, metric)
-        m = _SPEC.fullmatch(spec)
-        if m is None:
-            raise SettingError(
-                f"method {spec!r}: expected 'csst<factor>x,<faiss factory>', e.g. 'csst4x,PQ16'"
-            )
-        self.factor, self.factory = int(m.group(1)), m.group(2)
+        super().__init__(spec, metric, **overrides)
+        self.factor, self.factory = int(self.match.group(1)), self.match.group(2)
         if self.factor < 1:
             raise SettingError(f"method {spec!r}: compression factor must be >= 1")
-        known = set(inspect.signature(CCST.__init__).parameters) - {"self", "compression_factor"}
-        check_settings(spec, overrides, known)
         self.overrides = {"progress": False, **overrides}
         self.model: CCST | None = None
         self.stage: FaissStage | None = None
@@ -96,23 +92,23 @@ class CCSTMethod(Method):
         return {**super().describe(), "what": what}
 
 
-class SRPMethod(Method):
+class SRPMethod(PluginMethod):
     """ "srp<f>x,<faiss factory>": a single sparse random projection d -> d / f (Eq. 2, the
     baseline of Table 5 and the initialisation of CCST's projections), then the faiss index on
     the projected vectors. Setting: seed (the projection's draw)."""
 
     plugin = "srp"
     paper = "CCST, Eq. 2 (Li et al. 2006 very sparse random projections)"
+    SPEC = re.compile(r"srp(\d+)x,(.+)")
+    EXAMPLE = "'srp<factor>x,<faiss factory>', e.g. 'srp4x,Flat'"
+
+    @classmethod
+    def known_settings(cls) -> set:
+        return {"seed"}
 
     def __init__(self, spec: str, metric: str = "l2", **overrides):
-        super().__init__(spec, metric)
-        m = _SRP.fullmatch(spec)
-        if m is None:
-            raise SettingError(
-                f"method {spec!r}: expected 'srp<factor>x,<faiss factory>', e.g. 'srp4x,Flat'"
-            )
-        check_settings(spec, overrides, {"seed"})
-        self.factor, self.factory = int(m.group(1)), m.group(2)
+        super().__init__(spec, metric, **overrides)
+        self.factor, self.factory = int(self.match.group(1)), self.match.group(2)
         self.seed = int(overrides.get("seed", 0))
         self.w: np.ndarray | None = None
         self.stage: FaissStage | None = None
@@ -162,11 +158,4 @@ class SRPMethod(Method):
         return {**super().describe(), "what": what}
 
 
-def make(spec: str, metric: str = "l2", **overrides) -> Method:
-    """The CCST or SRP method of a spec string (annrepro.methods entry point)."""
-    return method_class(spec)(spec, metric, **overrides)
-
-
-def method_class(spec: str):
-    """The class of a spec string: SRPMethod for srp..., else CCSTMethod."""
-    return SRPMethod if spec.startswith("srp") else CCSTMethod
+METHODS = [CCSTMethod, SRPMethod]

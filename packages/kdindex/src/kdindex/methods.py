@@ -30,7 +30,7 @@ import re
 
 import numpy as np
 from annrepro.errors import SettingError
-from annrepro.methods import Method, check_settings
+from annrepro.methods import PluginMethod
 
 from .api import KDIndex
 from .quantizers import CodebookQuantizer
@@ -38,35 +38,33 @@ from .student import reconstruction_norms2
 from .teacher import HNSWTeacher
 from .train import TrainConfig
 
-__all__ = ["KDindexMethod", "make", "method_class"]
+__all__ = ["KDindexMethod", "METHODS"]
 
-_SPEC = re.compile(r"kdindex,(PQ|OPQ|AQ)(\d+)x(\d+)")
 _OWN = ("K", "n_warm", "n_queries", "teacher_M", "teacher_ef_construction", "teacher_ef_search")
 _WARM = ("n_train", "opq_niter", "aq_beam", "aq_refine")  # `train_quantizer`: the warm start
 
 
-class KDindexMethod(Method):
+class KDindexMethod(PluginMethod):
     """A kdindex spec string (module docstring): distilled PQ / OPQ / AQ codebooks."""
 
     plugin = "kdindex"
     paper = "Lu et al., Knowledge distillation for high dimensional search index, NeurIPS 2023"
+    SPEC = re.compile(r"kdindex,(PQ|OPQ|AQ)(\d+)x(\d+)")
+    EXAMPLE = "'kdindex,<PQ|OPQ|AQ><B>x<W>', e.g. 'kdindex,AQ8x256'"
+
+    @classmethod
+    def known_settings(cls) -> set:
+        return {f.name for f in dataclasses.fields(TrainConfig)} | set(_OWN) | set(_WARM)
 
     def __init__(self, spec: str, metric: str = "l2", **overrides):
-        super().__init__(spec, metric)
-        m = _SPEC.fullmatch(spec)
-        if m is None:
-            raise SettingError(
-                f"method {spec!r}: expected 'kdindex,<PQ|OPQ|AQ><B>x<W>', e.g. 'kdindex,AQ8x256'"
-            )
+        super().__init__(spec, metric, **overrides)
+        m = self.match
         self.kind, self.B, self.W = m.group(1), int(m.group(2)), int(m.group(3))
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        check_settings(spec, overrides, fields | set(_OWN) | set(_WARM))
         if self.W < 2 or self.W & (self.W - 1) or self.B < 1:
             raise SettingError(
                 f"method {spec!r}: B >= 1 codebooks of W codewords, W a power of two (codes are "
                 "log2(W) bits)"
             )
-        self.overrides = dict(overrides)
         self.index: KDIndex | None = None
         self._fitted_base: tuple | None = None  # (shape, fingerprint) of the base fitted on
         self._trained_codes: np.ndarray | None = None
@@ -165,11 +163,4 @@ class KDindexMethod(Method):
         return {**super().describe(), "what": what}
 
 
-def make(spec: str, metric: str = "l2", **overrides) -> KDindexMethod:
-    """The KDindex method of a spec string (annrepro.methods entry point)."""
-    return KDindexMethod(spec, metric, **overrides)
-
-
-def method_class(spec: str):
-    """The class that loads a saved KDindex method."""
-    return KDindexMethod
+METHODS = [KDindexMethod]
