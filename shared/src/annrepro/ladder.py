@@ -44,7 +44,15 @@ import numpy as np
 
 from .points import cached_point
 
-__all__ = ["run_ladders", "paper_margin", "trend"]
+__all__ = ["run_ladders", "register_ladder", "paper_margin", "trend"]
+
+
+def register_ladder(paper: str) -> None:
+    """Register `run_ladders` as the producer of `<paper>.ladder` (called by the paper's tables
+    module, so that the paper's entry point brings its ladder table)."""
+    from .tables import register
+
+    register(f"{paper}.ladder")(run_ladders)
 
 
 def paper_margin(ref) -> float | None:

@@ -12,6 +12,7 @@ catalyzers are shared between tables and runs (`cache.fit_cached`), is in
 
 from __future__ import annotations
 
+from annrepro.ladder import register_ladder
 from annrepro.tables import register
 
 from .analysis import lattice_arithmetic_rows, uniformity_rows
@@ -116,4 +117,4 @@ def text(spec, ctx):
     return rows
 
 
-from . import ladder as _ladder  # noqa: E402,F401  (registers catalyzer.ladder)
+register_ladder("catalyzer")  # catalyzer.ladder: paper_tables/catalyzer/ladder.toml
