@@ -577,8 +577,9 @@ def train_epoch(net, opt, xtr_t, pos_nn: np.ndarray, neg_nn: np.ndarray, rng, cf
         return loss.detach(), l_rank.detach(), l_koleo.detach()
 
     def gathered(ids: np.ndarray):  # ids int64 (m, b) -> float32 (m, 3b, d_in), on xtr_t's device
-        rows = torch.from_numpy(np.concatenate([ids, pos[ids], neg_nn[ids]], axis=1).ravel())
-        return xtr_t[rows.to(xtr_t.device)].view(ids.shape[0], 3 * ids.shape[1], -1)
+        rows = np.concatenate([ids, pos[ids], neg_nn[ids]], axis=1).ravel()
+        rows_t = torch.from_numpy(rows).to(xtr_t.device)
+        return xtr_t[rows_t].view(ids.shape[0], 3 * ids.shape[1], -1)
 
     net.train()
     vals = []

@@ -272,8 +272,8 @@ def encode(student: Student, x: np.ndarray, cfg: TrainConfig, balanced: bool) ->
     with torch.no_grad():
         for i0 in range(0, n, step):
             idx = order[i0 : i0 + step]
-            xi = torch.from_numpy(np.ascontiguousarray(x[idx], np.float32))
-            xt = student.transform(xi.to(student.codebooks.device))
+            xi = np.ascontiguousarray(x[idx], np.float32)
+            xt = student.transform(torch.from_numpy(xi).to(student.codebooks.device))
             c = _balanced_codes(student, xt, cfg) if balanced else student.assign(xt)[0]
             codes[idx] = c.cpu().numpy()
     return codes
