@@ -9,7 +9,6 @@ from annrepro.reference import cell_tolerance, check, is_stale, load_reference, 
 from annrepro.tables import find_specs, run_table
 
 
-
 @pytest.fixture
 def ran(tmp_path, monkeypatch):
     monkeypatch.setenv("ANNREPRO_REFERENCE", str(tmp_path / "ref"))

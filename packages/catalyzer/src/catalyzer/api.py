@@ -19,7 +19,7 @@ from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 from annrepro.validate import as_f32
 
 from .search import check_codes, encode_outputs, search_codes
-from .train import PRESETS, TrainConfig, TrainResult, train_catalyzer
+from .train import PRESETS, TrainConfig, TrainResult, check_device, train_catalyzer
 
 __all__ = ["Catalyzer"]
 
@@ -42,8 +42,13 @@ class Catalyzer:
     Args:
         d_out: output dimension; hidden: hidden width (1024 in the paper); lam: KoLeo weight.
         preset: "paper" (300 epochs, Sec. 5.2) or "released" (160 epochs, authors' code).
+        device: torch device of training and transform ("cpu", "cuda"; `train.check_device`):
+            not a hyper-parameter, not saved with the model (`load` gives a CPU model; `to`
+            moves it).
         **overrides: any other `TrainConfig` field (epochs, batch_size, seed, n_val, ...).
     """
+
+    device: str = "cpu"  # where the network is (instances made by `load`, `from_result`: CPU)
 
     def __init__(
         self,
@@ -51,11 +56,13 @@ class Catalyzer:
         hidden: int = 1024,
         lam: float = 0.02,
         preset: str = "paper",
+        device: str = "cpu",
         **overrides,
     ):
         if preset not in PRESETS:
             raise InputError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
         self.config = TrainConfig.preset(preset, d_out=d_out, hidden=hidden, lam=lam, **overrides)
+        self.device = check_device(device)
         self.net = None
         self.d_in: int | None = None
         self.fingerprint: str | None = None
@@ -80,7 +87,12 @@ class Catalyzer:
 
         xt = as_f32(xt)
         res = train_catalyzer(
-            xt, self.config, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume
+            xt,
+            self.config,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            device=self.device,
         )
         self._set(res.state_dict, res.d_in)
         self.result = res
@@ -101,7 +113,15 @@ class Catalyzer:
         net = CatalyzerNet(d_in, self.config.d_out, self.config.hidden, self.config.arch)
         net.load_state_dict(state_dict)
         net.eval()
-        self.net, self.d_in = net, int(d_in)
+        self.net, self.d_in = net.to(self.device), int(d_in)
+
+    def to(self, device: str) -> Catalyzer:
+        """Move the network to `device` (`train.check_device`) for transform / encode / search;
+        returns self."""
+        self.device = check_device(device)
+        if self.net is not None:
+            self.net.to(self.device)
+        return self
 
     def _need(self):
         if self.net is None:
@@ -124,7 +144,8 @@ class Catalyzer:
         out = np.empty((x.shape[0], self.config.d_out), dtype=np.float32)
         with torch.no_grad():
             for i in range(0, x.shape[0], batch_size):
-                out[i : i + batch_size] = net(torch.from_numpy(x[i : i + batch_size])).numpy()
+                xb = torch.from_numpy(x[i : i + batch_size]).to(self.device)
+                out[i : i + batch_size] = net(xb).cpu().numpy()
         return out
 
     # ------------------------------------------------------------------- quantizers

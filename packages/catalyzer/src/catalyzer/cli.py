@@ -4,6 +4,7 @@
                     [--checkpoint-dir DIR]   (a checkpoint per epoch; a rerun resumes from it)
     catalyzer encode --model model.pt --x base.fvecs --out codes.npy [--quantizer zn_79|sign]
     catalyzer search --model model.pt --codes codes.npy --xq query.fvecs --k 10 --out I.npy
+    (train, encode, search: [--device cpu|cuda|cuda:N], where the network runs; default cpu)
     catalyzer reproduce [OPTIONS]
     catalyzer reference-run [--seeds 0 1 2] [--epochs 160] [--threads 2] [--out DIR]
 
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-quantizer", default=None, help="zn_<r2> | sign | none")
     t.add_argument("--end2end-r2", type=int, default=None, help="lattice layer (end-to-end)")
     t.add_argument("--threads", type=positive_int, default=None)
+    _device_option(t)
     t.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--x", required=True)
     e.add_argument("--out", required=True, help="codes file, written as named (an .npz archive)")
     e.add_argument("--quantizer", default="zn_79")
+    _device_option(e)
     e.add_argument(
         "--engine",
         choices=("single", "dask"),
@@ -77,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--xq", required=True)
     s.add_argument("--k", type=positive_int, default=10)
     s.add_argument("--quantizer", default="zn_79")
+    _device_option(s)
     s.add_argument("--out", required=True, help="ids: .npy (int64) or .ivecs / .ibin (int32)")
     r = sub.add_parser("reference-run", help="the released code's protocol on sift-10K")
     r.add_argument("--dataset", default="sift-10K", help="registry data set (default sift-10K)")
@@ -92,6 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", default=None, help="folder of reference-run.json / .txt")
     return ap
+
+
+def _device_option(parser) -> None:
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the network: cpu (default), cuda or cuda:N (negatives mining and "
+        "searches stay on the CPU)",
+    )
+
+
+def _device(args) -> str:
+    """--device, checked before any work (one line when torch has no such device)."""
+    from .train import check_device
+
+    return check_device(args.device, "--device")
 
 
 def _reference_run(args) -> int:
@@ -137,6 +157,7 @@ def _train(args) -> int:
 
     from .api import Catalyzer
 
+    device = _device(args)
     if args.checkpoint_dir is not None:
         from pathlib import Path
 
@@ -154,7 +175,9 @@ def _train(args) -> int:
         "end2end_r2": args.end2end_r2,
     }
     over = {k: v for k, v in over.items() if v is not None}
-    cat = Catalyzer(args.d_out, args.hidden, args.lam, args.preset, seed=args.seed, **over)
+    cat = Catalyzer(
+        args.d_out, args.hidden, args.lam, args.preset, seed=args.seed, device=device, **over
+    )
     xt = read_vectors(args.xt)
     with threads(_threads(args)):
         cat.fit(xt, progress=True, checkpoint_dir=args.checkpoint_dir)
@@ -172,8 +195,8 @@ class ModelEncoder:
     """A picklable `x -> Catalyzer.load(model).encode(x, quantizer)` for Dask workers: each
     worker loads the model file (on shared storage) once and keeps it."""
 
-    def __init__(self, model_path: str, quantizer: str):
-        self.model_path, self.quantizer = model_path, quantizer
+    def __init__(self, model_path: str, quantizer: str, device: str = "cpu"):
+        self.model_path, self.quantizer, self.device = model_path, quantizer, device
         self._cat = None
 
     def __getstate__(self):
@@ -183,7 +206,7 @@ class ModelEncoder:
         from .api import Catalyzer
 
         if self._cat is None:
-            self._cat = Catalyzer.load(self.model_path)
+            self._cat = Catalyzer.load(self.model_path).to(self.device)
         return self._cat.encode(x, self.quantizer)
 
 
@@ -200,7 +223,7 @@ def _encode_dask(args, cat) -> int:
     else:
         client = local_client(args.workers)
     print(f"Dask dashboard: {client.dashboard_link}", flush=True)
-    fn = ModelEncoder(str(Path(args.model).resolve()), args.quantizer)
+    fn = ModelEncoder(str(Path(args.model).resolve()), args.quantizer, args.device)
     fingerprint = f"catalyzer-{cat.model_id}-{args.quantizer}"  # refuses shards of another model
     try:
         m = transform_sharded(
@@ -221,8 +244,9 @@ def _encode(args) -> int:
 
     from .api import Catalyzer
 
+    device = _device(args)
     _check_out(args.out)
-    cat = Catalyzer.load(args.model)
+    cat = Catalyzer.load(args.model).to(device)
     if args.engine == "dask":
         x = mmap_vectors(args.x)  # the workers read their rows; nothing loaded here
         check_same_dim(model=cat.d_in, input=x, paths={"model": args.model, "input": args.x})
@@ -248,8 +272,9 @@ def _search(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".npy", ".ivecs", ".ibin"):  # the format its extension names
         raise InputError(f"{out}: ids are written as .npy (int64), .ivecs or .ibin (int32)")
+    device = _device(args)
     _check_out(out)
-    cat = Catalyzer.load(args.model)
+    cat = Catalyzer.load(args.model).to(device)
     codes = cat.load_codes(args.codes, args.quantizer)
     xq = read_vectors(args.xq)
     check_same_dim(model=cat.d_in, query=xq, paths={"model": args.model, "query": args.xq})

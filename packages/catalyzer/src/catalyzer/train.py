@@ -48,6 +48,17 @@ bookkeeping about 2-4 %. torch.compile is not offered: compiling the forward pas
 changed the losses by 3e-7 and the weights by 2.5e-4 within 60 steps (inductor fuses batch norm,
 normalisation and the loss differently), so it cannot give the same numbers.
 
+Device (`device`, default "cpu"; `check_device`): the network, the training vectors and the
+steps run on the torch device; the negatives mining, the positives and the validation searches
+stay in numpy / faiss on the host (f(x) is computed on the device and copied back once per
+epoch), and so do the RNGs: the initialisation draws from torch's CPU generator before the
+network is moved, the positives and the batch order from the numpy Generator, so a CUDA run
+starts from the same weights and sees the same batches as a CPU run (its float sums differ in
+the last bits, as with another thread count). The kept states (TrainResult.state_dict, the
+checkpoint's best state) are CPU tensors whatever the device. The device is not a
+hyper-parameter: not in the TrainConfig, the checkpoint fingerprint or the model-cache key
+(a resume on another device is warned about, as one with another thread count).
+
 Checkpoints (`checkpoint_dir`, as ccst.train): after every epoch `<checkpoint_dir>/last.pt` is
 written atomically (annrepro.atomic) with the network and optimizer (momentum) states, the number
 of finished epochs, the kept best state with its score and epoch, the history, the RNG states the
@@ -89,6 +100,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "check_device",
     "lr_at",
     "mine_negatives",
     "positives_knn",
@@ -205,6 +217,47 @@ class TrainResult:
     mining_share: float = 0.0
 
 
+def check_device(device, option: str = "device") -> str:
+    """The torch device `device` names ("cpu", "cuda", "cuda:1"), as a string; a SettingError
+    in one line naming `option` for a name torch does not know, a device other than the CPU
+    and CUDA, or CUDA where torch has none (a CPU-only build, no driver or no GPU visible), so
+    that `--device cuda` on such a machine is a line, not a traceback at the first tensor."""
+    import torch
+    from annrepro.errors import SettingError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise SettingError(
+            f"{option} {device!r}: not a torch device ({first_line(e)}); use cpu or cuda"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build"
+                if torch.version.cuda is None
+                else f"built for CUDA {torch.version.cuda}, but no GPU or driver is visible"
+            )
+            raise SettingError(
+                f"{option} {device}: torch.cuda.is_available() is False (torch "
+                f"{torch.__version__}, {build}); install a CUDA build of torch or use "
+                f"{option} cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingError(
+                f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise SettingError(f"{option} {device}: only cpu and cuda devices are supported")
+    return str(dev)
+
+
+def _cpu_state(net) -> dict:
+    """A copy of net's state dict on the CPU (the values of `copy.deepcopy(net.state_dict())`
+    on a CPU network): what results and checkpoints keep, readable without a GPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
 def lr_at(epoch: int, epochs: int, stages) -> float:
     """Learning rate of `epoch` (0-based) for stages ((start fraction, lr), ...)."""
     lr = float(stages[0][1])
@@ -265,8 +318,9 @@ def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exa
     raise InputError(f"unknown neg_search {method!r} ('exact' or 'hnsw32')")
 
 
-def _forward(net, x: np.ndarray, bs: int = 4096) -> np.ndarray:
-    """f(x) float32 (n, d_out) in eval mode, in batches of bs rows.
+def _forward(net, x: np.ndarray, bs: int = 4096, device: str = "cpu") -> np.ndarray:
+    """f(x) float32 (n, d_out) in eval mode, in batches of bs rows, computed on `device` (where
+    net is) and copied back to the host.
 
     bs stays 4096: the batch size can change the GEMM kernel, hence the last bits of f(x) and
     the mined negatives. Written into one preallocated array, without autograd bookkeeping.
@@ -277,7 +331,7 @@ def _forward(net, x: np.ndarray, bs: int = 4096) -> np.ndarray:
     out = np.empty((x.shape[0], net.d_out), dtype=np.float32)
     with torch.inference_mode():
         for i in range(0, x.shape[0], bs):
-            out[i : i + bs] = net(torch.from_numpy(x[i : i + bs])).numpy()
+            out[i : i + bs] = net(torch.from_numpy(x[i : i + bs]).to(device)).cpu().numpy()
     return out
 
 
@@ -364,10 +418,12 @@ class _Progress:
     def keep_if_best(self, score: float, epoch: int, net) -> None:
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
-            self.best_state = copy.deepcopy(net.state_dict())
+            self.best_state = _cpu_state(net)
 
 
-def _resume(path: Path, fingerprint: dict, net, opt, rng, cfg: TrainConfig) -> _Progress:
+def _resume(
+    path: Path, fingerprint: dict, net, opt, rng, cfg: TrainConfig, device: str = "cpu"
+) -> _Progress:
     """Load the checkpoint at `path` into net, opt, rng and torch's generator; its progress."""
     import torch
 
@@ -406,11 +462,28 @@ def _resume(path: Path, fingerprint: dict, net, opt, rng, cfg: TrainConfig) -> _
             ckpt.get("threads"),
             torch.get_num_threads(),
         )
+    if ckpt.get("device", "cpu") != device:
+        log.warning(
+            "%s was written on device %s, resumed on %s: the weights may differ in the last "
+            "bits from an uninterrupted run",
+            path,
+            ckpt.get("device", "cpu"),
+            device,
+        )
     log.info("resuming from %s at epoch %d / %d", path, start, cfg.epochs)
     return prog
 
 
-def _save(path: Path, fingerprint: dict, net, opt, rng, prog: _Progress, total_s: float) -> None:
+def _save(
+    path: Path,
+    fingerprint: dict,
+    net,
+    opt,
+    rng,
+    prog: _Progress,
+    total_s: float,
+    device: str = "cpu",
+) -> None:
     """Write the checkpoint of the finished epochs (atomic; draws no random numbers)."""
     import torch
 
@@ -430,6 +503,7 @@ def _save(path: Path, fingerprint: dict, net, opt, rng, prog: _Progress, total_s
             "n_seen": prog.n_seen,
         },
         "threads": torch.get_num_threads(),
+        "device": device,
     }
     save_checkpoint(blob, path)  # annrepro.checkpoint: atomic, one line on failure
 
@@ -502,9 +576,10 @@ def train_epoch(net, opt, xtr_t, pos_nn: np.ndarray, neg_nn: np.ndarray, rng, cf
             opt.step()
         return loss.detach(), l_rank.detach(), l_koleo.detach()
 
-    def gathered(ids: np.ndarray):  # ids int64 (m, b) -> float32 (m, 3b, d_in)
-        rows = np.concatenate([ids, pos[ids], neg_nn[ids]], axis=1)
-        return xtr_t[torch.from_numpy(rows.ravel())].view(ids.shape[0], 3 * ids.shape[1], -1)
+    def gathered(ids: np.ndarray):  # ids int64 (m, b) -> float32 (m, 3b, d_in), on xtr_t's device
+        rows = np.concatenate([ids, pos[ids], neg_nn[ids]], axis=1).ravel()
+        rows_t = torch.from_numpy(rows).to(xtr_t.device)
+        return xtr_t[rows_t].view(ids.shape[0], 3 * ids.shape[1], -1)
 
     net.train()
     vals = []
@@ -518,7 +593,7 @@ def train_epoch(net, opt, xtr_t, pos_nn: np.ndarray, neg_nn: np.ndarray, rng, cf
         vals.append(step(gathered(tail[None])[0], len(tail)))
     n_seen = n_full * bs + (len(tail) if len(tail) >= 2 else 0)
     # read back once: float64 sums in batch order, as the plain step's running sums
-    v = torch.stack([torch.stack(t) for t in vals]).numpy().astype(np.float64)
+    v = torch.stack([torch.stack(t) for t in vals]).cpu().numpy().astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(v[:, 0]))
     if bad.size:
         net.load_state_dict(last_good)
@@ -540,6 +615,10 @@ def _train_epoch_plain(net, opt, xtr_t, pos_nn, neg_nn, rng, cfg, st=None):
     n = xtr_t.shape[0]
     pos = pos_nn[np.arange(n), rng.integers(cfg.k_pos, size=n)]
     perm = rng.permutation(n)
+
+    def ids(a: np.ndarray):  # int64 row ids on xtr_t's device
+        return torch.from_numpy(a).to(xtr_t.device)
+
     net.train()
     sums = np.zeros(3)
     nb = n_seen = 0
@@ -549,13 +628,12 @@ def _train_epoch_plain(net, opt, xtr_t, pos_nn, neg_nn, rng, cfg, st=None):
         if b < 2:  # batch norm and KoLeo need two points
             continue
         if cfg.bn_passes == "joint":  # one batch-norm batch of 3b rows
-            rows = torch.from_numpy(np.concatenate([idx, pos[idx], neg_nn[idx]]))
-            out = net(xtr_t[rows])
+            out = net(xtr_t[ids(np.concatenate([idx, pos[idx], neg_nn[idx]]))])
             a, p, ng = out[:b], out[b : 2 * b], out[2 * b :]
         else:  # three passes, as the authors' train.py: net(ins), net(pos), net(neg)
-            a = net(xtr_t[torch.from_numpy(idx)])
-            p = net(xtr_t[torch.from_numpy(pos[idx])])
-            ng = net(xtr_t[torch.from_numpy(neg_nn[idx])])
+            a = net(xtr_t[ids(idx)])
+            p = net(xtr_t[ids(pos[idx])])
+            ng = net(xtr_t[ids(neg_nn[idx])])
         if st is not None:
             p, ng = st(p), st(ng)
         loss, l_rank, l_koleo = catalyzer_loss(a, p, ng, cfg.lam)
@@ -573,17 +651,21 @@ def _train_epoch_plain(net, opt, xtr_t, pos_nn, neg_nn, rng, cfg, st=None):
     return {"loss": float(means[0]), "rank": float(means[1]), "koleo": float(means[2])}, n_seen
 
 
-def validate(net, xvq: np.ndarray, xvb: np.ndarray, gt: np.ndarray, quantizer: str) -> float:
+def validate(
+    net, xvq: np.ndarray, xvb: np.ndarray, gt: np.ndarray, quantizer: str, device: str = "cpu"
+) -> float:
     """1-recall@10 of the quantized search of f(xvq) in f(xvb) (Sec. 5.1).
 
     Args:
         xvq: float32 (nq, d_in) queries; xvb: float32 (nb, d_in) base.
         gt: int64 (nq, >= 1) exact nearest neighbours of xvq in xvb, in the input space.
         quantizer: "zn_<r2>", "sign" or "none" (`search.quantized_search`).
+        device: where net is; f is computed there, the search runs on the host (faiss).
     """
     from annrepro.metrics import one_recall_at
 
-    I = quantized_search(_forward(net, xvq), _forward(net, xvb), 10, quantizer)
+    fq, fb = _forward(net, xvq, device=device), _forward(net, xvb, device=device)
+    I = quantized_search(fq, fb, 10, quantizer)
     return one_recall_at(I, gt, 10)
 
 
@@ -634,6 +716,7 @@ def train_catalyzer(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train a catalyzer on xt (Sec. 3, 5.2).
 
@@ -649,10 +732,13 @@ def train_catalyzer(
             no checkpoints.
         resume: continue from `checkpoint_dir/last.pt` when it is there (False: start afresh and
             overwrite it).
+        device: torch device of the network and the steps ("cpu", "cuda"; module docstring);
+            mining and validation searches run on the host.
     Returns:
         TrainResult with the best validation state (the last state when n_val = 0).
     Raises:
         ValueError: bad inputs (non-finite data, too few vectors, empty lattice).
+        SettingError: a device torch does not have (`check_device`).
         CheckpointMismatch: the checkpoint to resume from has another configuration or data.
         InputError: a checkpoint that cannot be read or written, naming the file.
         TrainingDiverged: the loss became NaN/inf; names the epoch, carries the last good state.
@@ -664,10 +750,12 @@ def train_catalyzer(
     from .lattice import ZnSphereLattice
     from .model import CatalyzerNet, StraightThroughLattice
 
+    device = check_device(device)
     xt, xtr, xvq, xvb = _inputs(xt, cfg, validation)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = CatalyzerNet(xt.shape[1], cfg.d_out, cfg.hidden, cfg.arch)
+    # initialised on the CPU (its generator), then moved: the same initial weights on any device
+    net = CatalyzerNet(xt.shape[1], cfg.d_out, cfg.hidden, cfg.arch).to(device)
     params = list(net.parameters())
     opt = None
     if params:  # the identity catalyzer has nothing to train
@@ -677,7 +765,7 @@ def train_catalyzer(
         ckpt_path = checkpoint_path(checkpoint_dir, CHECKPOINT_NAME)
         fingerprint = _fingerprint(cfg, xt, None if validation is None else (xvq, xvb))
         if resume and ckpt_path.exists():
-            prog = _resume(ckpt_path, fingerprint, net, opt, rng, cfg)
+            prog = _resume(ckpt_path, fingerprint, net, opt, rng, cfg, device)
     st = None
     if cfg.end2end_r2 is not None:
         st = StraightThroughLattice(ZnSphereLattice(cfg.d_out, cfg.end2end_r2))
@@ -685,7 +773,7 @@ def train_catalyzer(
     t_start = time.perf_counter()
     pos_nn = positives_knn(xtr, cfg.k_pos, include_self=cfg.pos_include_self)
     gt_val = None if xvq is None else faiss.knn(xvq, xvb, 1)[1]
-    xtr_t = torch.from_numpy(xtr)
+    xtr_t = torch.from_numpy(xtr).to(device)  # the training vectors stay on the device
     epochs = tqdm(
         range(prog.epoch, cfg.epochs),
         desc=f"catalyzer d_out={cfg.d_out}",
@@ -699,7 +787,8 @@ def train_catalyzer(
         for g in opt.param_groups if opt is not None else ():
             g["lr"] = lr
         t0 = time.perf_counter()
-        y = _forward(net, xtr)  # negatives: in the output space, once per epoch (Sec. 3.2)
+        # negatives: in the output space, once per epoch (Sec. 3.2)
+        y = _forward(net, xtr, device=device)
         neg_nn = mine_negatives(y, _searched(y, st), cfg.k_neg, cfg.neg_search)
         t1 = time.perf_counter()
         try:
@@ -715,14 +804,14 @@ def train_catalyzer(
         rec = {"epoch": epoch, "lr": lr, **losses, "mine_s": t1 - t0, "train_s": t2 - t1}
         if gt_val is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
             t3 = time.perf_counter()
-            rec["val_1-recall@10"] = validate(net, xvq, xvb, gt_val, cfg.val_quantizer)
+            rec["val_1-recall@10"] = validate(net, xvq, xvb, gt_val, cfg.val_quantizer, device)
             rec["val_s"] = time.perf_counter() - t3
             prog.keep_if_best(rec["val_1-recall@10"], epoch, net)
             _log_epoch(rec, cfg, prog)
         prog.history.append(rec)
         if ckpt_path is not None:  # draws no random numbers, changes no state
             total_s = prog.prior_s + time.perf_counter() - t_start
-            _save(ckpt_path, fingerprint, net, opt, rng, prog, total_s)
+            _save(ckpt_path, fingerprint, net, opt, rng, prog, total_s, device)
     return _result(net, cfg, xt.shape[1], prog, prog.prior_s + time.perf_counter() - t_start)
 
 
@@ -748,7 +837,7 @@ def _result(net, cfg: TrainConfig, d_in: int, prog: _Progress, total: float) -> 
     """The TrainResult of a finished run: the kept state (the last one without validation)."""
     best_state, best_epoch = prog.best_state, prog.best_epoch
     if best_state is None:
-        best_state, best_epoch = copy.deepcopy(net.state_dict()), cfg.epochs - 1
+        best_state, best_epoch = _cpu_state(net), cfg.epochs - 1
     vps = prog.n_seen / prog.train_s if prog.train_s > 0 else 0.0
     busy = prog.mine_s + prog.train_s
     share = prog.mine_s / busy if busy > 0 else 0.0

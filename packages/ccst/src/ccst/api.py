@@ -39,7 +39,7 @@ from annrepro.validate import float32_problem, real_dtype_problem
 from ccst.errors import DataError, ModelFileError, first_line
 from ccst.losses import ALPHA, BETA, estimate_boundary
 from ccst.model import NORMS, CCSTConfig, CCSTNet
-from ccst.train import TrainConfig, as_tensor_ready, split_train_val, train
+from ccst.train import TrainConfig, as_tensor_ready, check_device, split_train_val, train
 
 __all__ = ["CCST"]
 
@@ -160,7 +160,8 @@ class CCST:
         input_scaling: "output" (default, our choice), "boundary" or "none" (as printed); see
             the module docstring.
         scale_sample: training rows used to fit the output scale.
-        device: torch device for fit and transform.
+        device: torch device for fit and transform ("cpu", "cuda"; SettingError in one line
+            when torch has no such device, `ccst.train.check_device`).
         progress: tqdm bar over epochs.
     """
 
@@ -235,7 +236,7 @@ class CCST:
             checkpoint_every=checkpoint_every,
         )
         self.seed = seed
-        self.device = device
+        self.device = check_device(device)
         self.progress = progress
         self.net: ScaledNet | None = None
         self.boundary: float | None = None
@@ -401,6 +402,7 @@ class CCST:
                 a CCST model, of an unknown format, or its weights do not fit its configuration;
                 one line naming the file.
         """
+        device = check_device(device)  # a device problem is not the file's
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(path, "no such file" if not path.exists() else "not a file")

@@ -38,7 +38,7 @@ from torch import nn
 
 from ccst.losses import ALPHA, BETA, estimate_boundary
 from ccst.model import LinearABN
-from ccst.train import TrainConfig, as_tensor_ready, split_train_val, train
+from ccst.train import TrainConfig, as_tensor_ready, check_device, split_train_val, train
 
 __all__ = [
     "CompressorConfig",
@@ -222,7 +222,7 @@ class _Compressor:
             seed=seed,
             **loss_settings,
         )
-        self.seed, self.device, self.progress = seed, device, progress
+        self.seed, self.device, self.progress = seed, check_device(device), progress
         self.net: nn.Module | None = None
         self.history: list[dict] = []
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _quiet_logging()
         run = {"index": _index, "search": _search}[argv[0]]
-        return run_cli("ccst", lambda a: run(_index_parser().parse_args(a)), argv)
+        return run_cli("ccst", lambda a: run(_checked(_index_parser().parse_args(a))), argv)
     parser = argparse.ArgumentParser(
         prog="ccst", description="Train and apply CCST; reproduce the tables of the CCST paper."
     )
@@ -126,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     return _run(_train if args.command == "train" else _compress, args)
+
+
+def _checked(args):
+    """args, once --device is a device torch has (one line `ccst: error: --device cuda:
+    torch.cuda.is_available() is False ...` otherwise), before any work."""
+    from ccst.train import check_device
+
+    args.device = check_device(args.device, "--device")
+    return args
 
 
 def _quiet_logging() -> None:
@@ -339,7 +348,7 @@ def _run(command, args) -> int:
     from ccst.errors import ModelFileError
 
     try:
-        return command(args)
+        return command(_checked(args))
     except (_FileProblem, ModelFileError) as e:
         print(f"ccst: error: {e.path}: {_one_line(e.problem)}", file=sys.stderr)
     # VectorFileError names its file; a ValueError is an option the library refuses (--factor)

@@ -17,6 +17,10 @@ checkpoint (`_Checkpoints`: resume, due, save), one epoch (`train_epoch`) and th
 
 The same loop trains the compressor baselines of Table 5 (`ccst.baselines`): any module with a
 `cfg` holding `d_in` and `to_dict()`, with the INRP loss (the default) or another `loss_fn`.
+
+Device (`device`, `check_device`): the network, the batches and AdamW run there; the split, the
+batch order (a CPU torch.Generator) and the initial weights (drawn before the network is moved)
+are the CPU's, so a CUDA run sees the same batches from the same start as a CPU run.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "LossFn",
     "TrainConfig",
     "TrainingDiverged",
+    "check_device",
     "min_train_vectors",
     "split_train_val",
     "train",
@@ -113,6 +118,40 @@ class TrainConfig:
     def lr_at(self, epoch: int) -> float:
         """Poly schedule (Sec. 4.1): learning rate of 0-based `epoch`."""
         return self.lr * (1.0 - epoch / self.epochs) ** self.poly_power
+
+
+def check_device(device, option: str = "device") -> str:
+    """The torch device `device` names ("cpu", "cuda", "cuda:1"), as a string; a SettingError
+    in one line naming `option` for a name torch does not know, a device other than the CPU
+    and CUDA, or CUDA where torch has none (a CPU-only build, no driver or no GPU visible), so
+    that `--device cuda` on such a machine is a line, not a traceback at the first tensor."""
+    from annrepro.errors import SettingError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise SettingError(
+            f"{option} {device!r}: not a torch device ({first_line(e)}); use cpu or cuda"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build"
+                if torch.version.cuda is None
+                else f"built for CUDA {torch.version.cuda}, but no GPU or driver is visible"
+            )
+            raise SettingError(
+                f"{option} {device}: torch.cuda.is_available() is False (torch "
+                f"{torch.__version__}, {build}); install a CUDA build of torch or use "
+                f"{option} cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingError(
+                f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise SettingError(f"{option} {device}: only cpu and cuda devices are supported")
+    return str(dev)
 
 
 def _n_val(nt: int, val_fraction: float) -> int:
@@ -388,7 +427,7 @@ def train(
         cfg: optimisation settings.
         checkpoint_dir: where `last.pt` is written; None: no checkpoints.
         resume: continue from `checkpoint_dir/last.pt` when present.
-        device: torch device.
+        device: torch device ("cpu", "cuda"; `check_device`).
         progress: show a tqdm bar over epochs.
         on_epoch_end: called with each epoch's history record (e.g. to log, or to stop).
         loss_fn: objective of a mini-batch, `loss_fn(net, xb) -> scalar`; None: the INRP loss
@@ -402,7 +441,9 @@ def train(
         CheckpointMismatch: resuming from a checkpoint of another configuration.
         DataError: xt of another dimension, or too few vectors (`split_train_val`).
         ModelFileError: a checkpoint that cannot be read or written, naming the file.
+        SettingError: a device torch does not have (`check_device`).
     """
+    device = check_device(device)
     nt, d = xt.shape
     if d != net.cfg.d_in:
         raise DataError(

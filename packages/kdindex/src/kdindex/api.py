@@ -24,7 +24,7 @@ import numpy as np
 
 from .posting import PostingListIndex
 from .quantizers import KINDS, CodebookQuantizer, train_quantizer
-from .student import Student, adc_search, reconstruction_norms2
+from .student import Student, adc_search, check_device, reconstruction_norms2
 from .train import TrainConfig, TrainResult, index_codes, train_student
 
 __all__ = ["KDIndex"]
@@ -42,7 +42,10 @@ class KDIndex:
     kind: "PQ" | "OPQ" | "AQ"; metric: "l2" | "ip"; B codebooks of W codewords (Sec. 4.1:
     8 and 256; W must be a power of two: codes are log2(W) bits); K: teacher neighbours per
     training query (Sec. 4.1: 10); config: `TrainConfig` (loss, lr, batch size, ...);
-    warm: keyword arguments for `train_quantizer` (n_train, opq_niter, aq_beam, aq_refine).
+    warm: keyword arguments for `train_quantizer` (n_train, opq_niter, aq_beam, aq_refine);
+    device: torch device of the training and of the balanced encoding of the base at `fit`
+    ("cpu", "cuda"; `student.check_device`); the warm start (faiss), `encode` and `search`
+    (numpy / faiss) run on the host. Not saved with the index.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class KDIndex:
         K: int = 10,
         config: TrainConfig | None = None,
         n_warm: int = 100_000,
+        device: str = "cpu",
         **warm,
     ):
         if kind not in KINDS:
@@ -71,6 +75,7 @@ class KDIndex:
         self.kind, self.metric, self.B, self.W, self.K = kind, metric, B, W, K
         self.config = config or TrainConfig()
         self.n_warm, self.warm = int(n_warm), warm
+        self.device = check_device(device)
         self.quantizer: CodebookQuantizer | None = None
         self.codes: np.ndarray | None = None
         self.norms2: np.ndarray | None = None
@@ -142,6 +147,7 @@ class KDIndex:
         sample = xb[np.sort(rng.permutation(len(xb))[: self.n_warm])]
         warm = train_quantizer(self.kind, sample, B=self.B, W=self.W, seed=cfg.seed, **self.warm)
         student = Student.from_quantizer(warm, sample, self.metric, cfg.temperature)
+        student.to(self.device)  # built on the CPU, trained where it is (train.train_student)
         settings = {"n_warm": self.n_warm, "warm": dict(sorted(self.warm.items()))}
         self.result = train_student(
             student,

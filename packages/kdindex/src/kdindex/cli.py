@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--seed", type=int, default=0, help="warm-start sample, k-means, batch order")
     f.add_argument("--threads", type=positive_int, default=None, help=_THREADS_HELP)
+    f.add_argument("--device", default="cpu", help="torch device of training: cpu, cuda[:N]")
     f.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -266,8 +267,10 @@ def _train(args) -> int:
     from annrepro.vecio import read_vectors
 
     from .api import KDIndex
+    from .student import check_device
     from .train import CHECKPOINT_NAME, TrainConfig
 
+    device = check_device(args.device, "--device")  # before any work
     if args.checkpoint_dir is not None:
         from pathlib import Path
 
@@ -295,7 +298,8 @@ def _train(args) -> int:
         distill_weight=args.distill_weight,
     )
     warm = {"aq_beam": args.aq_beam} if args.kind == "AQ" else {}
-    index = KDIndex(args.kind, args.metric, args.B, args.W, args.K, cfg, n_warm=args.n_warm, **warm)
+    kw = {"n_warm": args.n_warm, "device": device, **warm}
+    index = KDIndex(args.kind, args.metric, args.B, args.W, args.K, cfg, **kw)
     with _threads(args):
         index.fit(xb, xt, labels=labels, checkpoint_dir=args.checkpoint_dir)
     index.save(args.out)

@@ -51,9 +51,17 @@ LOSSES = ("distribution", "weighted_kl", "lambdarank")
 KL_WEIGHTINGS = ("prob", "score")  # Eq. 5's rank weight: on the probability, or on the score
 
 
-def rank_weights(K: int, dtype=torch.float32) -> torch.Tensor:
-    """float (K,): w_i = 1 / rank(i), ranks 1..K (Eq. 5, 6)."""
-    return 1.0 / torch.arange(1, K + 1, dtype=dtype)
+def rank_weights(K: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """float (K,): w_i = 1 / rank(i), ranks 1..K (Eq. 5, 6), on `device` (default the CPU)."""
+    return 1.0 / torch.arange(1, K + 1, dtype=dtype, device=device)
+
+
+def _weights(weights, K: int, like: torch.Tensor) -> torch.Tensor:
+    """`weights` (default 1 / rank) with the dtype and on the device of `like`: the losses take
+    CPU weights (`rank_weights(K)`) for scores on any device."""
+    if weights is None:
+        return rank_weights(K, like.dtype, like.device)
+    return weights.to(device=like.device, dtype=like.dtype)
 
 
 def distribution_loss(
@@ -73,7 +81,7 @@ def distribution_loss(
     (`- sum_i w_i sum_b sum_k p~^q log p~^{d_i}`); see the module docstring.
     """
     n, K = logits_d.shape[:2]
-    w = rank_weights(K, logits_d.dtype) if weights is None else weights.to(logits_d.dtype)
+    w = _weights(weights, K, logits_d)
     pq = F.softmax(logits_q, dim=-1)  # (n, B, W)
     log_pd = F.log_softmax(logits_d, dim=-1)  # (n, K, B, W)
     ce = -(pq[:, None] * log_pd).sum(dim=(-1, -2))  # (n, K): cross entropy summed over codebooks
@@ -104,7 +112,7 @@ def weighted_kl_target(
     candidates of the rank-weighted similarities `S(q, d_i)` (s_true float (n, K), teacher order;
     weights float (K,), default 1 / rank; weighting: see the module docstring)."""
     K = s_true.shape[1]
-    w = rank_weights(K, s_true.dtype) if weights is None else weights.to(s_true.dtype)
+    w = _weights(weights, K, s_true)
     return F.softmax(_kl_logits(s_true, w, weighting), dim=1)
 
 
@@ -123,7 +131,7 @@ def weighted_kl_loss(
     `KL(p~^g || p~) = sum_i p~^g_i log(p~^g_i / p~_i)`, mean over queries.
     """
     K = s_quant.shape[1]
-    w = rank_weights(K, s_quant.dtype) if weights is None else weights.to(s_quant.dtype)
+    w = _weights(weights, K, s_quant)
     log_p = F.log_softmax(_kl_logits(s_quant, w, weighting), dim=1)
     log_pg = F.log_softmax(_kl_logits(s_true, w, weighting), dim=1)
     return (log_pg.exp() * (log_pg - log_p)).sum(1).mean()
@@ -135,10 +143,11 @@ def _delta_ndcg(s: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
     n, K = s.shape
     order = torch.argsort(s, dim=1, descending=True)
     pos = torch.empty_like(order)
-    pos.scatter_(1, order, torch.arange(K).expand(n, K))
+    pos.scatter_(1, order, torch.arange(K, device=s.device).expand(n, K))
     disc = 1.0 / torch.log2(pos.to(s.dtype) + 2.0)  # (n, K), position 0 -> 1 / log2(2)
-    gain = (2.0**rel - 1.0).to(s.dtype)  # (K,)
-    ideal = (torch.sort(gain, descending=True).values / torch.log2(torch.arange(K) + 2.0)).sum()
+    gain = (2.0**rel - 1.0).to(device=s.device, dtype=s.dtype)  # (K,)
+    ranks = torch.arange(K, device=s.device)
+    ideal = (torch.sort(gain, descending=True).values / torch.log2(ranks + 2.0)).sum()
     dg = (gain[:, None] - gain[None, :]).abs()  # (K, K)
     dd = (disc[:, :, None] - disc[:, None, :]).abs()  # (n, K, K)
     return dg[None] * dd / ideal
@@ -153,11 +162,12 @@ def lambdarank_loss(s_quant: torch.Tensor, weights: torch.Tensor | None = None) 
     mean over queries; |dNDCG| is computed without gradient (module docstring).
     """
     n, K = s_quant.shape
-    rel = rank_weights(K, s_quant.dtype) if weights is None else weights.to(s_quant.dtype)
+    rel = _weights(weights, K, s_quant)
     with torch.no_grad():
         dndcg = _delta_ndcg(s_quant.detach(), rel)
     pair = F.softplus(s_quant[:, None, :] - s_quant[:, :, None])  # [n, i, j] = log(1+e^(p_j-p_i))
-    upper = torch.triu(torch.ones(K, K, dtype=torch.bool), diagonal=1)  # i ranked above j
+    ones = torch.ones(K, K, dtype=torch.bool, device=s_quant.device)
+    upper = torch.triu(ones, diagonal=1)  # i ranked above j
     return (pair * dndcg * upper).sum(dim=(1, 2)).mean()
 
 

@@ -22,6 +22,11 @@ b, fixed at construction, so that the softmax is neither uniform nor one-hot at 
 `adc_search` is the asymmetric-distance search: the query stays unquantized, a look-up table
 holds its similarity to every codeword, and a document's score is the sum of its B entries
 (plus the stored squared norm of its reconstruction for L2).
+
+Device: a `Student` is built on the CPU (its warm start and temperatures included) and moved with
+`.to(device)` (`check_device`); training and the balanced encoding run where its codebooks are
+(`train.py` follows `student.codebooks.device`), `to_quantizer` hands numpy arrays back, and the
+ADC search is numpy / faiss on the host.
 """
 
 from __future__ import annotations
@@ -34,9 +39,44 @@ from torch import nn
 
 from .quantizers import CodebookQuantizer, CodebookShape
 
-__all__ = ["Student", "adc_search", "lookup_tables"]
+__all__ = ["Student", "adc_search", "check_device", "lookup_tables"]
 
 log = logging.getLogger(__name__)
+
+
+def check_device(device, option: str = "device") -> str:
+    """The torch device `device` names ("cpu", "cuda", "cuda:1"), as a string; a SettingError
+    in one line naming `option` for a name torch does not know, a device other than the CPU
+    and CUDA, or CUDA where torch has none (a CPU-only build, no driver or no GPU visible), so
+    that `--device cuda` on such a machine is a line, not a traceback at the first tensor."""
+    from annrepro.checkpoint import first_line
+    from annrepro.errors import SettingError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise SettingError(
+            f"{option} {device!r}: not a torch device ({first_line(e)}); use cpu or cuda"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build"
+                if torch.version.cuda is None
+                else f"built for CUDA {torch.version.cuda}, but no GPU or driver is visible"
+            )
+            raise SettingError(
+                f"{option} {device}: torch.cuda.is_available() is False (torch "
+                f"{torch.__version__}, {build}); install a CUDA build of torch or use "
+                f"{option} cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingError(
+                f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise SettingError(f"{option} {device}: only cpu and cuda devices are supported")
+    return str(dev)
 
 
 def _sq_dist(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -110,7 +150,7 @@ class Student(nn.Module, CodebookShape):
         """
         n = xt.shape[0]
         C = self.codebooks
-        out_codes = torch.empty((n, self.B), dtype=torch.int64)
+        out_codes = torch.empty((n, self.B), dtype=torch.int64, device=xt.device)
         dists, parts = [], []
         r = xt
         dsub = C.shape[2]
@@ -157,8 +197,8 @@ class Student(nn.Module, CodebookShape):
     def to_quantizer(self) -> CodebookQuantizer:
         """The learned codebooks as a `CodebookQuantizer` (no faiss object; AQ encodes with
         faiss's beam search of width `aq_beam`, as the AQ baseline)."""
-        R = None if self.rotation is None else self.rotation.detach().numpy().copy()
-        cb = self.codebooks.detach().numpy().copy()
+        R = None if self.rotation is None else self.rotation.detach().cpu().numpy().copy()
+        cb = self.codebooks.detach().cpu().numpy().copy()
         return CodebookQuantizer(self.kind, self.d_in, self.d_out, cb, R, aq_beam=self.aq_beam)
 
 

@@ -209,7 +209,7 @@ def sinkhorn_codes(
     M, W = c.shape
     K = torch.exp(-c / reg)
     a, b = 1.0 / M, 1.0 / W
-    v = torch.ones(W, dtype=K.dtype)
+    v = torch.ones(W, dtype=K.dtype, device=K.device)
     for it in range(int(num_iter)):
         u = a / (K @ v)
         Ktu = K.T @ u
@@ -221,12 +221,12 @@ def sinkhorn_codes(
     ok = ok and bool(torch.isfinite(u).all()) and bool((u > 0).all())
     if not ok:
         return torch.from_numpy(
-            balanced_assign(sq_dist.numpy(), reg=reg, num_iter=num_iter, rounding=rounding)
-        )
+            balanced_assign(sq_dist.cpu().numpy(), reg=reg, num_iter=num_iter, rounding=rounding)
+        ).to(sq_dist.device)
     if rounding == "argmax":
         return (K * v[None, :]).argmax(1)
     score = torch.log(u)[:, None] - c / reg + torch.log(v)[None, :]
-    return torch.from_numpy(balanced_round(score.numpy()))
+    return torch.from_numpy(balanced_round(score.cpu().numpy())).to(sq_dist.device)
 
 
 def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -235,7 +235,7 @@ def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> tor
     with torch.no_grad():
         C = student.codebooks
         dsub = C.shape[2]
-        codes = torch.empty((xt.shape[0], student.B), dtype=torch.int64)
+        codes = torch.empty((xt.shape[0], student.B), dtype=torch.int64, device=xt.device)
         r = xt
         for b in range(student.B):
             x_b = xt[:, b * dsub : (b + 1) * dsub] if student.product else r
@@ -247,13 +247,13 @@ def _balanced_codes(student: Student, xt: torch.Tensor, cfg: TrainConfig) -> tor
             else:
                 t = torch.from_numpy(
                     balanced_assign(
-                        d.double().numpy(),
+                        d.double().cpu().numpy(),
                         reg=cfg.sinkhorn_reg,
                         method=cfg.sinkhorn_method,
                         num_iter=cfg.sinkhorn_iter,
                         rounding=cfg.balance_rounding,
                     )
-                )
+                ).to(xt.device)
             codes[:, b] = t
             if not student.product:
                 r = r - C[b][codes[:, b]]
@@ -281,9 +281,10 @@ def encode(student: Student, x: np.ndarray, cfg: TrainConfig, balanced: bool) ->
     with torch.no_grad():
         for i0 in chunks:
             idx = order[i0 : i0 + step]
-            xt = student.transform(torch.from_numpy(np.ascontiguousarray(x[idx], np.float32)))
+            xi = np.ascontiguousarray(x[idx], np.float32)
+            xt = student.transform(torch.from_numpy(xi).to(student.codebooks.device))
             c = _balanced_codes(student, xt, cfg) if balanced else student.assign(xt)[0]
-            codes[idx] = c.numpy()
+            codes[idx] = c.cpu().numpy()
     return codes
 
 
@@ -373,7 +374,7 @@ def _fingerprint(student, xb, xq, labels, val, metric, cfg, settings) -> dict:
     )
     config.update(settings or {})
     state = student.state_dict()
-    warm = array_fingerprint(*(state[k].detach().numpy() for k in sorted(state)))
+    warm = array_fingerprint(*(state[k].detach().cpu().numpy() for k in sorted(state)))
     return {
         "config": _plain(config),
         "data": {
@@ -440,8 +441,9 @@ def train_student(
     perm = rng.permutation(nt)
     n_val = int(round(cfg.val_frac * nt)) if nt > 1 else 0
     val, tr = perm[:n_val], perm[n_val:]
-    xqt = torch.from_numpy(np.ascontiguousarray(xq, np.float32))
-    xbt = torch.from_numpy(np.ascontiguousarray(xb, np.float32))
+    device = student.codebooks.device  # where the student is (`Student` module docstring)
+    xqt = torch.from_numpy(np.ascontiguousarray(xq, np.float32)).to(device)
+    xbt = torch.from_numpy(np.ascontiguousarray(xb, np.float32)).to(device)
     with torch.no_grad():
         rec_scale = float((student.transform(xbt[: 1 << 14]) ** 2).mean().clamp_min(1e-12))
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
@@ -554,7 +556,7 @@ def train_student(
         codes = encode(student, xb[docs], cfg, balanced=cfg.init_balance)
         balanced = is_balanced(codes, W)
         losses = []
-        ct = torch.from_numpy(codes.astype(np.int64))
+        ct = torch.from_numpy(codes.astype(np.int64)).to(device)
         for bq in batches(f"init round {r}"):
             dc = ct[pos[labels[bq].reshape(-1)]]
             loss = _batch_loss(student, xqt[bq], xbt[labels[bq]], metric, cfg, dc, rec_scale, False)
