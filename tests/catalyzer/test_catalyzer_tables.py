@@ -44,7 +44,7 @@ TRAIN_KEYS = (
 TABLES = ("table1", "table2", "table3", "figure5", "text")
 
 
-@pytest.mark.parametrize("scale", ["tiny", "small", "full"])
+@pytest.mark.parametrize("scale", ["tiny", "small", "medium", "full"])
 def test_catalyzer_training_params_are_shared_across_tables(scale):
     specs = {t: load_spec(SPECS / f"{t}.toml") for t in TABLES}
     train = {t: {k: s.params_for(scale)[k] for k in TRAIN_KEYS} for t, s in specs.items()}

@@ -21,7 +21,7 @@ def test_every_table_has_a_spec_and_a_producer():
     registered = producers("kdindex")
     assert sorted(t for t in registered if t.startswith("kdindex.")) == PRODUCED
     for s in specs.values():
-        assert set(s.scales) == {"tiny", "small", "full"}
+        assert set(s.scales) == {"tiny", "small", "medium", "full"}
 
 
 def _paper_verdicts(table):

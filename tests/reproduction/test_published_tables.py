@@ -17,7 +17,9 @@ def test_spec_is_consistent(spec):
     for scale, sc in spec.scales.items():
         for paper_name, name in sc.get("datasets", {}).items():
             assert name in reg, f"{spec.id} [{scale}] maps {paper_name} to unknown data set {name}"
-            assert reg[name].get("scale") == scale, (
+            # medium reuses the small stand-ins that already use their files whole (sift-10K, ...)
+            allowed = ("medium", "small") if scale == "medium" else (scale,)
+            assert reg[name].get("scale") in allowed, (
                 f"{spec.id} [{scale}] uses {name}, a {reg[name].get('scale')}-scale data set"
             )
     for c in spec.cells:

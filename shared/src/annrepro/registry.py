@@ -29,7 +29,7 @@ __all__ = [
     "locate_file",
 ]
 
-SCALES = ("tiny", "small", "full")  # annrepro.tables.spec.SCALES (not imported: no cycle)
+SCALES = ("tiny", "small", "medium", "full")  # annrepro.tables.spec.SCALES (not imported: no cycle)
 ROLES = ("base", "learn", "query", "groundtruth")
 
 

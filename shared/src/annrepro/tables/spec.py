@@ -18,7 +18,7 @@ from ..paths import tables_root
 
 __all__ = ["SpecError", "TableSpec", "Column", "Claim", "Cell", "load_spec", "find_specs"]
 
-SCALES = ("tiny", "small", "full")
+SCALES = ("tiny", "small", "medium", "full")
 COMPARES = ("abs", "rel", "info", "ratio")
 CSV_FIELDS = ["dataset", "row", "column", "published", "std", "source", "note"]
 
