@@ -134,6 +134,7 @@ def check_registry(reg: dict, path) -> None:
 
 
 def list_datasets(scale: str | None = None) -> list[str]:
+    """Names of the registered data sets (of one scale, or all), in registry order."""
     return [n for n, e in registry()["datasets"].items() if scale in (None, e.get("scale"))]
 
 
@@ -155,6 +156,7 @@ def _verified_stamp(path: Path, entry: dict) -> Path:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(chunk):

@@ -50,6 +50,8 @@ def _opt_bool(path, column: str, v) -> bool | None:
 
 @dataclass
 class Column:
+    """A column of a table spec: unit, comparison rule and tolerance, direction, timing."""
+
     name: str
     unit: str = ""
     compare: str = "abs"
@@ -93,6 +95,8 @@ class Column:
 
 @dataclass
 class Claim:
+    """A claim of a table spec: better row beats worse row on a column by margin (or ratio)."""
+
     id: str
     text: str
     dataset: str
@@ -106,6 +110,8 @@ class Claim:
 
 @dataclass
 class Cell:
+    """A published cell: data set, row, column, the value as printed and its std, source, note."""
+
     dataset: str
     row: str
     column: str
@@ -118,6 +124,8 @@ class Cell:
 
 @dataclass
 class TableSpec:
+    """A table spec with its published cells: columns, scales, params, claims, notes."""
+
     id: str
     paper: str
     title: str
