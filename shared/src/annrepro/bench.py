@@ -186,7 +186,7 @@ def _markdown(rows: list[BenchRow], title: str, recall: str) -> str:
 
 
 def _plot(rows, recall, path, x_of, xlabel, larger_x_better, logx, title):
-    from .plotting import pyplot, save_figure
+    from .plotting import log_axis, pyplot, save_figure
 
     plt = pyplot()
     if plt is None:
@@ -199,7 +199,7 @@ def _plot(rows, recall, path, x_of, xlabel, larger_x_better, logx, title):
     front = pareto_front(pts, larger_x_better)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto")
     if logx:
-        ax.set_xscale("log")
+        log_axis(ax, "x", base=2 if "bytes" in xlabel else 10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(recall)
     ax.set_title(title, fontsize=9)

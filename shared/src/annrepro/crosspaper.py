@@ -16,19 +16,13 @@ other methods are still produced.
 
 from __future__ import annotations
 
-import time
-
 from .errors import AnnreproError
-from .metrics import per_query_recall
+from .evaluate import RECALLS, SEEDED, run_method
 from .points import cached_point
 from .stats import mean_std_row
 from .tables.runner import register
 
-__all__ = ["crosspaper", "run_method", "settings_of", "RECALLS"]
-
-RECALLS = (("1-recall@1", 1, 1), ("1-recall@10", 1, 10), ("1-recall@100", 1, 100))
-RECALLS += (("10-recall@10", 10, 10),)
-SEEDED = {"catalyzer": "seed", "csst": "seed", "kdindex": "seed"}  # setting that takes the seed
+__all__ = ["crosspaper", "settings_of", "run_method", "RECALLS"]
 
 
 def settings_of(items) -> dict:
@@ -36,36 +30,6 @@ def settings_of(items) -> dict:
     from .methods import parse_overrides
 
     return parse_overrides([f"x.{i}" for i in items]).get("x", {})
-
-
-def run_method(spec, metric, xt, xb, xq, gt, k, seed=0, settings=None, base_in_fit=False):
-    """One fit / add / search of the method `spec` (annrepro.methods): the row's columns
-    (bytes_per_vector, train_s, q/s, recalls) with per-query recalls ("<col>:per_query").
-
-    settings: {plugin: {setting: value}}; a learned stage gets `seed` as its seed setting.
-    base_in_fit: pass the base to fit (KDindex then trains on the documents it indexes)."""
-    from .methods import make, plugin_name
-
-    plugin = plugin_name(spec)
-    kw = dict((settings or {}).get(plugin, {}))
-    if plugin in SEEDED:
-        kw[SEEDED[plugin]] = seed
-    m = make(spec, metric, **kw)
-    t0 = time.perf_counter()
-    m.fit(xt, xb if base_in_fit else None)
-    train_s = time.perf_counter() - t0
-    m.add(xb)
-    m.search(xq[:16], k)  # warm-up: search structures built lazily
-    t1 = time.perf_counter()
-    _, I = m.search(xq, k)
-    search_s = time.perf_counter() - t1
-    out = {"bytes_per_vector": m.bytes_per_vector, "train_s": train_s}
-    out["q/s"] = len(xq) / search_s if search_s > 0 else float("inf")
-    for name, n, mm in RECALLS:
-        if mm <= k:
-            pq = per_query_recall(I, gt, n, mm, len(xb))
-            out[name], out[name + ":per_query"] = float(pq.mean()), pq
-    return out
 
 
 def _cached_run(ctx, spec, ds, xt, gt, k, seed, settings, data_key):
@@ -133,7 +97,7 @@ def crosspaper(spec, ctx):
 def _plots(ctx, name, rows):
     """recall-vs-bytes and recall-vs-q/s PNGs of one data set, with the Pareto fronts."""
     from .bench import pareto_front
-    from .plotting import pyplot_or_note, save_figure, write_points
+    from .plotting import log_axis, pyplot_or_note, save_figure, write_points
 
     slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
     pts = [(r["row"], r["bytes_per_vector"], r["q/s"], r["1-recall@10"]) for r in rows]
@@ -150,7 +114,7 @@ def _plots(ctx, name, rows):
             ax.annotate(p[0], (x, y), textcoords="offset points", xytext=(3, 2), fontsize=6)
         front = pareto_front(xy, larger)
         ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "k--", lw=1, label="Pareto")
-        ax.set_xscale("log")
+        log_axis(ax, "x", base=2 if fname == "bytes" else 10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("1-recall@10 (%)")
         ax.set_title(f"{name} ({ctx.scale})", fontsize=9)

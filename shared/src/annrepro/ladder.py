@@ -103,7 +103,7 @@ def _apply(budget: str, value, settings: dict, spec: str) -> dict:
 
 def _rung(ctx, lad, ds, value, settings, k, seeds):
     """{'better', 'worse', 'margin', and their per-query means over seeds} of one rung."""
-    from .crosspaper import run_method
+    from .evaluate import run_method
     from .groundtruth import cached_knn
 
     xt = ds.xt if getattr(ds, "has_learn", True) else ds.xb

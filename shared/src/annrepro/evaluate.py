@@ -1,0 +1,44 @@
+"""One evaluation of one method: fit, add, search, score (the unit of the cross-paper table and
+of the budget ladders; `annrepro.points` keys finished evaluations on this module's code)."""
+
+from __future__ import annotations
+
+import time
+
+from .metrics import per_query_recall
+
+__all__ = ["run_method", "RECALLS", "SEEDED"]
+
+RECALLS = (("1-recall@1", 1, 1), ("1-recall@10", 1, 10), ("1-recall@100", 1, 100))
+RECALLS += (("10-recall@10", 10, 10),)
+SEEDED = {"catalyzer": "seed", "csst": "seed", "srp": "seed", "kdindex": "seed"}  # takes the seed
+
+
+def run_method(spec, metric, xt, xb, xq, gt, k, seed=0, settings=None, base_in_fit=False):
+    """One fit / add / search of the method `spec` (annrepro.methods): the row's columns
+    (bytes_per_vector, train_s, q/s, recalls) with per-query recalls ("<col>:per_query").
+
+    settings: {plugin: {setting: value}}; a learned stage gets `seed` as its seed setting.
+    base_in_fit: pass the base to fit (KDindex then trains on the documents it indexes)."""
+    from .methods import make, plugin_name
+
+    plugin = plugin_name(spec)
+    kw = dict((settings or {}).get(plugin, {}))
+    if plugin in SEEDED:
+        kw[SEEDED[plugin]] = seed
+    m = make(spec, metric, **kw)
+    t0 = time.perf_counter()
+    m.fit(xt, xb if base_in_fit else None)
+    train_s = time.perf_counter() - t0
+    m.add(xb)
+    m.search(xq[:16], k)  # warm-up: search structures built lazily
+    t1 = time.perf_counter()
+    _, I = m.search(xq, k)
+    search_s = time.perf_counter() - t1
+    out = {"bytes_per_vector": m.bytes_per_vector, "train_s": train_s}
+    out["q/s"] = len(xq) / search_s if search_s > 0 else float("inf")
+    for name, n, mm in RECALLS:
+        if mm <= k:
+            pq = per_query_recall(I, gt, n, mm, len(xb))
+            out[name], out[name + ":per_query"] = float(pq.mean()), pq
+    return out
