@@ -34,8 +34,8 @@ CODES_FORMAT = 1  # save_codes / load_codes archives
 KIND = "catalyzer.Catalyzer"
 
 
-_ARCHITECTURE = ("d_out", "hidden", "lam", "preset")
-_RUN_SETTINGS = ("device",)
+_ARCHITECTURE = ("d_out", "hidden", "lam")
+_OTHER_SETTINGS = ("device",)
 
 
 def _configured(config: TrainConfig | None, preset: str | None = None, **overrides) -> TrainConfig:
@@ -49,8 +49,9 @@ def _configured(config: TrainConfig | None, preset: str | None = None, **overrid
         others = [f for f in fields if f not in _ARCHITECTURE]
         raise SettingError(
             f"Catalyzer: unknown argument(s) {', '.join(unknown)}; architecture: "
-            f"{', '.join(_ARCHITECTURE)}; config: a catalyzer.train.TrainConfig; run settings: "
-            f"{', '.join(_RUN_SETTINGS)}; overrides (TrainConfig fields): {', '.join(others)}"
+            f"{', '.join(_ARCHITECTURE)}; config: preset or a catalyzer.train.TrainConfig; "
+            f"other settings: {', '.join(_OTHER_SETTINGS)}; overrides (TrainConfig fields): "
+            f"{', '.join(others)}"
         )
     if config is None:
         config = TrainConfig.preset("paper" if preset is None else preset)
@@ -73,21 +74,22 @@ def _format_of(header: dict):
 class Catalyzer:
     """The catalyzer f (Sec. 3) with the quantizers applied to its output.
 
-    `Catalyzer(<architecture>, config=None, *, <run settings>, **overrides)`, the convention of
+    `Catalyzer(<architecture>, config=None, *, <other settings>, **overrides)`, the convention of
     the three estimators:
 
     Architecture (positional or keyword; None: the config's value):
         d_out: output dimension (24 by default); hidden: hidden width (1024 in the paper).
         lam: the KoLeo weight (0.02 by default): a `TrainConfig` field, named here as it always
             was.
-        preset: "paper" (300 epochs, Sec. 5.2; the default) or "released" (160 epochs, authors'
-            code): which `TrainConfig.preset` the config starts from when config is None.
     Config:
+        preset (4th, positional or keyword): "paper" (300 epochs, Sec. 5.2; the default) or
+            "released" (160 epochs, authors' code): the `TrainConfig.preset` the config is when
+            config is None.
         config: a `catalyzer.train.TrainConfig` (the training hyper-parameters and, for this
             model, d_out / hidden / lam too); None: `TrainConfig.preset(preset)`. Giving both
             config and preset is a SettingError (the config already holds a preset's epochs and
             lr_stages).
-    Run settings (keyword only; not part of the config, not saved):
+    Other settings (keyword only; outside the config):
         device: torch device of training and transform ("cpu", "cuda"; `train.check_device`):
             `load` gives a CPU model; `to` moves it.
     **overrides:

@@ -57,9 +57,9 @@ INPUT_SCALINGS = ("output", "boundary", "none")
 _ARCH_FIELDS = ("compression_factor", "d_out", "n_tokens", "depths", "heads", "qk_ratio")
 _ARCH_FIELDS += ("mlp_ratio", "norm", "readout", "freeze_projection")
 # the arguments of `CCST(...)`: architecture (positional), then config, then the keyword-only
-# run settings, then any TrainConfig field as an override
+# other settings, then any TrainConfig field as an override
 _ARCHITECTURE = _ARCH_FIELDS[:8] + ("pre_norm",) + _ARCH_FIELDS[8:]
-_RUN_SETTINGS = ("input_scaling", "scale_sample", "device", "progress")
+_OTHER_SETTINGS = ("input_scaling", "scale_sample", "device", "progress")
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 # what `save` writes and `load` needs (a torch file without them is not a CCST model)
@@ -80,8 +80,8 @@ def _configured(config: TrainConfig | None, overrides: dict) -> TrainConfig:
     if unknown:
         raise SettingError(
             f"CCST: unknown argument(s) {', '.join(unknown)}; architecture: "
-            f"{', '.join(_ARCHITECTURE)}; config: a ccst.train.TrainConfig; run settings: "
-            f"{', '.join(_RUN_SETTINGS)}; overrides (TrainConfig fields): "
+            f"{', '.join(_ARCHITECTURE)}; config: a ccst.train.TrainConfig; other settings: "
+            f"{', '.join(_OTHER_SETTINGS)}; overrides (TrainConfig fields): "
             f"{', '.join(_TRAIN_FIELDS)}"
         )
     if config is None:
@@ -170,7 +170,7 @@ def fit_output_scale(net: CCSTNet, xs: np.ndarray, target: float) -> float:
 class CCST:
     """CCST feature compression (Sec. 3): d_in -> d_out = d_in / compression_factor.
 
-    `CCST(<architecture>, config=None, *, <run settings>, **overrides)`, the convention of the
+    `CCST(<architecture>, config=None, *, <other settings>, **overrides)`, the convention of the
     three estimators:
 
     Architecture (positional or keyword):
@@ -189,7 +189,7 @@ class CCST:
             defaults: Sec. 4.1); None: `TrainConfig()`. Kept as `self.train_config` (the
             attribute `config` is the trained network's `CCSTConfig`). Its seed also seeds the
             initial weights (SRP draws included) and the INRP boundary's sample.
-    Run settings (keyword only; not part of the config):
+    Other settings (keyword only; outside the config):
         input_scaling: "output" (default, our choice), "boundary" or "none" (as printed); see
             the module docstring (saved with the model).
         scale_sample: training rows used to fit the output scale.
@@ -261,9 +261,9 @@ class CCST:
 
     @classmethod
     def argument_names(cls) -> set[str]:
-        """Every keyword `CCST(...)` takes, config aside: the architecture, the run settings and
+        """Every keyword `CCST(...)` takes, config aside: the architecture, the other settings and
         the `TrainConfig` fields (what `ccst.methods` accepts as a spec's settings)."""
-        return set(_ARCHITECTURE) | set(_RUN_SETTINGS) | set(_TRAIN_FIELDS)
+        return set(_ARCHITECTURE) | set(_OTHER_SETTINGS) | set(_TRAIN_FIELDS)
 
     # -- properties ------------------------------------------------------------------------
     @property
