@@ -186,24 +186,21 @@ class Method:
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> Path:
-        """One .npz archive at exactly `path` (atomic: a failed save keeps the previous file)."""
-        from .atomic import atomic_path
+        """One .npz archive at exactly `path` (atomic: a failed save keeps the previous file;
+        `annrepro.atomic.atomic_savez`, which writes `format_version` first in the meta)."""
+        from .atomic import atomic_savez
 
         self._need_fit()
+        extra, arrays = self._state()
         meta = {
-            "format_version": FORMAT_VERSION,
             "plugin": self.plugin,
             "spec": self.spec,
             "metric": self.metric,
             "d": self.d,
             "ntotal": self.ntotal,
+            "state": extra,
         }
-        extra, arrays = self._state()
-        meta["state"] = extra
-        path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        return path
+        return atomic_savez(path, arrays, meta, FORMAT_VERSION)
 
     def _need_fit(self) -> None:
         if self.d is None:

@@ -1,6 +1,7 @@
 """`Catalyzer`: the public estimator (Sablayrolles et al., ICLR 2019).
 
     cat = Catalyzer(d_out=24, lam=0.02, preset="released", epochs=10).fit(xt)
+    cat = Catalyzer(24, config=TrainConfig.preset("released", epochs=10))  # the same config
     codes = cat.encode(xb, "zn_79")            # uint64 (nb,) lattice codes, 64 bits
     D, I = cat.search(xq, codes, 10, "zn_79")   # asymmetric search (Sec. 4.2)
     cat.save("cat.pt"); cat = Catalyzer.load("cat.pt")
@@ -11,15 +12,16 @@ Quantizers: "zn_<r2>" (spherical lattice S_{d_out}^r, Sec. 4.2 / Appendix B; cod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
-from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
+from annrepro.errors import InputError, SettingError  # ValueErrors: bad input, one CLI line
 from annrepro.validate import as_f32
 
 from .search import check_codes, encode_outputs, search_codes
-from .train import PRESETS, TrainConfig, TrainResult, check_device, train_catalyzer
+from .train import TrainConfig, TrainResult, check_device, train_catalyzer
 
 __all__ = ["Catalyzer"]
 
@@ -32,6 +34,39 @@ CODES_FORMAT = 1  # save_codes / load_codes archives
 KIND = "catalyzer.Catalyzer"
 
 
+_ARCHITECTURE = ("d_out", "hidden", "lam")
+_OTHER_SETTINGS = ("device",)
+
+
+def _configured(config: TrainConfig | None, preset: str | None = None, **overrides) -> TrainConfig:
+    """The `TrainConfig` of `Catalyzer(..., preset, config, **overrides)`: config (default
+    `TrainConfig.preset(preset or "paper")`) with `overrides` replacing its fields (config itself
+    when there are none). SettingError in one line for an unknown field, a config that is not a
+    TrainConfig, or both config and preset; InputError for an unknown preset."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        others = [f for f in fields if f not in _ARCHITECTURE]
+        raise SettingError(
+            f"Catalyzer: unknown argument(s) {', '.join(unknown)}; architecture: "
+            f"{', '.join(_ARCHITECTURE)}; config: preset or a catalyzer.train.TrainConfig; "
+            f"other settings: {', '.join(_OTHER_SETTINGS)}; overrides (TrainConfig fields): "
+            f"{', '.join(others)}"
+        )
+    if config is None:
+        config = TrainConfig.preset("paper" if preset is None else preset)
+    elif not isinstance(config, TrainConfig):
+        raise SettingError(
+            f"Catalyzer: config must be a catalyzer.train.TrainConfig, not {type(config).__name__}"
+        )
+    elif preset is not None:
+        raise SettingError(
+            f"Catalyzer: preset={preset!r} and config= both given: a config already holds a "
+            f"preset's epochs and lr_stages (TrainConfig.preset({preset!r}, ...))"
+        )
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
 def _format_of(header: dict):
     return header.get("format_version", header.get("format"))
 
@@ -39,29 +74,46 @@ def _format_of(header: dict):
 class Catalyzer:
     """The catalyzer f (Sec. 3) with the quantizers applied to its output.
 
-    Args:
-        d_out: output dimension; hidden: hidden width (1024 in the paper); lam: KoLeo weight.
-        preset: "paper" (300 epochs, Sec. 5.2) or "released" (160 epochs, authors' code).
+    `Catalyzer(<architecture>, config=None, *, <other settings>, **overrides)`, the convention of
+    the three estimators:
+
+    Architecture (positional or keyword; None: the config's value):
+        d_out: output dimension (24 by default); hidden: hidden width (1024 in the paper).
+        lam: the KoLeo weight (0.02 by default): a `TrainConfig` field, named here as it always
+            was.
+    Config:
+        preset (4th, positional or keyword): "paper" (300 epochs, Sec. 5.2; the default) or
+            "released" (160 epochs, authors' code): the `TrainConfig.preset` the config is when
+            config is None.
+        config: a `catalyzer.train.TrainConfig` (the training hyper-parameters and, for this
+            model, d_out / hidden / lam too); None: `TrainConfig.preset(preset)`. Giving both
+            config and preset is a SettingError (the config already holds a preset's epochs and
+            lr_stages).
+    Other settings (keyword only; outside the config):
         device: torch device of training and transform ("cpu", "cuda"; `train.check_device`):
-            not a hyper-parameter, not saved with the model (`load` gives a CPU model; `to`
-            moves it).
-        **overrides: any other `TrainConfig` field (epochs, batch_size, seed, n_val, ...).
+            `load` gives a CPU model; `to` moves it.
+    **overrides:
+        any other `TrainConfig` field (epochs, batch_size, seed, n_val, ...), applied on top of
+        config: an override and the architecture arguments win over the config's value. An
+        unknown name is a SettingError in one line listing the valid ones.
     """
 
     device: str = "cpu"  # where the network is (instances made by `load`, `from_result`: CPU)
 
     def __init__(
         self,
-        d_out: int = 24,
-        hidden: int = 1024,
-        lam: float = 0.02,
-        preset: str = "paper",
+        d_out: int | None = None,
+        hidden: int | None = None,
+        lam: float | None = None,
+        preset: str | None = None,
+        config: TrainConfig | None = None,
+        *,
         device: str = "cpu",
         **overrides,
     ):
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-        self.config = TrainConfig.preset(preset, d_out=d_out, hidden=hidden, lam=lam, **overrides)
+        named = {"d_out": d_out, "hidden": hidden, "lam": lam}
+        named = {k: v for k, v in named.items() if v is not None}
+        self.config = _configured(config, preset, **named, **overrides)
         self.device = check_device(device)
         self.net = None
         self.d_in: int | None = None

@@ -1,6 +1,7 @@
 """Public API: `CCST`, a feature compressor with fit / transform / save / load.
 
     model = CCST(compression_factor=4, epochs=50).fit(xt)      # xt: float32 (nt, d_in)
+    model = CCST(4, config=TrainConfig(epochs=50))             # the same (ccst.train)
     xb_c = model.transform(xb)                                  # float32 (nb, d_in / 4)
     model.save("ccst4x.pt"); model = CCST.load("ccst4x.pt")
 
@@ -34,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from annrepro.atomic import atomic_save
+from annrepro.errors import SettingError
 from annrepro.validate import float32_problem, real_dtype_problem
 
 from ccst.errors import DataError, ModelFileError, first_line
-from ccst.losses import ALPHA, BETA, estimate_boundary
+from ccst.losses import estimate_boundary
 from ccst.model import NORMS, CCSTConfig, CCSTNet
 from ccst.train import TrainConfig, as_tensor_ready, check_device, split_train_val, train
 
@@ -54,6 +56,11 @@ KIND = "ccst.CCST"  # the file's `kind` (annrepro.atomic.atomic_save); files bef
 INPUT_SCALINGS = ("output", "boundary", "none")
 _ARCH_FIELDS = ("compression_factor", "d_out", "n_tokens", "depths", "heads", "qk_ratio")
 _ARCH_FIELDS += ("mlp_ratio", "norm", "readout", "freeze_projection")
+# the arguments of `CCST(...)`: architecture (positional), then config, then the keyword-only
+# other settings, then any TrainConfig field as an override
+_ARCHITECTURE = _ARCH_FIELDS[:8] + ("pre_norm",) + _ARCH_FIELDS[8:]
+_OTHER_SETTINGS = ("input_scaling", "scale_sample", "device", "progress")
+_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 # what `save` writes and `load` needs (a torch file without them is not a CCST model)
 _MODEL_KEYS = (
@@ -64,6 +71,26 @@ _MODEL_KEYS = (
     "state_dict",
     "history",
 )
+
+
+def _configured(config: TrainConfig | None, overrides: dict) -> TrainConfig:
+    """config (default `TrainConfig()`) with `overrides` replacing its fields (config itself when
+    there are none); SettingError in one line for an unknown name or a config of another type."""
+    unknown = sorted(set(overrides) - set(_TRAIN_FIELDS))
+    if unknown:
+        raise SettingError(
+            f"CCST: unknown argument(s) {', '.join(unknown)}; architecture: "
+            f"{', '.join(_ARCHITECTURE)}; config: a ccst.train.TrainConfig; other settings: "
+            f"{', '.join(_OTHER_SETTINGS)}; overrides (TrainConfig fields): "
+            f"{', '.join(_TRAIN_FIELDS)}"
+        )
+    if config is None:
+        return TrainConfig(**overrides)
+    if not isinstance(config, TrainConfig):
+        raise SettingError(
+            f"CCST: config must be a ccst.train.TrainConfig, not {type(config).__name__}"
+        )
+    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def check_vectors(x, what: str) -> None:
@@ -143,7 +170,10 @@ def fit_output_scale(net: CCSTNet, xs: np.ndarray, target: float) -> float:
 class CCST:
     """CCST feature compression (Sec. 3): d_in -> d_out = d_in / compression_factor.
 
-    Args:
+    `CCST(<architecture>, config=None, *, <other settings>, **overrides)`, the convention of the
+    three estimators:
+
+    Architecture (positional or keyword):
         compression_factor, d_out, n_tokens, depths, heads, qk_ratio, mlp_ratio, norm:
             the network, see `ccst.model.CCSTConfig` (defaults: the released GIST1M
             configuration for the tokens, our choice for stages and heads, the released code's
@@ -153,16 +183,23 @@ class CCST:
         readout, freeze_projection: ablation switches of `ccst.model.CCSTConfig` (defaults: the
             paper's network); with depths=(), n_tokens=1 and norm="none" they make CCST a
             single SRP.
-        epochs, batch_size, lr, weight_decay, poly_power, val_fraction, loss, alpha, beta,
-        checkpoint_every:
-            the optimisation, see `ccst.train.TrainConfig` (defaults: Sec. 4.1).
-        seed: seed of the initial weights (SRP draws included), split and batch order.
+    Config:
+        config: a `ccst.train.TrainConfig`, the optimisation (epochs, batch_size, lr,
+            weight_decay, poly_power, val_fraction, loss, alpha, beta, seed, checkpoint_every;
+            defaults: Sec. 4.1); None: `TrainConfig()`. Kept as `self.train_config` (the
+            attribute `config` is the trained network's `CCSTConfig`). Its seed also seeds the
+            initial weights (SRP draws included) and the INRP boundary's sample.
+    Other settings (keyword only; outside the config):
         input_scaling: "output" (default, our choice), "boundary" or "none" (as printed); see
-            the module docstring.
+            the module docstring (saved with the model).
         scale_sample: training rows used to fit the output scale.
         device: torch device for fit and transform ("cpu", "cuda"; SettingError in one line
             when torch has no such device, `ccst.train.check_device`).
         progress: tqdm bar over epochs.
+    **overrides:
+        any `TrainConfig` field (epochs=20, lr=1e-3, seed=1, ...), applied on top of config: an
+        override wins over the config's value. An unknown name is a SettingError in one line
+        listing the valid ones.
     """
 
     def __init__(
@@ -178,22 +215,15 @@ class CCST:
         pre_norm: bool | None = None,
         readout: str = "compression",
         freeze_projection: bool = False,
-        epochs: int = 2400,
-        batch_size: int = 1024,
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        poly_power: float = 0.9,
-        val_fraction: float = 0.05,
-        loss: str = "abs",
-        alpha: float = ALPHA,
-        beta: float = BETA,
-        checkpoint_every: int = 10,
-        seed: int = 0,
+        config: TrainConfig | None = None,
+        *,
         input_scaling: str = "output",
         scale_sample: int = 1024,
         device: str = "cpu",
         progress: bool = True,
+        **overrides,
     ):
+        self.train_config = _configured(config, overrides)
         if input_scaling not in INPUT_SCALINGS:
             raise ValueError(
                 f"unknown input_scaling {input_scaling!r}; expected one of {INPUT_SCALINGS}"
@@ -222,25 +252,18 @@ class CCST:
             "readout": readout,
             "freeze_projection": bool(freeze_projection),
         }
-        self.train_config = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            poly_power=poly_power,
-            val_fraction=val_fraction,
-            loss=loss,
-            alpha=alpha,
-            beta=beta,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-        )
-        self.seed = seed
+        self.seed = self.train_config.seed
         self.device = check_device(device)
         self.progress = progress
         self.net: ScaledNet | None = None
         self.boundary: float | None = None
         self.history: list[dict] = []
+
+    @classmethod
+    def argument_names(cls) -> set[str]:
+        """Every keyword `CCST(...)` takes, config aside: the architecture, the other settings and
+        the `TrainConfig` fields (what `ccst.methods` accepts as a spec's settings)."""
+        return set(_ARCHITECTURE) | set(_OTHER_SETTINGS) | set(_TRAIN_FIELDS)
 
     # -- properties ------------------------------------------------------------------------
     @property

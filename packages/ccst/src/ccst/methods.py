@@ -13,7 +13,6 @@ norm, ...). The estimator's default epochs (2400, Sec. 4.1) take hours on a CPU:
 
 from __future__ import annotations
 
-import inspect
 import re
 import tempfile
 from pathlib import Path
@@ -37,7 +36,7 @@ class CCSTMethod(PluginMethod):
 
     @classmethod
     def known_settings(cls) -> set:
-        return set(inspect.signature(CCST.__init__).parameters) - {"self", "compression_factor"}
+        return CCST.argument_names() - {"compression_factor"}
 
     def __init__(self, spec: str, metric: str = "l2", **overrides):
         super().__init__(spec, metric, **overrides)

@@ -1,7 +1,7 @@
 """`KDIndex`: the public API of the KDindex method (Lu et al., NeurIPS 2023).
 
-    index = KDIndex("AQ", metric="l2", B=8, W=256, K=10)
-    index.fit(xb, xq_train, teacher=HNSWTeacher(...))   # or labels=int64 (nt, K)
+    index = KDIndex("AQ", metric="l2", B=8, W=256, K=10)  # + config=TrainConfig(...), epochs=5
+    index.fit(xb, xq_train, teacher=HNSWTeacher(...))     # or labels=int64 (nt, K)
     D, I = index.search(xq, k=10)                          # exhaustive ADC; nprobe= for lists
                                                            # (faiss; method="numpy": the oracle)
     index.save("kd.npz"); KDIndex.load("kd.npz")
@@ -16,11 +16,14 @@ index), else the nearest codes of the learned codebooks (AQ: faiss's beam search
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import zipfile
 
 import numpy as np
+from annrepro.errors import SettingError
 
 from .posting import PostingListIndex
 from .quantizers import KINDS, CodebookQuantizer, train_quantizer
@@ -35,17 +38,62 @@ FORMAT_VERSION = 1
 
 log = logging.getLogger(__name__)
 
+# the arguments of `KDIndex(...)`: architecture (positional), then config, then the keyword-only
+# other settings, then the warm start's settings and any TrainConfig field as overrides
+_ARCHITECTURE = ("kind", "metric", "B", "W", "K")
+_OTHER_SETTINGS = ("n_warm", "device")
+# `train_quantizer`'s own settings of the warm start (the rest: kind, data, B, W, seed)
+WARM_SETTINGS = tuple(
+    name
+    for name, p in inspect.signature(train_quantizer).parameters.items()
+    if p.default is not inspect.Parameter.empty and name not in ("B", "W", "seed")
+)
+_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _configured(config: TrainConfig | None, overrides: dict) -> TrainConfig:
+    """config (default `TrainConfig()`) with `overrides` replacing its fields (config itself when
+    there are none); SettingError in one line for an unknown name or a config of another type."""
+    unknown = sorted(set(overrides) - set(_TRAIN_FIELDS))
+    if unknown:
+        raise SettingError(
+            f"KDIndex: unknown argument(s) {', '.join(unknown)}; architecture: "
+            f"{', '.join(_ARCHITECTURE)}; config: a kdindex.train.TrainConfig; other settings: "
+            f"{', '.join(_OTHER_SETTINGS)}; overrides: the warm start's "
+            f"{', '.join(WARM_SETTINGS)} and the TrainConfig fields {', '.join(_TRAIN_FIELDS)}"
+        )
+    if config is None:
+        return TrainConfig(**overrides)
+    if not isinstance(config, TrainConfig):
+        raise SettingError(
+            f"KDIndex: config must be a kdindex.train.TrainConfig, not {type(config).__name__}"
+        )
+    return dataclasses.replace(config, **overrides) if overrides else config
+
 
 class KDIndex:
     """A learned PQ / OPQ / AQ index distilled from a teacher's top-K lists.
 
-    kind: "PQ" | "OPQ" | "AQ"; metric: "l2" | "ip"; B codebooks of W codewords (Sec. 4.1:
-    8 and 256; W must be a power of two: codes are log2(W) bits); K: teacher neighbours per
-    training query (Sec. 4.1: 10); config: `TrainConfig` (loss, lr, batch size, ...);
-    warm: keyword arguments for `train_quantizer` (n_train, opq_niter, aq_beam, aq_refine);
-    device: torch device of the training and of the balanced encoding of the base at `fit`
-    ("cpu", "cuda"; `student.check_device`); the warm start (faiss), `encode` and `search`
-    (numpy / faiss) run on the host. Not saved with the index.
+    `KDIndex(<architecture>, config=None, *, <other settings>, **overrides)`, the convention of
+    the three estimators:
+
+    Architecture (positional or keyword):
+        kind: "PQ" | "OPQ" | "AQ"; metric: "l2" | "ip"; B codebooks of W codewords (Sec. 4.1:
+        8 and 256; W must be a power of two: codes are log2(W) bits); K: teacher neighbours per
+        training query (Sec. 4.1: 10).
+    Config:
+        config: a `kdindex.train.TrainConfig` (loss, lr, batch size, epochs, balancing, seed,
+            ...); None: `TrainConfig()`.
+    Other settings (keyword only; outside the config):
+        n_warm: documents sampled for the warm start (faiss, Sec. 4.3).
+        device: torch device of the training and of the balanced encoding of the base at `fit`
+            ("cpu", "cuda"; `student.check_device`); the warm start (faiss), `encode` and
+            `search` (numpy / faiss) run on the host.
+    **overrides:
+        any `TrainConfig` field (epochs=5, lr=0.05, ...), applied on top of config: an override
+        wins over the config's value; and the warm start's settings, `train_quantizer`'s
+        opq_niter, aq_beam, aq_refine (kept in `self.warm`, part of a checkpoint's identity).
+        An unknown name is a SettingError in one line listing the valid ones.
     """
 
     def __init__(
@@ -56,9 +104,10 @@ class KDIndex:
         W: int = 256,
         K: int = 10,
         config: TrainConfig | None = None,
+        *,
         n_warm: int = 100_000,
         device: str = "cpu",
-        **warm,
+        **overrides,
     ):
         if kind not in KINDS:
             raise ValueError(f"unknown student kind {kind!r}; expected one of {KINDS}")
@@ -73,7 +122,9 @@ class KDIndex:
         if B < 1 or K < 1:
             raise ValueError(f"B={B} and K={K} must be positive")
         self.kind, self.metric, self.B, self.W, self.K = kind, metric, B, W, K
-        self.config = config or TrainConfig()
+        warm = {k: v for k, v in overrides.items() if k in WARM_SETTINGS}
+        train = {k: v for k, v in overrides.items() if k not in WARM_SETTINGS}
+        self.config = _configured(config, train)
         self.n_warm, self.warm = int(n_warm), warm
         self.device = check_device(device)
         self.quantizer: CodebookQuantizer | None = None
