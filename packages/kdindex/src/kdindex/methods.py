@@ -18,7 +18,7 @@ indexes, with the data set's training queries):
 
 Settings (`make(spec, metric, **overrides)`): K, n_warm, n_queries, the teacher's M /
 ef_construction / ef_search (teacher_M, teacher_ef_construction, teacher_ef_search; Table 7
-defaults 32 / 40 / 100), the warm start's n_train / opq_niter / aq_beam / aq_refine
+defaults 32 / 40 / 100), the warm start's opq_niter / aq_beam / aq_refine
 (`quantizers.train_quantizer`), and any `kdindex.train.TrainConfig` field (epochs, batch_size, seed,
 balance_index, ...).
 """
@@ -41,7 +41,7 @@ from .train import TrainConfig
 __all__ = ["KDindexMethod", "METHODS"]
 
 _OWN = ("K", "n_warm", "n_queries", "teacher_M", "teacher_ef_construction", "teacher_ef_search")
-_WARM = ("n_train", "opq_niter", "aq_beam", "aq_refine")  # `train_quantizer`: the warm start
+_WARM = ("opq_niter", "aq_beam", "aq_refine")  # `train_quantizer`: the warm start
 
 
 class KDindexMethod(PluginMethod):
