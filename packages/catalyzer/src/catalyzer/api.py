@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from annrepro.config import configured
 from annrepro.errors import InputError, SettingError  # ValueErrors: bad input, one CLI line
 from annrepro.validate import as_f32
 
@@ -43,28 +44,23 @@ def _configured(config: TrainConfig | None, preset: str | None = None, **overrid
     `TrainConfig.preset(preset or "paper")`) with `overrides` replacing its fields (config itself
     when there are none). SettingError in one line for an unknown field, a config that is not a
     TrainConfig, or both config and preset; InputError for an unknown preset."""
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        others = [f for f in fields if f not in _ARCHITECTURE]
-        raise SettingError(
-            f"Catalyzer: unknown argument(s) {', '.join(unknown)}; architecture: "
-            f"{', '.join(_ARCHITECTURE)}; config: preset or a catalyzer.train.TrainConfig; "
-            f"other settings: {', '.join(_OTHER_SETTINGS)}; overrides (TrainConfig fields): "
-            f"{', '.join(others)}"
-        )
-    if config is None:
-        config = TrainConfig.preset("paper" if preset is None else preset)
-    elif not isinstance(config, TrainConfig):
-        raise SettingError(
-            f"Catalyzer: config must be a catalyzer.train.TrainConfig, not {type(config).__name__}"
-        )
-    elif preset is not None:
+    if config is not None and preset is not None and isinstance(config, TrainConfig):
         raise SettingError(
             f"Catalyzer: preset={preset!r} and config= both given: a config already holds a "
             f"preset's epochs and lr_stages (TrainConfig.preset({preset!r}, ...))"
         )
-    return dataclasses.replace(config, **overrides) if overrides else config
+    others = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _ARCHITECTURE]
+    text = f"overrides (TrainConfig fields): {', '.join(others)}"
+    return configured(
+        "Catalyzer",
+        TrainConfig,
+        config,
+        overrides,
+        default=lambda: TrainConfig.preset("paper" if preset is None else preset),
+        architecture=_ARCHITECTURE,
+        other=("preset", *_OTHER_SETTINGS),
+        overrides_text=text,
+    )
 
 
 def _format_of(header: dict):

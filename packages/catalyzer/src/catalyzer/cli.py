@@ -285,6 +285,7 @@ def _search(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The catalyzer command line (console script): exit code 0, 1 or 2 (bad input, one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

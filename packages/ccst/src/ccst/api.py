@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from annrepro.atomic import atomic_save
-from annrepro.errors import SettingError
+from annrepro.config import configured
 from annrepro.validate import float32_problem, real_dtype_problem
 
 from ccst.errors import DataError, ModelFileError, first_line
@@ -74,23 +74,9 @@ _MODEL_KEYS = (
 
 
 def _configured(config: TrainConfig | None, overrides: dict) -> TrainConfig:
-    """config (default `TrainConfig()`) with `overrides` replacing its fields (config itself when
-    there are none); SettingError in one line for an unknown name or a config of another type."""
-    unknown = sorted(set(overrides) - set(_TRAIN_FIELDS))
-    if unknown:
-        raise SettingError(
-            f"CCST: unknown argument(s) {', '.join(unknown)}; architecture: "
-            f"{', '.join(_ARCHITECTURE)}; config: a ccst.train.TrainConfig; other settings: "
-            f"{', '.join(_OTHER_SETTINGS)}; overrides (TrainConfig fields): "
-            f"{', '.join(_TRAIN_FIELDS)}"
-        )
-    if config is None:
-        return TrainConfig(**overrides)
-    if not isinstance(config, TrainConfig):
-        raise SettingError(
-            f"CCST: config must be a ccst.train.TrainConfig, not {type(config).__name__}"
-        )
-    return dataclasses.replace(config, **overrides) if overrides else config
+    """config (default `TrainConfig()`) with `overrides` replacing its fields (annrepro.config)."""
+    return configured("CCST", TrainConfig, config, overrides, architecture=_ARCHITECTURE,
+                      other=_OTHER_SETTINGS)  # fmt: skip
 
 
 def check_vectors(x, what: str) -> None:

@@ -46,6 +46,7 @@ _INDEX_COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ccst command line (console script): exit code 0, 1 or 2 (bad input, one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _INDEX_COMMANDS:
         from annrepro.cli import run_cli

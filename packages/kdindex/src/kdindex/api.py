@@ -23,7 +23,7 @@ import logging
 import zipfile
 
 import numpy as np
-from annrepro.errors import SettingError
+from annrepro.config import configured
 
 from .posting import PostingListIndex
 from .quantizers import KINDS, CodebookQuantizer, train_quantizer
@@ -52,23 +52,13 @@ _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _configured(config: TrainConfig | None, overrides: dict) -> TrainConfig:
-    """config (default `TrainConfig()`) with `overrides` replacing its fields (config itself when
-    there are none); SettingError in one line for an unknown name or a config of another type."""
-    unknown = sorted(set(overrides) - set(_TRAIN_FIELDS))
-    if unknown:
-        raise SettingError(
-            f"KDIndex: unknown argument(s) {', '.join(unknown)}; architecture: "
-            f"{', '.join(_ARCHITECTURE)}; config: a kdindex.train.TrainConfig; other settings: "
-            f"{', '.join(_OTHER_SETTINGS)}; overrides: the warm start's "
-            f"{', '.join(WARM_SETTINGS)} and the TrainConfig fields {', '.join(_TRAIN_FIELDS)}"
-        )
-    if config is None:
-        return TrainConfig(**overrides)
-    if not isinstance(config, TrainConfig):
-        raise SettingError(
-            f"KDIndex: config must be a kdindex.train.TrainConfig, not {type(config).__name__}"
-        )
-    return dataclasses.replace(config, **overrides) if overrides else config
+    """config (default `TrainConfig()`) with `overrides` replacing its fields (annrepro.config)."""
+    text = (
+        f"overrides: the warm start's {', '.join(WARM_SETTINGS)} and the TrainConfig fields "
+        f"{', '.join(_TRAIN_FIELDS)}"
+    )
+    return configured("KDIndex", TrainConfig, config, overrides, architecture=_ARCHITECTURE,
+                      other=_OTHER_SETTINGS, overrides_text=text)  # fmt: skip
 
 
 class KDIndex:
