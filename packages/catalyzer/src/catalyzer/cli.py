@@ -26,7 +26,7 @@ USAGE = """usage: catalyzer {train,encode,search,reproduce} ...
   search     search queries among encoded vectors, save the ids
   reproduce  `catalyzer reproduce`: run the catalyzer.* tables (OPTIONS as for
              `annrepro reproduce`, e.g.
-             --scale tiny|small|full, --tables catalyzer.table1)
+             --scale tiny|small|medium|full, --tables catalyzer.table1)
   reference-run  the authors' released training protocol on sift-10K (d_out 24, lambda 0.02,
              hidden 1024, 160 epochs, HNSW32 negatives): 1-recall@1/10/100 of zn_79, zn_10,
              zn_3, OPQ8_64,PQ8 and no quantization, s/epoch, mining share, per seed"""

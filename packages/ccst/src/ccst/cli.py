@@ -6,7 +6,7 @@
                [--search-at full|compressed] [--learn xt.fvecs] [--ef-construction 40] ...
     ccst search --index idx.faiss --queries xq.fvecs -k 10 [--out I.ivecs] [--gt gt.ivecs]
                 [--model MODEL.pt] [--ef-search N | --search-l N | --nprobe N]
-    ccst reproduce [--scale tiny|small|full] [annrepro options]
+    ccst reproduce [--scale tiny|small|medium|full] [annrepro options]
 
 `index` builds the paper's index (Sec. 4.2, `ccst.index.build_index`): a graph built on the
 CCST-compressed base, searched with the full-dimensional vectors (--search-at full, the

@@ -48,7 +48,7 @@ USAGE = """usage: kdindex {teacher,train,search,encode,reproduce} ...
              (--engine dask: resumable code shards on a Dask cluster)
   reproduce  `kdindex reproduce [OPTIONS]`: run the kdindex.* tables (OPTIONS as for
              `annrepro reproduce`, e.g.
-             --scale tiny|small|full, --tables kdindex.table2, --seed 0, --threads 1)"""
+             --scale tiny|small|medium|full, --tables kdindex.table2, --seed 0, --threads 1)"""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
