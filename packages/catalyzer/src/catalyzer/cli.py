@@ -109,7 +109,7 @@ def _device_option(parser) -> None:
 
 def _device(args) -> str:
     """--device, checked before any work (one line when torch has no such device)."""
-    from .train import check_device
+    from annrepro.devices import check_device
 
     return check_device(args.device, "--device")
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 def _checked(args):
     """args, once --device is a device torch has (one line `ccst: error: --device cuda:
     torch.cuda.is_available() is False ...` otherwise), before any work."""
-    from ccst.train import check_device
+    from annrepro.devices import check_device
 
     args.device = check_device(args.device, "--device")
     return args

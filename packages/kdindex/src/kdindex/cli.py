@@ -263,11 +263,11 @@ def _teacher(args) -> int:
 
 
 def _train(args) -> int:
+    from annrepro.devices import check_device
     from annrepro.validate import check_same_dim, read_ground_truth
     from annrepro.vecio import read_vectors
 
     from .api import KDIndex
-    from .student import check_device
     from .train import CHECKPOINT_NAME, TrainConfig
 
     device = check_device(args.device, "--device")  # before any work
