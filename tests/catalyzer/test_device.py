@@ -8,7 +8,7 @@ import torch
 from annrepro.errors import SettingError
 from catalyzer import Catalyzer
 from catalyzer.cli import main
-from catalyzer.train import TrainConfig, check_device, train_catalyzer
+from catalyzer.train import TrainConfig, train_catalyzer
 
 NO_CUDA = pytest.mark.skipif(
     torch.cuda.is_available(), reason="CUDA is available: the error is for machines without it"
@@ -118,12 +118,3 @@ def test_cuda_without_cuda_is_one_line_on_the_command_line(tmp_path, capsys):
         assert len(err) == 1, (name, err)
         assert err[0].startswith("catalyzer: error: --device cuda: torch.cuda.is_available() is")
     assert not any((tmp_path / n).exists() for n in ("new.pt", "n.codes", "I.npy"))
-
-
-@pytest.mark.parametrize(
-    "device, why", [("gpu", "not a torch device"), ("", "not a torch device"), ("meta", "only")]
-)
-def test_unknown_devices_are_one_line(device, why):
-    with pytest.raises(SettingError, match=why) as e:
-        check_device(device, "--device")
-    assert "\n" not in str(e.value) and str(e.value).startswith("--device")

@@ -12,7 +12,7 @@ from ccst import CCST
 from ccst.baselines import MLPCompressor
 from ccst.cli import main
 from ccst.model import CCSTConfig, CCSTNet
-from ccst.train import TrainConfig, check_device, train
+from ccst.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("warm_torch_optim")
 
@@ -90,10 +90,3 @@ def test_cuda_without_cuda_is_one_line_on_the_command_line(tmp_path, capsys):
         assert len(err) == 1, (name, err)
         assert err[0].startswith("ccst: error: --device cuda: torch.cuda.is_available() is")
     assert not any((tmp_path / n).exists() for n in ("new.pt", "y.npy", "j.faiss", "I.npy"))
-
-
-@pytest.mark.parametrize("device, why", [("gpu", "not a torch device"), ("mps", "only")])
-def test_unknown_devices_are_one_line(device, why):
-    with pytest.raises(SettingError, match=why) as e:
-        check_device(device, "--device")
-    assert "\n" not in str(e.value)

@@ -10,7 +10,6 @@ from annrepro.groundtruth import knn_exact
 from annrepro.vecio import write_vectors
 from kdindex.api import KDIndex
 from kdindex.cli import main
-from kdindex.student import check_device
 from kdindex.train import TrainConfig
 
 NO_CUDA = pytest.mark.skipif(
@@ -70,10 +69,3 @@ def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and not out.exists()
     assert err[0].startswith("kdindex: error: --device cuda: torch.cuda.is_available() is False")
-
-
-@pytest.mark.parametrize("device, why", [("gpu", "not a torch device"), ("meta", "only")])
-def test_unknown_devices_are_one_line(device, why):
-    with pytest.raises(SettingError, match=why) as e:
-        check_device(device, "--device")
-    assert "\n" not in str(e.value)

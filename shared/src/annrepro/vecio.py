@@ -34,6 +34,7 @@ __all__ = [
     "mmap_vectors",
     "vectors_shape",
     "write_vectors",
+    "VectorWriter",
     "read_fvecs",
     "read_ivecs",
     "read_bvecs",
@@ -247,25 +248,17 @@ def _texmex_bytes(x: np.ndarray, dtype: np.dtype) -> bytes:
     return rec.tobytes()
 
 
-def write_vectors(path, x: np.ndarray) -> None:
-    """Write x: (n, d) atomically (temporary file + rename) in the format of path's extension."""
-    path = Path(path)
-    layout, dtype = _format(path)
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise VectorFileError(path, f"refusing to write an array of shape {x.shape}")
+def _check_writable(path: Path, x: np.ndarray, dtype: np.dtype | None, offset: int = 0) -> None:
+    """VectorFileError unless x: (n, d) reads back after being written as `dtype` (None: x's
+    own, .npy): a real dtype, finite within float32 (readers cast to it), and for an integer
+    `dtype` integral values in its range. Rows are numbered from `offset`."""
     problem = real_dtype_problem(x.dtype)
     if problem:
         raise VectorFileError(path, f"refusing to write: {problem}")
-    # what we write must read back: finite, and within float32 (readers cast to it)
-    problem = float32_problem(x)
+    problem = float32_problem(x, offset)
     if problem:
         raise VectorFileError(path, f"refusing to write: {problem}")
-    if layout == "npy":
-        with atomic_path(path) as tmp:
-            np.save(tmp, x)
-        return
-    if dtype.kind in "iu":
+    if dtype is not None and dtype.kind in "iu":
         info = np.iinfo(dtype)
         integral = x.dtype.kind in "iu" or np.array_equal(x, np.round(x))
         if not integral or x.min() < info.min or x.max() > info.max:
@@ -276,12 +269,124 @@ def write_vectors(path, x: np.ndarray) -> None:
                 + ("" if integral else ", not all integers")
                 + f"; {dtype.name} holds {info.min}..{info.max})",
             )
+
+
+def write_vectors(path, x: np.ndarray) -> None:
+    """Write x: (n, d) atomically (temporary file + rename) in the format of path's extension."""
+    path = Path(path)
+    layout, dtype = _format(path)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise VectorFileError(path, f"refusing to write an array of shape {x.shape}")
+    _check_writable(path, x, dtype)
+    if layout == "npy":
+        with atomic_path(path) as tmp:
+            np.save(tmp, x)
+        return
     if layout == "texmex":
         data = _texmex_bytes(x, dtype)
     else:
         header = np.array(x.shape, dtype="<u4").tobytes()
         data = header + np.ascontiguousarray(x, dtype=dtype).tobytes()
     atomic_write_bytes(path, data)
+
+
+class VectorWriter:
+    """Write an (n, d) vector file block by block, in the format of path's extension: the
+    same file `write_vectors(path, x)` writes for the concatenated blocks, without x in memory.
+
+        with VectorWriter("out.fvecs", n, d) as w:
+            for i0 in range(0, n, rows):
+                w.write(f(x[i0 : i0 + rows]))
+
+    The file is written to a unique temporary beside `path` (opened once, each block appended)
+    and renamed onto `path` when the block exits normally with exactly `n` rows written
+    (`annrepro.atomic.atomic_path`): an exception, or a row count other than `n`, leaves the
+    previous `path` (if any) untouched and no partial file. Each block is checked as
+    `write_vectors` checks x (rows named from the start of the file). `n` is needed up front:
+    the .npy and big-ann headers hold it.
+
+    dtype: for .npy the array's dtype (default: the first block's); for the other formats the
+    extension's (fvecs float32, ivecs int32, ...), which a given `dtype` must equal.
+    Attributes `rows` and `blocks`: rows and blocks written so far.
+    """
+
+    def __init__(self, path, n: int, d: int, dtype=None):
+        self.path = Path(path)
+        self._layout, fmt_dtype = _format(self.path)
+        if int(n) <= 0 or int(d) <= 0:
+            raise VectorFileError(self.path, f"refusing to write an array of shape {(n, d)}")
+        self.n, self.d = int(n), int(d)
+        if self._layout == "npy":
+            self.dtype = None if dtype is None else np.dtype(dtype)
+            if self.dtype is not None:
+                problem = real_dtype_problem(self.dtype)
+                if problem:
+                    raise VectorFileError(self.path, f"refusing to write: {problem}")
+        else:
+            if dtype is not None and np.dtype(dtype) != fmt_dtype:
+                raise VectorFileError(
+                    self.path,
+                    f"{self.path.suffix} files hold {fmt_dtype.name}, not {np.dtype(dtype).name}",
+                )
+            self.dtype = fmt_dtype
+        self.rows = self.blocks = 0
+        self._f = None
+
+    def __enter__(self) -> VectorWriter:
+        import contextlib
+
+        self._stack = contextlib.ExitStack()
+        with self._stack:  # closed again if opening fails
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._f = self._stack.enter_context(open(tmp, "wb"))
+            if self._layout == "bin":
+                self._f.write(np.array([self.n, self.d], dtype="<u4").tobytes())
+            self._stack = self._stack.pop_all()
+        return self
+
+    def write(self, x: np.ndarray) -> None:
+        """Append the rows of x: (m, d), the next m rows of the file."""
+        if self._f is None:
+            raise RuntimeError("VectorWriter.write outside its `with` block")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.d:
+            raise VectorFileError(
+                self.path, f"refusing to write a block of shape {x.shape}: expected (m, {self.d})"
+            )
+        if self.rows + x.shape[0] > self.n:
+            raise VectorFileError(
+                self.path,
+                f"a block of {x.shape[0]} rows after {self.rows} exceeds the {self.n} declared",
+            )
+        if x.shape[0] == 0:
+            return
+        _check_writable(self.path, x, self.dtype, offset=self.rows)
+        if self._layout == "npy" and self.rows == 0:
+            if self.dtype is None:
+                self.dtype = x.dtype
+            header = {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.n, self.d),
+            }
+            np.lib.format.write_array_header_1_0(self._f, header)
+        if self._layout == "texmex":
+            self._f.write(_texmex_bytes(x, self.dtype))
+        else:
+            np.ascontiguousarray(x, dtype=self.dtype).tofile(self._f)
+        self.rows += x.shape[0]
+        self.blocks += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, self._f = self._stack, None
+        if exc_type is None and self.rows != self.n:
+            err = VectorFileError(
+                self.path, f"{self.rows} rows written, {self.n} declared: file not written"
+            )
+            stack.__exit__(type(err), err, None)  # removes the temporary
+            raise err
+        return stack.__exit__(exc_type, exc, tb)
 
 
 # Named helpers, verb first (STYLE.md). Each checks the extension it is named for.

@@ -26,7 +26,7 @@ USAGE = """usage: catalyzer {train,encode,search,reproduce} ...
   search     search queries among encoded vectors, save the ids
   reproduce  `catalyzer reproduce`: run the catalyzer.* tables (OPTIONS as for
              `annrepro reproduce`, e.g.
-             --scale tiny|small|full, --tables catalyzer.table1)
+             --scale tiny|small|medium|full, --tables catalyzer.table1)
   reference-run  the authors' released training protocol on sift-10K (d_out 24, lambda 0.02,
              hidden 1024, 160 epochs, HNSW32 negatives): 1-recall@1/10/100 of zn_79, zn_10,
              zn_3, OPQ8_64,PQ8 and no quantization, s/epoch, mining share, per seed"""
@@ -62,7 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode vectors")
     e.add_argument("--model", required=True)
     e.add_argument("--x", required=True)
-    e.add_argument("--out", required=True, help="codes file, written as named (an .npz archive)")
+    e.add_argument(
+        "--out",
+        required=True,
+        help="codes file, written as named (an .npz archive with the model id); the input is "
+        "encoded block by block into a temporary memory-mapped array beside it, so neither the "
+        "vectors nor the codes are held in memory",
+    )
     e.add_argument("--quantizer", default="zn_79")
     _device_option(e)
     e.add_argument(
@@ -109,7 +115,7 @@ def _device_option(parser) -> None:
 
 def _device(args) -> str:
     """--device, checked before any work (one line when torch has no such device)."""
-    from .train import check_device
+    from annrepro.devices import check_device
 
     return check_device(args.device, "--device")
 
@@ -238,24 +244,52 @@ def _encode_dask(args, cat) -> int:
     return 0
 
 
+# rows per block of `catalyzer encode`: read from the memory-mapped input, catalyzed and
+# quantized, so that memory holds one block of vectors, never the whole input or its features
+# (issue 14); a multiple of Catalyzer.transform's batch (4096), so the network sees the batches
+# of one transform over the whole file
+BLOCK_ROWS = 1 << 16
+
+
 def _encode(args) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
     from annrepro.validate import check_same_dim
-    from annrepro.vecio import mmap_vectors, read_vectors
+    from annrepro.vecio import check_finite_rows, mmap_vectors
 
     from .api import Catalyzer
 
     device = _device(args)
     _check_out(args.out)
     cat = Catalyzer.load(args.model).to(device)
-    if args.engine == "dask":
-        x = mmap_vectors(args.x)  # the workers read their rows; nothing loaded here
-        check_same_dim(model=cat.d_in, input=x, paths={"model": args.model, "input": args.x})
-        return _encode_dask(args, cat)
-    x = read_vectors(args.x)
+    x = mmap_vectors(args.x)  # rows are read block by block (dask: by the workers)
     check_same_dim(model=cat.d_in, input=x, paths={"model": args.model, "input": args.x})
-    codes = cat.encode(x, args.quantizer)
-    out = cat.save_codes(args.out, codes, args.quantizer)
-    print(f"{codes.shape[0]} codes ({args.quantizer}, model {cat.model_id}) -> {out}")
+    if args.engine == "dask":
+        return _encode_dask(args, cat)
+    # the codes go to a memory-mapped .npy beside --out, then into the .npz archive, which
+    # numpy copies in 16 MiB chunks: neither the vectors nor the codes are held in memory
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as annrepro.atomic.atomic_path does
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".codes.npy")
+    os.close(fd)
+    codes = None
+    try:
+        for i0 in range(0, x.shape[0], BLOCK_ROWS):
+            block = np.ascontiguousarray(x[i0 : i0 + BLOCK_ROWS])
+            check_finite_rows(block, args.x, offset=i0)
+            c = cat.encode(block, args.quantizer)
+            if codes is None:
+                shape = (x.shape[0], *c.shape[1:])
+                codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=c.dtype, shape=shape)
+            codes[i0 : i0 + len(c)] = c
+        written = cat.save_codes(out, codes, args.quantizer)
+    finally:
+        del codes  # the map is closed before its file goes
+        os.unlink(tmp)
+    print(f"{x.shape[0]} codes ({args.quantizer}, model {cat.model_id}) -> {written}")
     return 0
 
 

@@ -89,6 +89,7 @@ from annrepro.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from annrepro.devices import check_device  # re-exported: catalyzer.api, benchmarks/gpu_check.py
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
 
 from .search import quantized_search
@@ -215,41 +216,6 @@ class TrainResult:
     train_s: float = 0.0
     vectors_per_s: float = 0.0
     mining_share: float = 0.0
-
-
-def check_device(device, option: str = "device") -> str:
-    """The torch device `device` names ("cpu", "cuda", "cuda:1"), as a string; a SettingError
-    in one line naming `option` for a name torch does not know, a device other than the CPU
-    and CUDA, or CUDA where torch has none (a CPU-only build, no driver or no GPU visible), so
-    that `--device cuda` on such a machine is a line, not a traceback at the first tensor."""
-    import torch
-    from annrepro.errors import SettingError
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise SettingError(
-            f"{option} {device!r}: not a torch device ({first_line(e)}); use cpu or cuda"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            build = (
-                "a CPU-only build"
-                if torch.version.cuda is None
-                else f"built for CUDA {torch.version.cuda}, but no GPU or driver is visible"
-            )
-            raise SettingError(
-                f"{option} {device}: torch.cuda.is_available() is False (torch "
-                f"{torch.__version__}, {build}); install a CUDA build of torch or use "
-                f"{option} cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SettingError(
-                f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
-            )
-    elif dev.type != "cpu":
-        raise SettingError(f"{option} {device}: only cpu and cuda devices are supported")
-    return str(dev)
 
 
 def _cpu_state(net) -> dict:

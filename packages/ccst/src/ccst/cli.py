@@ -1,12 +1,12 @@
 """`ccst` command line.
 
     ccst train XT_FILE MODEL.pt [--factor 4] [--epochs N] [--checkpoint-dir DIR] ...
-    ccst compress MODEL.pt IN_FILE OUT_FILE [--max-memory-mb 256]
+    ccst compress MODEL.pt IN_FILE OUT_FILE [--max-memory-mb 256]  (block by block: bounded memory)
     ccst index --model MODEL.pt --base xb.fvecs --kind HNSW32 --out idx.faiss
                [--search-at full|compressed] [--learn xt.fvecs] [--ef-construction 40] ...
     ccst search --index idx.faiss --queries xq.fvecs -k 10 [--out I.ivecs] [--gt gt.ivecs]
                 [--model MODEL.pt] [--ef-search N | --search-l N | --nprobe N]
-    ccst reproduce [--scale tiny|small|full] [annrepro options]
+    ccst reproduce [--scale tiny|small|medium|full] [annrepro options]
 
 `index` builds the paper's index (Sec. 4.2, `ccst.index.build_index`): a graph built on the
 CCST-compressed base, searched with the full-dimensional vectors (--search-at full, the
@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     co = sub.add_parser("compress", help="compress a vector file with a trained model")
     co.add_argument("model")
     co.add_argument("input")
-    co.add_argument("output")
+    co.add_argument(
+        "output",
+        help="compressed vectors (.fvecs, .fbin, .npy, ...), written block by block to a "
+        "temporary file beside it and renamed when complete",
+    )
     co.add_argument("--max-memory-mb", type=float, default=256.0)
     co.add_argument("--threads", type=int, default=None, help="torch threads")
     co.add_argument("--device", default="cpu")
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 def _checked(args):
     """args, once --device is a device torch has (one line `ccst: error: --device cuda:
     torch.cuda.is_available() is False ...` otherwise), before any work."""
-    from ccst.train import check_device
+    from annrepro.devices import check_device
 
     args.device = check_device(args.device, "--device")
     return args
@@ -487,8 +491,22 @@ def _compress_dask(args, model) -> int:
     return 0
 
 
+# rows per block of `ccst compress`: read from the memory-mapped input, compressed (forward
+# passes under --max-memory-mb, as CCST.transform batches) and appended to the output file, so
+# that memory holds one block, never the whole input or output (issue 14). Rows are independent
+# (the network is in eval mode): the file equals one transform of the whole input.
+BLOCK_ROWS = 1 << 16
+
+
+def _shift_rows(problem: str, offset: int) -> str:
+    """A DataError problem about block rows ("row 3: ...") renumbered from the file's start."""
+    import re
+
+    return re.sub(r"^row (\d+)", lambda m: f"row {int(m.group(1)) + offset}", problem)
+
+
 def _compress(args) -> int:
-    from annrepro.vecio import FORMATS, mmap_vectors, write_vectors
+    from annrepro.vecio import FORMATS, VectorWriter, mmap_vectors
 
     from ccst.api import CCST
     from ccst.errors import DataError
@@ -516,12 +534,17 @@ def _compress(args) -> int:
             f"vectors of dimension {x.shape[1]}, but the model {args.model} was trained on "
             f"dimension {model.d_in}",
         )
-    try:
-        y = model.transform(x, max_memory_mb=args.max_memory_mb)
-    except DataError as e:
-        raise _FileProblem(args.input, e.problem) from None
-    write_vectors(args.output, y)
-    print(f"compressed {x.shape[0]} vectors {model.d_in} -> {model.d_out}: {args.output}")
+    n = x.shape[0]
+    dtype = "float32" if args.output.lower().endswith(".npy") else None
+    # one block in memory at a time; the output is written atomically when every row is in
+    with VectorWriter(args.output, n, model.d_out, dtype=dtype) as out:
+        for i0 in range(0, n, BLOCK_ROWS):
+            try:
+                y = model.transform(x[i0 : i0 + BLOCK_ROWS], max_memory_mb=args.max_memory_mb)
+            except DataError as e:
+                raise _FileProblem(args.input, _shift_rows(e.problem, i0)) from None
+            out.write(y)
+    print(f"compressed {n} vectors {model.d_in} -> {model.d_out}: {args.output}")
     return 0
 
 

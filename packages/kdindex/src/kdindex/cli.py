@@ -48,7 +48,7 @@ USAGE = """usage: kdindex {teacher,train,search,encode,reproduce} ...
              (--engine dask: resumable code shards on a Dask cluster)
   reproduce  `kdindex reproduce [OPTIONS]`: run the kdindex.* tables (OPTIONS as for
              `annrepro reproduce`, e.g.
-             --scale tiny|small|full, --tables kdindex.table2, --seed 0, --threads 1)"""
+             --scale tiny|small|medium|full, --tables kdindex.table2, --seed 0, --threads 1)"""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -263,11 +263,11 @@ def _teacher(args) -> int:
 
 
 def _train(args) -> int:
+    from annrepro.devices import check_device
     from annrepro.validate import check_same_dim, read_ground_truth
     from annrepro.vecio import read_vectors
 
     from .api import KDIndex
-    from .student import check_device
     from .train import CHECKPOINT_NAME, TrainConfig
 
     device = check_device(args.device, "--device")  # before any work

@@ -25,7 +25,7 @@ Two implementations give the same results (up to exact ties and float rounding):
 indexes (`kdindex.faiss_search`: `IndexPQ` / `IndexResidualQuantizer` for `nprobe = W`, one
 `search_preassigned` inverted file per codebook otherwise), the default wherever the quantizer
 holds codebooks, and the numpy code above (`method="numpy"`), kept as the test oracle and for
-quantizers that only decode (PQ-VAE's decoder network, `learned_baselines.DecodedQuantizer`).
+quantizers that only decode (PQ-VAE's decoder network, `kdindex.baselines.DecodedQuantizer`).
 """
 
 from __future__ import annotations
