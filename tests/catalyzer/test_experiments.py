@@ -47,7 +47,7 @@ def test_note_catalyzers_counts_what_the_table_trained_and_reused():
     experiments.note_catalyzers(ctx)
     assert _counts(ctx) == (1, 1)
     np.testing.assert_array_equal(a.transform(ds.xq), b.transform(ds.xq))
-    other = FakeContext(None, {"Deep1M": ds}, **TINY_TRAIN)  # the next table: its own counts
+    other = FakeContext(None, {"Deep1M": ds}, memo=ctx.run_memo, **TINY_TRAIN)  # the next table
     experiments.catalyzer_for(other, ds, 4, 0.02, 0, "zn_3")
     experiments.note_catalyzers(other)
     assert _counts(other) == (0, 1)

@@ -44,7 +44,6 @@ def test_cached_result_round_trips_and_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("ANNREPRO_CACHE", str(tmp_path))
     import catalyzer.cache as cache
 
-    monkeypatch.setattr(cache, "_MEMO", {})
     x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
     cfg = TrainConfig.preset(
         "released", d_out=8, hidden=16, epochs=1, batch_size=32, k_neg=10, n_val=0
@@ -56,7 +55,21 @@ def test_cached_result_round_trips_and_is_reused(tmp_path, monkeypatch):
     assert all(torch.equal(back.state_dict[k], v) for k, v in res.state_dict.items())
     files = list((tmp_path / "models").glob("catalyzer-*.pt"))
     assert [f.name for f in files] == [f"catalyzer-{cache_key('toy', cfg)}.pt"]
-    monkeypatch.setattr(cache, "_MEMO", {})  # a new process: read back from disk
-    again, hit = fit_cached(x, cfg, data_key="toy")
+    again, hit = fit_cached(x, cfg, data_key="toy")  # read back from disk
     assert hit and again.best_epoch == res.best_epoch
     assert all(torch.equal(again.state_dict[k], v) for k, v in res.state_dict.items())
+    assert torch.load(files[0], weights_only=True)["format_version"] == cache.CACHE_FORMAT
+
+
+def test_run_memo_trains_once_and_reports_reuse(tmp_path, monkeypatch):
+    from annrepro.testing import FakeContext
+
+    monkeypatch.setenv("ANNREPRO_CACHE", str(tmp_path))
+    x = np.random.default_rng(1).standard_normal((200, 8)).astype(np.float32)
+    cfg = TrainConfig.preset(
+        "released", d_out=8, hidden=16, epochs=1, batch_size=32, k_neg=10, n_val=0
+    )
+    ctx = FakeContext(None)
+    first, hit1 = fit_cached(x, cfg, data_key="toy2", cache=False, memo=ctx.memo)
+    second, hit2 = fit_cached(x, cfg, data_key="toy2", cache=False, memo=ctx.memo)
+    assert (hit1, hit2) == (False, True) and second is first

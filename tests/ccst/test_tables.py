@@ -48,27 +48,12 @@ EXPECTED_ROWS = {
 }
 
 
-class SharedMemoContext(FakeContext):
-    """A FakeContext whose memo is a given RunMemo, so that several tables share it as the
-    tables of one run share annrepro's (FakeContext's own memo is per context)."""
-
-    def __init__(self, spec, datasets, memo: RunMemo, **params):
-        super().__init__(spec, datasets, **params)
-        self.shared_memo = memo
-
-    def memo(self, key, fn, nbytes=None):
-        return self.shared_memo.get(key, fn, nbytes)
-
-
 def _run(table, datasets=None, memo=None, **params):
     """Run producer `table` on the spec's data sets (from `datasets`, default DATASETS) and check
     its rows against the published CSV; returns ({(dataset, row): row}, ctx)."""
     spec = load_spec(SPECS / f"{table}.toml")
     datasets = {n: (datasets or DATASETS)[n] for n in spec.datasets("tiny")}
-    if memo is None:
-        ctx = FakeContext(spec, datasets, **params)
-    else:
-        ctx = SharedMemoContext(spec, datasets, memo, **params)
+    ctx = FakeContext(spec, datasets, memo=memo, **params)  # a shared memo: tables of one run
     with threads(1):
         rows = getattr(tables, table)(spec, ctx)
     published = spec.published()

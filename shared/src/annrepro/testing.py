@@ -81,9 +81,12 @@ def _blank_spec():
 class FakeContext(Context):
     """A Context over in-memory data sets: `FakeContext(spec, {"SIFT1M": SyntheticDataset(...)},
     scale="tiny", **param_overrides)`; `spec=None` gives a blank spec (the params are then only
-    the overrides). Its memo is its own (tests never share state)."""
+    the overrides). Its memo is its own (tests never share state) unless `memo=` passes another
+    context's `run_memo` (two tables of one run)."""
 
-    def __init__(self, spec, datasets: dict | None = None, scale="tiny", out_dir=None, **params):
+    def __init__(
+        self, spec, datasets: dict | None = None, scale="tiny", out_dir=None, memo=None, **params
+    ):
         spec = _blank_spec() if spec is None else spec
         datasets = {} if datasets is None else datasets
         super().__init__(spec, scale, seed=params.pop("seed", 0), threads=1)
@@ -91,7 +94,7 @@ class FakeContext(Context):
         self.params = {**self.params, **params}
         self._datasets = dict(datasets)
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self._memo = RunMemo()
+        self.run_memo = RunMemo() if memo is None else memo  # share it: tables of one run
 
     def dataset(self, paper_name: str):
         ds = self._datasets[paper_name]
@@ -103,7 +106,7 @@ class FakeContext(Context):
             yield name, self.dataset(name)
 
     def memo(self, key, fn, nbytes: int | None = None):
-        return self._memo.get(key, fn, nbytes)
+        return self.run_memo.get(key, fn, nbytes)
 
 
 class LinearTransform:

@@ -19,9 +19,9 @@ from .train import CODE_VERSION, TrainConfig, TrainResult, train_catalyzer
 
 __all__ = ["cache_key", "fit_cached", "result_from_blob", "result_to_blob"]
 
-log = logging.getLogger(__name__)
+CACHE_FORMAT = 1  # the files' format_version (result_from_blob reads older files alike)
 
-_MEMO: dict[str, TrainResult] = {}
+log = logging.getLogger(__name__)
 
 
 def cache_key(data_key: str, cfg: TrainConfig) -> str:
@@ -72,37 +72,45 @@ def fit_cached(
     data_key: str | None = None,
     cache: bool = True,
     progress: bool = False,
+    memo=None,
 ) -> tuple[TrainResult, bool]:
-    """`train_catalyzer` memoised in process and on disk (annrepro cache_dir()/models).
+    """`train_catalyzer` kept on disk (annrepro cache_dir()/models) and, with `memo`, in the run.
 
     Args:
         xt: float32 (nt, d_in) learn set, as `train_catalyzer` takes it.
         data_key: names xt in the key (default: a hash of xt).
-        cache: read and write the disk cache (the in-process memo is always used).
+        cache: read and write the disk cache.
+        memo: a producer's `ctx.memo` (run-scoped, with its memory budget), or None.
     Returns:
         (result, hit): one model per data set and configuration (d_out, lambda, seed, ...),
-        reused across tables and runs.
+        reused across tables and runs; hit is False only when this call trained it.
     """
     import torch
+    from annrepro.atomic import atomic_save
     from annrepro.groundtruth import array_fingerprint, cache_dir
 
     xt = np.ascontiguousarray(xt, dtype=np.float32)
     key = cache_key(data_key or array_fingerprint(xt), cfg)
-    if key in _MEMO:
-        return _MEMO[key], True
     path = Path(cache_dir()) / "models" / f"catalyzer-{key}.pt"
-    if cache and path.exists():
-        try:
-            res = result_from_blob(torch.load(path, weights_only=True))
-            _MEMO[key] = res
-            return res, True
-        except Exception as e:  # a corrupt or stale file: retrain
-            log.warning("ignoring unreadable cached model %s: %s", path, e)
-    res = train_catalyzer(xt, cfg, progress=progress)
-    _MEMO[key] = res
-    if cache:
-        from annrepro.atomic import atomic_torch_save
 
-        # a unique temporary: two runs sharing the cache once broke each other on "<key>.tmp"
-        atomic_torch_save(result_to_blob(res), path)
-    return res, False
+    def load_or_train() -> tuple[TrainResult, bool]:
+        if cache and path.exists():
+            try:
+                return result_from_blob(torch.load(path, weights_only=True)), True
+            except Exception as e:  # a corrupt or stale file: retrain
+                log.warning("ignoring unreadable cached model %s: %s", path, e)
+        res = train_catalyzer(xt, cfg, progress=progress)
+        if cache:  # a unique temporary: two runs sharing the cache never break each other
+            atomic_save(path, result_to_blob(res), CACHE_FORMAT, "catalyzer.cache.TrainResult")
+        return res, False
+
+    if memo is None:
+        return load_or_train()
+    called = []
+
+    def first():
+        called.append(True)
+        return load_or_train()
+
+    res, hit = memo(f"catalyzer.model:{key}", first)
+    return res, hit if called else True

@@ -109,7 +109,7 @@ def catalyzer_for(
         end2end_r2=None if end2end_r2 is None else int(end2end_r2),
     )
     res, hit = fit_cached(
-        as_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True))
+        as_f32(ds.xt[: ntrain + n_val]), cfg, cache=bool(p.get("cat_cache", True)), memo=ctx.memo
     )
     stats = _catalyzer_stats(ctx)
     if hit:

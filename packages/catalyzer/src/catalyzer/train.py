@@ -91,6 +91,7 @@ from annrepro.checkpoint import (
 )
 from annrepro.devices import check_device  # re-exported: catalyzer.api, benchmarks/gpu_check.py
 from annrepro.errors import InputError  # a ValueError: bad input, one CLI line
+from annrepro.validate import as_f32
 
 from .search import quantized_search
 
@@ -233,10 +234,6 @@ def lr_at(epoch: int, epochs: int, stages) -> float:
     return lr
 
 
-def _f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def positives_knn(xt: np.ndarray, k_pos: int, include_self: bool = False) -> np.ndarray:
     """The k_pos nearest neighbours of each row of xt among the others (Sec. 3.2).
 
@@ -273,7 +270,7 @@ def mine_negatives(y: np.ndarray, yb: np.ndarray, k_neg: int, method: str = "exa
     """
     import faiss
 
-    y, yb = _f32(y), _f32(yb)
+    y, yb = as_f32(y), as_f32(yb)
     if method == "exact":
         return faiss.knn(y, yb, k_neg)[1][:, k_neg - 1]
     if method == "hnsw32":
@@ -638,7 +635,7 @@ def validate(
 # ------------------------------------------------------------------------- the loop
 def _inputs(xt, cfg: TrainConfig, validation):
     """Checked inputs: (xt, training rows, validation queries, validation base or Nones)."""
-    xt = _f32(xt)
+    xt = as_f32(xt)
     if not xt.flags.writeable:  # memory-mapped / read-only input: torch needs writable memory
         xt = xt.copy()
     if xt.ndim != 2:
@@ -653,7 +650,7 @@ def _inputs(xt, cfg: TrainConfig, validation):
     if validation is not None:
         if cfg.n_val:
             raise InputError("give either validation arrays or n_val > 0, not both")
-        xvq, xvb = (_f32(v) for v in validation)
+        xvq, xvb = (as_f32(v) for v in validation)
         shapes_ok = xvq.ndim == 2 and xvb.ndim == 2 and xvq.shape[1] == xvb.shape[1] == d_in
         if not shapes_ok or xvb.shape[0] < 10:
             raise InputError(
