@@ -23,6 +23,8 @@ def test_paper_margin_is_the_difference_of_printed_cells():
         ([-10, -9], [2, 2], 5, "flat"),
         ([1], [1], 5, "one rung"),
         ([1, 2], [1, 1], None, "no paper margin"),
+        ([6, 20], [5, 5], 5.5, "growing past the paper's margin"),
+        ([-6, -20], [5, 5], -5.5, "growing past the paper's margin"),
     ],
 )
 def test_trend(margins, halves, target, want):

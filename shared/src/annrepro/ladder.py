@@ -33,7 +33,8 @@ a rerun recomputes only the missing rungs.
 
 Trend (a note per ladder): the distance to the paper's margin at the last rung against the
 first; "converging toward the paper" when it shrank by more than the intervals' half-widths,
-"diverging" when it grew by more, else "flat".
+"diverging" when it grew by more, else "flat"; "growing past the paper's margin" when the margin
+grew by more than that and ends beyond the paper's (the claim holds more strongly than printed).
 """
 
 from __future__ import annotations
@@ -69,11 +70,16 @@ def paper_margin(ref) -> float | None:
 
 
 def trend(margins, halfwidths, target) -> str:
-    """ "converging toward the paper" / "diverging" / "flat" (module docstring)."""
+    """"converging toward the paper" / "diverging" / "flat" / "growing past the paper's margin"
+    (module docstring; the last: the margin grew and ends beyond the paper's, on its side)."""
     if target is None or len(margins) < 2:
         return "no paper margin" if target is None else "one rung"
-    d0, d1 = abs(margins[0] - target), abs(margins[-1] - target)
+    first, last = margins[0], margins[-1]
     noise = max(halfwidths[0], halfwidths[-1])
+    sign = 1.0 if target >= 0 else -1.0
+    if sign * (last - first) > noise and sign * (last - target) > noise:
+        return "growing past the paper's margin"
+    d0, d1 = abs(first - target), abs(last - target)
     if d1 < d0 - noise:
         return "converging toward the paper"
     if d1 > d0 + noise:
