@@ -79,3 +79,35 @@ def test_cli_save_and_check(ran, tmp_path, capsys):
     assert main(["reference", "check", *args]) == 0
     assert "match" in capsys.readouterr().out
     assert Path(tmp_path / "ref" / "tiny" / f"{spec.id}.json").is_file()
+
+
+def test_speed_claims_are_not_compared(tmp_path, monkeypatch):
+    """A claim on a timing column (a speed-up) moves with the machine's load: a reference that
+    says the opposite of the fresh run on every speed claim is no problem."""
+    from annrepro.tables.compare import compare_run
+    from annrepro.tables.runner import load_run
+
+    monkeypatch.setenv("ANNREPRO_REFERENCE", str(tmp_path / "ref"))
+    spec = find_specs("ccst.table4")[0]
+    out = tmp_path / "results" / "tiny"
+    run_table(spec, "tiny", out_dir=out, progress=False)
+    save([spec], "tiny", out, echo=lambda *_: None)
+    fresh = {c.claim.id: c.ours for c in compare_run(spec, load_run(spec, "tiny", out)).claims}
+    flips = {}  # (dataset, row, column) -> a value that turns the speed claim's verdict around
+    for cl in spec.claims:
+        if spec.columns[cl.column].is_timing and fresh[cl.id] in ("holds", "fails"):
+            up = (fresh[cl.id] == "fails") == spec.columns[cl.column].higher_is_better
+            flips[(cl.dataset, cl.better, cl.column)] = 1e9 if up else 1e-9
+            flips[(cl.dataset, cl.worse, cl.column)] = 1e-9 if up else 1e9
+    assert flips
+
+    def flip(rows):
+        for r in rows:
+            key = (r["dataset"], r["row"], r["column"])
+            if key in flips:
+                r["measured"] = repr(flips[key])
+
+    _edit_reference(tmp_path, spec, flip)
+    ref = {c.claim.id: c.ours for c in compare_run(spec, load_reference(spec, "tiny")).claims}
+    assert any(ref[i] != fresh[i] for i in ref)  # the reference's speed verdicts differ now
+    assert check([spec], "tiny", out) == []
