@@ -256,7 +256,8 @@ def _claims_md(specs, root) -> list[str]:
             key = f"{spec.id}:{claim.id}"
             small = cols["small"].get(claim.id, "–")
             medium = cols["medium"].get(claim.id, "–")
-            L.append(f"| {spec.id}: {claim.text} | {small} | {medium} | {trends.get(key, '–')} |")
+            label = f"{spec.id} `{claim.id}`: {claim.text}"
+            L.append(f"| {label} | {small} | {medium} | {trends.get(key, '–')} |")
     L.append("")
     return L
 
