@@ -22,6 +22,11 @@ nox.options.error_on_missing_interpreters = True
 ROOT = Path(__file__).parent
 PAPERS = ("catalyzer", "ccst", "kdindex")
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+# CI's regression test on real data (`nox -s regression`): fast `small` tables (about 5-6 min on
+# 2 cores), recomputed and checked against their committed runs in results-reference/small.
+REGRESSION_TABLES = (
+    "catalyzer.text,ccst.table2,ccst.table4,ccst.table5,kdindex.table6,kdindex.table7"
+)
 
 
 def _env() -> dict:
@@ -63,6 +68,22 @@ def reproduce(session):
     """Every registered table (default scale `small`), then results/REPORT.md."""
     _install(session, *PAPERS)
     session.run("annrepro", "reproduce", *session.posargs, env=_env())
+
+
+@nox.session
+def regression(session):
+    """The fast `small` tables (REGRESSION_TABLES) recomputed from scratch on ../shared/data and
+    compared with results-reference/small: every cell within its column's tolerance (and 2
+    queries' worth), no claim verdict changed. After an intended change: rerun them and
+    `annrepro reference save --scale small --tables ...` in the same commit, saying why."""
+    _install(session, *PAPERS)
+    out = Path(session.create_tmp()) / "regression-results"
+    env = {**_env(), "ANNREPRO_RESULTS": str(out)}
+    tables = ["--tables", REGRESSION_TABLES]
+    session.run("annrepro", "reproduce", "--scale", "small", *tables, "--force", "--no-progress",
+                env=env)  # fmt: skip
+    session.run("annrepro", "reference", "check", "--scale", "small", *tables, "--results",
+                str(out / "small"), env=env)  # fmt: skip
 
 
 @nox.session
