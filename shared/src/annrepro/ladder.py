@@ -70,8 +70,9 @@ def paper_margin(ref) -> float | None:
 
 
 def trend(margins, halfwidths, target) -> str:
-    """"converging toward the paper" / "diverging" / "flat" / "growing past the paper's margin"
-    (module docstring; the last: the margin grew and ends beyond the paper's, on its side)."""
+    """The ladder's trend: "converging toward the paper", "diverging", "flat" or "growing past
+    the paper's margin" (module docstring; the last: the margin grew and ends beyond the
+    paper's, on its side)."""
     if target is None or len(margins) < 2:
         return "no paper margin" if target is None else "one rung"
     first, last = margins[0], margins[-1]
