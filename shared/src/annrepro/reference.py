@@ -15,8 +15,11 @@ commit. `check` compares a fresh run with the committed one, CI's regression tes
 - no claim verdict may change (regenerate the reference in the same commit, with the reason),
   except a claim on a timing column (a speed-up on a loaded or another machine; its cells are
   not compared either).
-  On another kind of CPU than the reference's (`MACHINE.txt`, written by `save`), where a
-  borderline claim can flip with the last bits of a sum, a changed verdict is a warning.
+  On another kind of CPU than the reference's (`MACHINE.txt`, written by `save`), a moved cell
+  or a changed verdict is a warning, not a failure: the BLAS kernels sum in another order there,
+  and a network trained for minutes takes another path (the tiny snapshots allow 2 queries on
+  another CPU; a small-scale training can move further). Threads are part of the setting: the
+  reference and the check both run at 1 thread (`nox -s regression`).
 
 A reference made by other code than HEAD's (its fingerprint differs from the table's current
 one) is *stale*: the report marks it so and never mixes it silently with fresh results.
@@ -172,10 +175,14 @@ def check(specs, scale: str, results_dir: Path, warn=print) -> list[str]:
             v_new = new.measured[key][0]
             tol = cell_tolerance(spec, column, _nq(ref, dataset))
             if abs(v_new - v_ref) > tol + 1e-6 * max(1.0, abs(v_ref)):
-                problems.append(
+                msg = (
                     f"{spec.id} [{scale}] {dataset} / {row} / {column}: {v_new:.6g} vs the "
                     f"reference's {v_ref:.6g} (tolerance {tol:g})"
                 )
+                if same_machine:
+                    problems.append(msg)
+                else:
+                    warn(f"warning (another CPU kind than the reference's): {msg}")
         verdicts_ref = {c.claim.id: c for c in compare_run(spec, ref).claims}
         for c in compare_run(spec, new).claims:
             if spec.columns[c.claim.column].is_timing:  # speed claims move with the machine's load
