@@ -28,6 +28,7 @@ in the header.
 
 from __future__ import annotations
 
+import abc
 import io
 import json
 import re
@@ -113,7 +114,7 @@ def _as_vectors(x, what: str, d: int | None = None) -> np.ndarray:
     return x
 
 
-class Method:
+class Method(abc.ABC):
     """The protocol every method follows; subclasses implement `_fit`, `_add`, `_search`,
     `_code_bytes`, `_state` and `_from_state`."""
 
@@ -210,25 +211,30 @@ class Method:
         return sum(a.nbytes for a in self._state()[1].values())
 
     # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
     def _fit(self, xt: np.ndarray, xb: np.ndarray | None) -> None:
-        raise NotImplementedError
+        """Learn from xt (and the base xb where the method learns on its documents)."""
 
+    @abc.abstractmethod
     def _add(self, xb: np.ndarray) -> None:
-        raise NotImplementedError
+        """Encode and store xb after what is stored."""
 
+    @abc.abstractmethod
     def _search(self, xq: np.ndarray, k: int):
-        raise NotImplementedError
+        """(D, I) of the k best stored vectors per query."""
 
+    @abc.abstractmethod
     def _code_bytes(self) -> float:
-        raise NotImplementedError
+        """Bytes of one stored vector's code."""
 
+    @abc.abstractmethod
     def _state(self) -> tuple[dict, dict]:
         """(JSON-able settings, {name: numpy array}) that `_from_state` restores."""
-        raise NotImplementedError
 
     @classmethod
+    @abc.abstractmethod
     def _from_state(cls, meta: dict, arrays: dict) -> Method:
-        raise NotImplementedError
+        """The method `_state` describes (d and ntotal are set by `load`)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, {self.metric!r}, ntotal={self.ntotal})"
