@@ -82,6 +82,16 @@ metric = "l2"
 base = "remote/base.fvecs"
 query = "toy/query.fvecs"
 
+[datasets.toy-pca]
+scale = "small"
+metric = "l2"
+[datasets.toy-pca.derive]
+from = "toy/base.fvecs"
+base = [0, 10]
+query = [10, 15]
+pca = {{ dim = 3, fit_rows = [15, 50] }}
+normalize = true
+
 [datasets.synth]
 scale = "tiny"
 metric = "l2"
@@ -183,6 +193,46 @@ def test_derived_split_is_deterministic_and_disjoint(reg):
     np.testing.assert_array_equal(get_dataset("toy-split").xq, ds.xq)
 
 
+def test_derived_pca_is_fitted_on_other_rows_then_normalised(reg):
+    """derive.pca: a centred PCA fitted on `fit_rows` only, then L2 normalisation (how Deep1B's
+    descriptors were made); checked against an SVD of the fitting rows."""
+    ds = get_dataset("toy-pca")
+    assert (ds.nb, ds.nq, ds.d) == (10, 5, 3)
+    np.testing.assert_allclose(np.linalg.norm(ds.xb, axis=1), 1, rtol=1e-5)
+    fit = reg["xb"][15:50].astype(np.float64)
+    mean = fit.mean(0)
+    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    want = (reg["xb"][:10] - mean) @ vt[:3].T
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs(ds.xb), np.abs(want), atol=1e-5)  # up to each axis' sign
+    # distances, what search sees, do not depend on the signs
+    g = lambda x: x @ x.T  # noqa: E731
+    np.testing.assert_allclose(g(ds.xb), g(want), atol=1e-5)
+
+
+_PCA = 'derive = {{ from = "a.fvecs", base = [0, 2], pca = {{ dim = {dim}, fit_rows = {rows} }} }}'
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        (_PCA.format(dim=0, rows="[2, 9]"), "dim"),
+        (_PCA.format(dim=2, rows="[9, 2]"), "fit_rows"),
+        ('base = "a.fvecs"\nsubstitute = "nowhere"', "not a data set"),
+        ('base = "a.fvecs"\nsubstitute = "x"', "must not have one"),
+    ],
+)
+def test_registry_refuses_bad_pca_and_substitute(tmp_path, entry, problem):
+    import tomllib
+
+    from annrepro.registry import check_registry
+
+    reg = tomllib.loads(f'[datasets.x]\nscale = "small"\n{entry}\n')
+    reg.update(sources={}, files={})
+    with pytest.raises(DatasetError, match=problem):
+        check_registry(reg, tmp_path / "datasets.toml")
+
+
 def test_synthetic_is_seeded(reg):
     a = get_dataset("synth")
     dsmod._cache.clear()
@@ -202,3 +252,37 @@ def test_real_small_stand_ins_check_out():
     for name in ("sift-10K", "bigann-10K", "fmnist-1K", "deep1b-q96-3K"):
         ds = get_dataset(name)
         assert ds.gt(100).shape == (ds.nq, 100)
+
+
+def test_every_small_row_can_be_had_on_a_fresh_machine():
+    """Issue 13 §4: each data set a spec names at small or medium is fetchable from a package registry
+    (every file has a `source`), or has a `substitute` that is: no row is skipped for want of
+    ../shared/data."""
+    from annrepro.registry import entry_file_refs, registry
+    from annrepro.tables import find_specs
+
+    reg = registry()
+
+    def fetchable(name):
+        e = reg["datasets"][name]
+        return "synthetic" in e or all(
+            "source" in reg["files"].get(r, {}) for r in entry_file_refs(e)
+        )
+
+    lacking = set()
+    for spec in find_specs():
+        for scale in {"small", "medium"} & set(spec.scales):
+            for name in spec.datasets(scale).values():
+                sub = reg["datasets"][name].get("substitute")
+                if not (fetchable(name) or (sub and fetchable(sub))):
+                    lacking.add(f"{spec.id} [{scale}]: {name}")
+    assert not lacking
+
+
+@pytest.mark.requires_data("siftsmall/siftsmall_learn.fvecs")
+def test_deep1b_substitute_has_the_shape_and_norm_of_deep1b():
+    sub = get_dataset("sift-pca96-3K")
+    sub.check()
+    assert (sub.nb, sub.nt, sub.nq, sub.d) == (2000, 945, 200, 96)
+    np.testing.assert_allclose(np.linalg.norm(sub.xb, axis=1), 1, rtol=1e-5)
+    assert get_dataset("deep1b-q96-3K").entry["substitute"] == "sift-pca96-3K"

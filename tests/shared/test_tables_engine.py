@@ -472,3 +472,64 @@ def test_rows_skipped_for_missing_data_are_listed_at_the_top(toy, tmp_path, monk
     assert run.error is None and "Gone" in run.provenance["skipped_datasets"]
     top = write_report().read_text().split("## Scale")[0]
     assert "Rows skipped for missing data** (1): toy.table9 [tiny] Gone" in top
+
+
+SUBSTITUTE = """
+[datasets.gone-with-sub]
+scale = "small"
+metric = "l2"
+base = "gone/base.fvecs"
+query = "gone/query.fvecs"
+substitute = "synth-sift-2K"
+"""
+
+
+def test_missing_data_with_a_substitute_is_measured_on_it_and_says_so(toy, tmp_path, monkeypatch):
+    """A fresh machine without a data set's files measures its rows on the registry's
+    substitute: named in the notes, the provenance and at the top of REPORT.md; once the files
+    are there the result is no longer up to date; a file that is there but wrong is an error,
+    never a reason to substitute."""
+    import numpy as np
+    from annrepro import datasets as dsmod
+    from annrepro.tables.runner import up_to_date
+    from annrepro.vecio import write_vectors
+
+    with open(toy / "datasets.toml", "a") as f:
+        f.write(SUBSTITUTE)
+    spec_path = toy / "toy" / "table9.toml"
+    spec_path.write_text(SPEC.replace('Toy = "synth-sift-2K"', 'Toy = "gone-with-sub"'))
+    data = tmp_path / "data"
+    monkeypatch.setenv("ANNREPRO_DATA", str(data))
+    monkeypatch.setenv("ANNREPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(dsmod, "_cache", {})
+
+    @register("toy.table9")
+    def produce(spec, ctx):
+        ds = ctx.dataset("Toy")
+        return [{"dataset": "Toy", "row": "A", "1-recall@1": float(ds.d) / 1000}]
+
+    spec = load_spec(spec_path)
+    run = run_table(spec, "tiny")
+    assert run.error is None
+    sub = run.provenance["substituted_datasets"]["Toy"]
+    assert sub["wanted"] == "gone-with-sub" and sub["used"] == "synth-sift-2K"
+    assert "gone/base.fvecs" in sub["why"]
+    assert run.provenance["datasets"]["Toy"]["name"] == "synth-sift-2K"
+    assert any("measured on synth-sift-2K" in n for n in run.provenance["notes"])
+    top = write_report().read_text().split("## Scale")[0]
+    assert "substitute data** (1" in top and "toy.table9 [tiny] Toy on synth-sift-2K" in top
+    assert up_to_date(spec, "tiny", 0) is not None
+
+    rng = np.random.default_rng(0)
+    write_vectors(data / "gone" / "base.fvecs", rng.standard_normal((40, 8), dtype=np.float32))
+    write_vectors(data / "gone" / "query.fvecs", rng.standard_normal((4, 8), dtype=np.float32))
+    assert up_to_date(spec, "tiny", 0) is None  # the real data arrived: rerun on it
+    dsmod._cache.clear()
+    run = run_table(spec, "tiny")
+    assert run.error is None and not run.provenance["substituted_datasets"]
+    assert run.provenance["datasets"]["Toy"]["name"] == "gone-with-sub"
+
+    (data / "gone" / "query.fvecs").write_bytes(b"\x08\x00\x00")  # truncated, not absent
+    dsmod._cache.clear()
+    run = run_table(spec, "tiny")
+    assert run.error is not None and "gone/query.fvecs" in run.error

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import groundtruth as _gt
-from .errors import AnnreproError, DatasetError
+from .errors import AnnreproError, DatasetError, DatasetMissingError
 from .paths import data_roots
 from .registry import (  # noqa: F401  (re-exported: annrepro.datasets.registry etc.)
     check_registry,
@@ -60,6 +60,8 @@ def _missing_message(name: str, entry: dict, rels: list[str], reg: dict) -> str:
     lines.append(
         "Or point ANNREPRO_DATA at a folder that has it (e.g. ANNREPRO_DATA=../shared/data)."
     )
+    if sub := entry.get("substitute"):
+        lines.append(f"Tables measure its rows on its substitute {sub} meanwhile, and say so.")
     return " ".join(lines)
 
 
@@ -82,6 +84,33 @@ def synthetic_split(spec: dict):
         return np.ascontiguousarray(x, dtype=np.float32)
 
     return draw(spec["nb"]), draw(spec["nt"]), draw(spec["nq"])
+
+
+def _pca_projection(path: Path, pca: dict, name: str):
+    """`derive.pca = { dim, fit_rows }`: a centred PCA to `dim` dimensions fitted on the rows
+    `fit_rows` of the source file (rows no split of the data set uses), as Deep1B's descriptors
+    were made (Babenko & Lempitsky 2016: CNN features, PCA to 96-d, then L2-normalised; the
+    normalisation is `derive.normalize`). Eigenvectors come from float64 `eigh` of the
+    covariance, ordered by decreasing variance, each signed so its largest-magnitude component is
+    positive (deterministic; signs and rotations within a tied eigenspace leave distances as
+    they are). Returns x -> (x - mean) @ P, computed in float64 and stored as float32."""
+    fit = read_vectors(path, *pca["fit_rows"]).astype(np.float64)
+    dim = int(pca["dim"])
+    if dim > fit.shape[1] or dim > fit.shape[0]:
+        raise DatasetError(
+            f"{name}: derive.pca.dim = {dim} needs at most d = {fit.shape[1]} and at most the "
+            f"{fit.shape[0]} fitting rows of {path}"
+        )
+    mean = fit.mean(axis=0)
+    cov = np.cov(fit - mean, rowvar=False)
+    _, vecs = np.linalg.eigh(cov)
+    P = vecs[:, ::-1][:, :dim]
+    P *= np.sign(P[np.abs(P).argmax(axis=0), np.arange(dim)])
+
+    def project(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((x.astype(np.float64) - mean) @ P, dtype=np.float32)
+
+    return project
 
 
 # ------------------------------------------------------------------------------- Dataset
@@ -133,7 +162,7 @@ class Dataset:
                     found[rel] = fetch_file(rel, self.reg)
                 missing = []
         if missing:
-            raise DatasetError(_missing_message(self.name, self.entry, missing, self.reg))
+            raise DatasetMissingError(_missing_message(self.name, self.entry, missing, self.reg))
         return found
 
     def verify(self, rehash: bool = True) -> list[Path]:
@@ -201,9 +230,12 @@ class Dataset:
             }
         else:
             parts = {r: read_vectors(path, *dv[r]) for r in ("base", "learn", "query") if r in dv}
+        project = _pca_projection(path, dv["pca"], self.name) if "pca" in dv else None
         out = {}
         for role, x in parts.items():
             x = np.ascontiguousarray(x, dtype=np.float32)
+            if project is not None:
+                x = project(x)
             if dv.get("normalize"):
                 norms = np.linalg.norm(x, axis=1, keepdims=True)
                 if (norms == 0).any():

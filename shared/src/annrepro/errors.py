@@ -13,6 +13,7 @@ __all__ = [
     "AnnreproError",
     "VectorFileError",
     "DatasetError",
+    "DatasetMissingError",
     "GroundTruthError",
     "InputError",
     "SettingError",
@@ -37,6 +38,11 @@ class VectorFileError(AnnreproError, ValueError):
 
 class DatasetError(AnnreproError, RuntimeError):
     """A data set is unknown, missing, or does not match the registry."""
+
+
+class DatasetMissingError(DatasetError):
+    """A data set's files are not on this machine (absent, not corrupt: a file that is there
+    but does not match the registry is a plain `DatasetError`)."""
 
 
 class GroundTruthError(AnnreproError, ValueError):

@@ -120,6 +120,24 @@ def check_registry(reg: dict, path) -> None:
                     bad(where, f"derive.{role} = {v!r}: expected [start, stop) integers")
             if "seed" in dv and (p := _int_problem(dv["seed"])):
                 bad(where, f"derive.seed = {p}")
+            pca = dv.get("pca")
+            if pca is not None:
+                rows = pca.get("fit_rows") if isinstance(pca, dict) else None
+                if not isinstance(pca, dict) or (p := _int_problem(pca.get("dim"), 1)):
+                    bad(where, "derive.pca needs dim = <integer >= 1> and fit_rows = [start, stop)")
+                if (
+                    not isinstance(rows, list)
+                    or len(rows) != 2
+                    or any(_int_problem(x) for x in rows)
+                    or rows[0] >= rows[1]
+                ):
+                    bad(where, f"derive.pca.fit_rows = {rows!r}: expected [start, stop) integers")
+        sub = e.get("substitute")
+        if sub is not None:
+            if not isinstance(sub, str) or sub not in reg["datasets"]:
+                bad(where, f"substitute = {sub!r} is not a data set of this registry")
+            if sub == name or "substitute" in reg["datasets"][sub]:
+                bad(where, f"substitute = {sub!r}: a substitute must not have one itself")
         syn = e.get("synthetic")
         if syn is not None:
             for key in ("d", "nb", "nt", "nq", "clusters"):

@@ -301,6 +301,17 @@ def write_report(pattern: str = "*", path: Path | None = None, root: Path | None
     ]
     if skipped:
         L += [f"**Rows skipped for missing data** ({len(skipped)}): " + "; ".join(skipped), ""]
+    substituted = [
+        f"{c.spec.id} [{c.run.scale}] {name} on {v.get('used')} (for {v.get('wanted')})"
+        for c in comps
+        for name, v in (c.run.provenance.get("substituted_datasets") or {}).items()
+    ]
+    if substituted:
+        L += [
+            f"**Rows measured on substitute data** ({len(substituted)}; the data set the spec "
+            "names is not on this machine): " + "; ".join(substituted),
+            "",
+        ]
     if not comps:
         L.append("No results yet: run `annrepro reproduce` (or `nox -s reproduce`).")
     for scale in SCALES:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..datasets import Dataset, DatasetError, get_dataset
+from ..errors import DatasetMissingError
 from ..paths import repo_root, results_root
 from ..threads import default_threads, threads
 from .spec import TableSpec
@@ -135,6 +136,7 @@ class Context:
     out_dir: Path | None = None  # where results go; artifacts land in out_dir/<table id>/
     artifacts: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)  # paper data set -> why it was not available
+    substituted: dict = field(default_factory=dict)  # paper data set -> {wanted, used, why}
 
     def __post_init__(self):
         self.log = logging.getLogger(f"annrepro.{self.spec.id}")
@@ -182,8 +184,30 @@ class Context:
                 f"(spec [scales.{self.scale}].datasets has {sorted(mapping)})"
             )
         ds = get_dataset(mapping[paper_name])
-        ds.check()
+        try:
+            ds.check()
+        except DatasetMissingError as e:
+            sub = ds.entry.get("substitute")
+            if sub is None:
+                raise
+            ds = self._substitute(paper_name, ds.name, sub, e)
         self.used[paper_name] = ds
+        return ds
+
+    def _substitute(self, paper_name: str, wanted: str, sub: str, why: DatasetMissingError):
+        """The registry's substitute for a data set whose files are absent (datasets.toml
+        `substitute`), recorded in the notes and the provenance (`substituted_datasets`)."""
+        ds = get_dataset(sub)
+        ds.check()
+        missing = str(why).split(" (looked in")[0]
+        self.substituted[paper_name] = {"wanted": wanted, "used": sub, "why": missing}
+        self.note(
+            f"{paper_name}: measured on {sub}, the registry's substitute for {wanted}, whose "
+            f"files are not on this machine ({missing}); these rows are not {wanted}'s numbers"
+        )
+        self.log.warning(
+            "%s: %s is missing, measuring on its substitute %s", paper_name, wanted, sub
+        )
         return ds
 
     def each_dataset(self, names=None):
@@ -447,7 +471,30 @@ def up_to_date(spec: TableSpec, scale: str, seed: int, out_dir: Path | None = No
         now = fingerprint(spec, scale, seed)
     except (DatasetError, OSError):
         return None
-    return run if now is not None and run.provenance.get("fingerprint") == now else None
+    if now is None or run.provenance.get("fingerprint") != now:
+        return None
+    return None if _data_arrived(spec, scale, run) else run
+
+
+def _data_arrived(spec: TableSpec, scale: str, run: TableRun) -> bool:
+    """True when a data set that `run` skipped or replaced by its substitute is now at hand:
+    the table is rerun on the real data (the fingerprint names the registry, not the files)."""
+    from ..registry import entry_file_refs, locate_file, registry
+
+    reg = registry()
+    mapping = spec.datasets(scale)
+    wanted = [mapping.get(n) for n in run.provenance.get("skipped_datasets") or {}]
+    wanted += [v.get("wanted") for v in (run.provenance.get("substituted_datasets") or {}).values()]
+    for name in filter(None, wanted):
+        entry = reg["datasets"].get(name)
+        if entry is None or "synthetic" in entry:
+            continue
+        try:
+            if all(locate_file(r, reg) is not None for r in entry_file_refs(entry)):
+                return True
+        except DatasetError:
+            return True  # there but bad: rerun, and let the run say what is wrong
+    return False
 
 
 def run_table(
@@ -521,6 +568,7 @@ def run_table(
     prov["datasets"] = {k: ds.info() for k, ds in ctx.used.items() if _loaded(ds)}
     prov["notes"] = ctx.notes
     prov["skipped_datasets"] = ctx.skipped
+    prov["substituted_datasets"] = ctx.substituted
     prov["artifacts"] = ctx.artifacts
     prov["error"] = error
     run = TableRun(spec, scale, measured, prov, error, intervals)
