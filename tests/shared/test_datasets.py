@@ -255,9 +255,9 @@ def test_real_small_stand_ins_check_out():
 
 
 def test_every_small_row_can_be_had_on_a_fresh_machine():
-    """Issue 13 §4: each data set a spec names at small or medium is fetchable from a package registry
-    (every file has a `source`), or has a `substitute` that is: no row is skipped for want of
-    ../shared/data."""
+    """Issue 13 §4: each data set a spec names at small or medium is fetchable from a package
+    registry (every file has a `source`), or has a `substitute` that is: no row is skipped for
+    want of ../shared/data."""
     from annrepro.registry import entry_file_refs, registry
     from annrepro.tables import find_specs
 

@@ -24,6 +24,11 @@ codes (`int (nb, B)`, one codeword id per codebook) are packed into faiss's code
 A note on cost: faiss's AQ inverted-list scanner recomputes the query's look-up table for every
 probed list (`AQInvertedListScannerLUT::set_list`, a TODO in faiss), so AQ posting lists cost
 `B * W * d` more per probed list than PQ's; and its flat scan reads codes bit by bit.
+B files compute PQ's look-up table B times per query; one file of B * W lists computes it once
+but must keep the top k * B (a near document is in most of its B lists), and that larger heap
+costs more than the tables saved (bench_kdindex, nb 100k, d 64, 1 thread: 0.51x / 0.73x /
+0.92x IndexIVFPQ at nprobe 1 / 4 / 16 against 0.57x / 0.80x / 1.00x for B files; groups of
+2 or 4 codebooks fall in between). So the B files stay.
 """
 
 from __future__ import annotations
