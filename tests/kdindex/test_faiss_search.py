@@ -191,3 +191,32 @@ def test_bad_method_and_non_codebook_quantizer():
         other.search(xq, 5, 2, method="faiss")
     with pytest.raises(ValueError, match=r"\(n, 12\)"):
         index.search(xq[:, :6], 5, 16, method="faiss")
+
+
+@pytest.mark.parametrize(
+    "metric, modes", [("l2", ["float", "aq"]), ("ip", ["lifted", "float", "aq"])]
+)
+@pytest.mark.parametrize("nprobe", [1, 3])
+def test_every_aq_layout_equals_the_numpy_oracle(metric, modes, nprobe):
+    """AQ posting lists: the lifted IndexIVFPQ (inner product), the float reconstructions in an
+    IndexIVFFlat (L2 by default) and faiss's AQ inverted file all give the oracle's search."""
+    index, xq = _index("AQ", 16, metric)
+    Do, Io = index.search(xq, 10, nprobe, method="numpy")
+    q = index.quantizer
+    xt = q.transform(xq)
+    probes = select_probes(q.codeword_scores(xt, metric), nprobe)
+    for mode in modes:
+        files = InvertedFiles(q, index.codes, metric, mode=mode)
+        assert files.mode == mode
+        D, I = files.search(xt, 10, probes)
+        _assert_same_search(index, xq, D, I, Do, Io, nprobe)
+
+
+def test_default_aq_layouts_and_the_float_budget():
+    index, _ = _index("AQ", 16, "l2")
+    q, codes = index.quantizer, index.codes
+    assert InvertedFiles(q, codes, "l2").mode == "float"
+    assert InvertedFiles(q, codes, "l2", max_float_bytes=0).mode == "aq"
+    assert InvertedFiles(q, codes, "ip").mode == "lifted"
+    with pytest.raises(ValueError, match="lifted"):
+        InvertedFiles(q, codes, "l2", mode="lifted")

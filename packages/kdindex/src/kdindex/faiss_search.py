@@ -12,18 +12,27 @@ codes (`int (nb, B)`, one codeword id per codebook) are packed into faiss's code
   numpy oracle's formula) and the look-up table alone for inner product (`ST_LUT_nonorm`).
 - Posting lists (`InvertedFiles`): per codebook `b` one inverted file whose `W` lists are the
   codewords of `b` (Sec. 3.4: a document is in list `w` of codebook `b` when its code picks `w`),
-  filled with the precomputed assignments (`ArrayInvertedLists.add_entries`: ids and full codes)
-  and searched with `IndexIVF.search_preassigned` on each query's `nprobe` best codewords of `b`
-  by `S(q, c)` (Eq. 1, `CodebookQuantizer.codeword_scores`). The residual encoding is off
-  (`by_residual = False`), so a document's score in every list is its asymmetric distance to the
-  whole query: PQ / OPQ in `IndexIVFPQ` (sum of the per-subspace tables), AQ in
-  `IndexIVFResidualQuantizer` (same search types as above). The B per-codebook top-k are merged
-  with duplicates removed (`merge_unique`: a document in several probed lists has one score),
-  which is exactly the top-k of the union of the probed lists.
+  filled with the precomputed assignments (`ArrayInvertedLists.add_entries`: ids and what scores
+  each document) and searched with `IndexIVF.search_preassigned` on each query's `nprobe` best
+  codewords of `b` by `S(q, c)` (Eq. 1, `CodebookQuantizer.codeword_scores`). The residual
+  encoding is off (`by_residual = False`), so a document's score in every list is its
+  asymmetric distance to the whole query: PQ / OPQ in `IndexIVFPQ` (sum of the per-subspace
+  tables); AQ under inner product in an `IndexIVFPQ` "lifted" to B * d dimensions (sub-quantizer
+  b's centroids are codebook b, the query is repeated B times: the table sum is <q, Q(d)>); AQ
+  under L2 as float reconstructions in an `IndexIVFFlat` (||q - Q(d)||^2) while the B copies
+  fit `MAX_FLOAT_BYTES`, else in faiss's `IndexIVFResidualQuantizer`. The B per-codebook top-k
+  are merged with duplicates removed (`merge_unique`: a document in several probed lists has one
+  score), which is exactly the top-k of the union of the probed lists.
 
 A note on cost: faiss's AQ inverted-list scanner recomputes the query's look-up table for every
-probed list (`AQInvertedListScannerLUT::set_list`, a TODO in faiss), so AQ posting lists cost
-`B * W * d` more per probed list than PQ's; and its flat scan reads codes bit by bit.
+probed list (`AQInvertedListScannerLUT::set_list`, a TODO in faiss): B * nprobe tables of
+B * W * d per query, which made AQ posting lists 20-500x slower than PQ's on the stand-ins
+(fmnist-1K 19 q/s against 10,700 q/s with the float lists; glove100-ip-100K 159 against
+3,390 q/s lifted; the same ids, distances equal to float rounding). The lifted and float layouts
+compute one table (or none) per query and file; faiss's AQ file is the fallback for bases whose
+float copies would not fit (the flat AQ index computes its table once per query but reads codes
+bit by bit).
+
 B files compute PQ's look-up table B times per query; one file of B * W lists computes it once
 but must keep the top k * B (a near document is in most of its B lists), and that larger heap
 costs more than the tables saved (bench_kdindex, nb 100k, d 64, 1 thread: 0.51x / 0.73x /
@@ -230,33 +239,86 @@ def merge_unique(D: np.ndarray, I: np.ndarray, k: int, metric: str):
     return out_D, out_I
 
 
+#: the reconstructions an L2 AQ posting-list search may hold as floats (B copies of nb x d_out
+#: float32); above it, faiss's AQ inverted file (slow: its look-up table per probed list)
+MAX_FLOAT_BYTES = 1 << 30
+
+
 class InvertedFiles:
     """The posting lists of codes int (nb, B) under codebooks `q` as B faiss inverted files
-    (module docstring): file b has W lists, list w holds the ids and full codes of the documents
-    whose code picks codeword w of codebook b. Searched with transformed queries (d_out)."""
+    (module docstring): file b has W lists, list w holds the ids of the documents whose code
+    picks codeword w of codebook b, with what scores them. Searched with transformed queries
+    (d_out).
 
-    def __init__(self, q: CodebookQuantizer, codes: np.ndarray, metric: str, norms2=None):
+    What a list holds, by quantizer and metric (`mode`), each scoring S(q, Q(d)) exactly:
+    - "pq": PQ / OPQ codes in `IndexIVFPQ` (one look-up table per query and file);
+    - "lifted" (AQ, inner product): the AQ codes in an `IndexIVFPQ` of dimension B * d_out whose
+      sub-quantizer b has codebook b as centroids, searched with the query repeated B times:
+      sum_b <q, c_b,code_b> = <q, Q(d)>, one table per query and file, where faiss's AQ
+      inverted file recomputes its table for every probed list (20-200x slower here);
+    - "float" (AQ, L2): the reconstructions Q(d) in an `IndexIVFFlat` (||q - Q(d)||^2 computed
+      directly), when the B copies fit `max_float_bytes`;
+    - "aq" (AQ, L2, larger): faiss's `IndexIVFResidualQuantizer` with the stored norms
+      (`ST_norm_float`), correct but slow (module docstring)."""
+
+    def __init__(
+        self,
+        q: CodebookQuantizer,
+        codes: np.ndarray,
+        metric: str,
+        norms2=None,
+        max_float_bytes: int = MAX_FLOAT_BYTES,
+        mode: str | None = None,
+    ):
+        """`mode` forces a layout (tests; "aq" for AQ under either metric, "float" for L2)."""
         import faiss
 
-        codes, norms2 = _check(q, codes, norms2)
-        self.quantizer, self.metric, self.nb = q, metric, len(codes)
-        nbits, mt, W = _nbits(q.W), _metric(metric), q.W
+        self.quantizer, self.metric, self.nb = q, metric, len(np.asarray(codes))
+        nbits, mt, W, B, d = _nbits(q.W), _metric(metric), q.W, q.B, q.d_out
+        if q.product:
+            self.mode = "pq"
+        elif mode is not None:
+            if mode not in ("lifted", "float", "aq") or (mode, metric) == ("lifted", "l2"):
+                raise ValueError(f"mode={mode!r} does not hold an AQ under {metric}")
+            self.mode = mode
+        elif metric == "ip":
+            self.mode = "lifted"
+        elif B * self.nb * d * 4 <= max_float_bytes:
+            self.mode = "float"
+        else:
+            self.mode = "aq"
+        # only faiss's AQ file needs the squared norms (an empty array: none computed)
+        wants_norms = self.mode == "aq" and metric == "l2"
+        codes, norms2 = _check(q, codes, norms2 if wants_norms else np.empty(0))
+        if self.mode in ("pq", "lifted"):
+            packed = pack_codes(codes, nbits)
+        elif self.mode == "float":
+            packed = np.empty((self.nb, d * 4), dtype=np.uint8)
+            for i0 in range(0, self.nb, 1 << 16):
+                r = np.ascontiguousarray(q.decode(codes[i0 : i0 + (1 << 16)]), dtype=np.float32)
+                packed[i0 : i0 + len(r)] = r.view(np.uint8)
         self.files, self._keep = [], []
-        packed = None
-        for b in range(q.B):
-            coarse = faiss.IndexFlat(q.d_out, mt)  # never searched: the lists are preassigned
-            if q.product:
-                ivf = faiss.IndexIVFPQ(coarse, q.d_out, W, q.B, nbits, mt)
-                _set_pq_codebooks(ivf.pq, q)
-                if packed is None:
-                    packed = pack_codes(codes, nbits)
-            else:
-                ivf = faiss.IndexIVFResidualQuantizer(
-                    coarse, q.d_out, W, q.B, nbits, mt, _aq_search_type(metric)
+        for b in range(B):
+            if self.mode == "lifted":
+                coarse = faiss.IndexFlat(B * d, mt)  # never searched: the lists are preassigned
+                ivf = faiss.IndexIVFPQ(coarse, B * d, W, B, nbits, mt)
+                faiss.copy_array_to_vector(
+                    np.ascontiguousarray(q.codebooks.ravel()), ivf.pq.centroids
                 )
-                _set_aq_codebooks(ivf.rq, q)
-                if packed is None:
-                    packed = _aq_packed(ivf.rq, codes, norms2 if metric == "l2" else None)
+            else:
+                coarse = faiss.IndexFlat(d, mt)
+                if self.mode == "pq":
+                    ivf = faiss.IndexIVFPQ(coarse, d, W, B, nbits, mt)
+                    _set_pq_codebooks(ivf.pq, q)
+                elif self.mode == "float":
+                    ivf = faiss.IndexIVFFlat(coarse, d, W, mt)
+                else:
+                    ivf = faiss.IndexIVFResidualQuantizer(
+                        coarse, d, W, B, nbits, mt, _aq_search_type(metric)
+                    )
+                    _set_aq_codebooks(ivf.rq, q)
+                    if b == 0:
+                        packed = _aq_packed(ivf.rq, codes, norms2 if metric == "l2" else None)
             ivf.by_residual = False  # full codes: the score is S(q, Q(d)) in every list
             ivf.is_trained = True
             order = np.argsort(codes[:, b], kind="stable")
@@ -278,6 +340,8 @@ class InvertedFiles:
         of the probed lists by asymmetric distance, padded with -1."""
         nq, B, nprobe = probes.shape
         xq_t = np.ascontiguousarray(xq_t, dtype=np.float32)
+        if self.mode == "lifted":  # the query once per sub-quantizer: sum_b <q, c_b,code_b>
+            xq_t = np.ascontiguousarray(np.tile(xq_t, (1, B)))
         zeros = np.zeros((nq, nprobe), dtype=np.float32)  # coarse distances: unused
         Ds, Is = [], []
         for b, ivf in enumerate(self.files):
