@@ -118,3 +118,28 @@ def test_aq_equal_codebooks_give_equal_codes():
     assert err(cb) < err(cg)
     with pytest.raises(ValueError, match="aq_beam"):
         CodebookQuantizer("AQ", 12, 12, base.codebooks.copy(), aq_beam=0)
+
+
+def test_a_quantizer_trained_twice_is_trained_once_and_handed_out_as_copies(monkeypatch):
+    """`train_quantizer` keeps its results (same vectors and settings: no second faiss run);
+    each caller gets its own arrays; other data or another seed trains anew."""
+    from kdindex import quantizers as qmod
+
+    monkeypatch.setattr(qmod, "_TRAINED", qmod.OrderedDict())
+    calls = []
+    real = qmod._train_faiss
+    monkeypatch.setattr(qmod, "_train_faiss", lambda *a: calls.append(a[0]) or real(*a))
+    x = np.random.default_rng(0).standard_normal((600, 16)).astype(np.float32)
+    a = qmod.train_quantizer("OPQ", x, B=4, W=16, seed=0, opq_niter=2)
+    b = qmod.train_quantizer("OPQ", x.copy(), B=4, W=16, seed=0, opq_niter=2)
+    assert calls == ["OPQ"]
+    np.testing.assert_array_equal(a.codebooks, b.codebooks)
+    np.testing.assert_array_equal(a.encode(x), b.encode(x))
+    a.codebooks[:] = 0
+    a.rotation[:] = 0
+    c = qmod.train_quantizer("OPQ", x, B=4, W=16, seed=0, opq_niter=2)
+    np.testing.assert_array_equal(b.codebooks, c.codebooks)
+    np.testing.assert_array_equal(b.rotation, c.rotation)
+    qmod.train_quantizer("OPQ", x, B=4, W=16, seed=1, opq_niter=2)
+    qmod.train_quantizer("OPQ", x[:500], B=4, W=16, seed=0, opq_niter=2)
+    assert calls == ["OPQ"] * 3

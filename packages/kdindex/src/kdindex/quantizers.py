@@ -17,8 +17,10 @@ assignment.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -281,6 +283,11 @@ def train_quantizer(
         raise ValueError(f"W={W} must be a power of two")
     xt = np.ascontiguousarray(xt, dtype=np.float32)
     d = xt.shape[1]
+    key = _trained_key(kind, xt, B, W, seed, opq_niter, aq_beam, aq_refine)
+    if (held := _TRAINED.get(key)) is not None:
+        _TRAINED.move_to_end(key)
+        log.info("faiss %s on these %d x %d vectors and settings: trained already", kind, *xt.shape)
+        return _copy(held)
     # one faiss call with no progress of its own (minutes on a sample of 100k): say when it
     # starts and ends
     how = {"AQ": f"residual, beam {aq_beam}", "OPQ": f"{opq_niter} rotation iterations"}
@@ -296,7 +303,34 @@ def train_quantizer(
     t0 = time.perf_counter()
     q = _train_faiss(kind, xt, B, nbits, seed, opq_niter, aq_beam, aq_refine)
     log.info("trained faiss %s in %.1f s", kind, time.perf_counter() - t0)
-    return q
+    _TRAINED[key] = q
+    while len(_TRAINED) > TRAINED_MAX:
+        _TRAINED.popitem(last=False)
+    return _copy(q)
+
+
+#: `train_quantizer` is a pure function of its arguments (faiss's k-means, OPQ and residual
+#: training are deterministic at a fixed seed and thread count), and the tables train the same
+#: quantizer many times (a baseline, the KDindex warm start of each ablation variant, the warm
+#: start of several learned baselines): its last TRAINED_MAX results are kept in this process,
+#: keyed by a hash of the training vectors, every setting and faiss's thread count, and handed
+#: out as copies (the arrays copied; the faiss encoder, which is only read, shared).
+#: `_TRAINED.clear()` forgets them.
+TRAINED_MAX = 32
+_TRAINED: OrderedDict = OrderedDict()
+
+
+def _trained_key(kind, xt: np.ndarray, B, W, seed, opq_niter, aq_beam, aq_refine) -> tuple:
+    import faiss
+
+    digest = hashlib.sha256(xt.tobytes()).hexdigest()
+    settings = (int(B), int(W), int(seed), int(opq_niter), int(aq_beam), bool(aq_refine))
+    return (kind, xt.shape, digest, settings, faiss.omp_get_max_threads())
+
+
+def _copy(q: CodebookQuantizer) -> CodebookQuantizer:
+    rotation = None if q.rotation is None else q.rotation.copy()
+    return replace(q, codebooks=q.codebooks.copy(), rotation=rotation)
 
 
 def _train_faiss(kind, xt, B, nbits, seed, opq_niter, aq_beam, aq_refine) -> CodebookQuantizer:
