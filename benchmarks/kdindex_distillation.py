@@ -1,0 +1,237 @@
+"""Diagnostic: what do KDindex's distillation epochs add to its warm start? (not a test)
+
+Issue 13's epochs ladder is flat at small, and on every rung the trainer keeps the initialised
+student ("best epoch -1"). This script separates the parts of the margin "KDindex minus its
+faiss student" on one stand-in (default sift-10K, PQ 8 x 256, L2; the ladder's settings):
+
+- the warm start alone (faiss PQ on `n_warm` base documents, no initialisation round, no
+  epochs), with balanced (Algorithm 1) or nearest index codes;
+- the full trainer (one initialisation round, `--epochs` differentiable epochs, patience off),
+  balanced index codes (the paper's final index, `TrainConfig.balance_index`) or nearest;
+- variants of the differentiable epochs with nearest codes: no distillation loss (Table 5's
+  "w/o Distillation": reconstruction only), the other two losses of Table 8, lr 0.1 and
+  0.001 (Sec. 4.1 says 0.01), the reconstruction weighted 100x (the paper gives no weight).
+
+Per variant: the validation recall the trainer measured before its first epoch and after each
+(the teacher's top-10 of held-out training queries, on the codes the index stores), the epoch
+kept, the 10-recall@10 of the exhaustive search (the ladder's measure) on the data set's test
+queries (100 on sift-10K) and on `--n-extra` held-out learn vectors (the last ones, never
+training queries: a tighter interval), and the wall time.
+The faiss student PQ8np trained on the learn set (the ladder's baseline) is the first row.
+Training queries: the first `--ntrain` learn vectors labelled with their exact top-10 (the
+ladder labels them the same way).
+
+    python benchmarks/kdindex_distillation.py [--dataset sift-10K] [--epochs 3]
+        [--ntrain 10000] [--threads 1] [--out DIR] [--quick]
+
+`--out DIR` writes kdindex_distillation.csv and .json (settings, threads, commit, versions,
+wall time) atomically. `--quick`: three variants, one epoch (a smoke run). Figures from this
+script are quoted in docs/STATUS.md with the commit and thread count that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+# name -> (TrainConfig overrides): the differentiable epochs' budget is --epochs unless set
+VARIANTS = {
+    "warm start only, balanced codes": {"epochs": 0, "init_max_rounds": 0},
+    "warm start only, nearest codes": {
+        "epochs": 0,
+        "init_max_rounds": 0,
+        "balance_index": False,
+        "val_codes": "nearest",
+    },
+    "trainer, balanced codes (paper's index)": {},
+    "trainer, nearest codes": {"balance_index": False, "val_codes": "nearest"},
+    "nearest, w/o distillation loss": {
+        "balance_index": False,
+        "val_codes": "nearest",
+        "distill_weight": 0.0,
+    },
+    "nearest, weighted KL loss": {
+        "balance_index": False,
+        "val_codes": "nearest",
+        "loss": "weighted_kl",
+    },
+    "nearest, lambdarank loss": {
+        "balance_index": False,
+        "val_codes": "nearest",
+        "loss": "lambdarank",
+    },
+    "nearest, lr 0.1": {"balance_index": False, "val_codes": "nearest", "lr": 0.1},
+    "nearest, lr 0.001": {"balance_index": False, "val_codes": "nearest", "lr": 0.001},
+    "nearest, reconstruction x100": {
+        "balance_index": False,
+        "val_codes": "nearest",
+        "rec_weight": 100.0,
+    },
+}
+QUICK = (
+    "warm start only, nearest codes",
+    "trainer, nearest codes",
+    "nearest, w/o distillation loss",
+)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="sift-10K")
+    p.add_argument("--kind", default="PQ", choices=("PQ", "OPQ", "AQ"))
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--ntrain", type=int, default=10000)
+    p.add_argument("--n-warm", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-extra", type=int, default=5000, help="held-out learn vectors as queries")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+
+    import faiss
+    import torch
+    from annrepro.atomic import atomic_write_text
+    from annrepro.datasets import get_dataset
+    from annrepro.groundtruth import knn_exact
+    from annrepro.metrics import n_recall_at
+    from kdindex.api import KDIndex
+
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    print(f"threads: torch {torch.get_num_threads()}, faiss {faiss.omp_get_max_threads()}")
+    ds = get_dataset(args.dataset)
+    metric = ds.metric
+    xb, xq = ds.xb, ds.xq
+    xt = ds.xt[: args.ntrain]
+    # a second, larger test set: the last learn vectors, not among the training queries
+    n_extra = min(args.n_extra, max(0, len(ds.xt) - args.ntrain))
+    xe = ds.xt[len(ds.xt) - n_extra :]
+    _, gt = knn_exact(xq, xb, 10, metric)
+    _, gte = knn_exact(xe, xb, 10, metric) if n_extra else (None, None)
+    _, labels = knn_exact(xt, xb, 10, metric)
+    B, W = 8, 256
+    print(
+        f"{ds.name}: base {xb.shape}, {len(xt)} training queries, {len(xq)} test queries and "
+        f"{n_extra} held-out learn vectors as queries, {metric}"
+    )
+
+    def recalls(index) -> dict:
+        out = {"recall@10": round(100 * n_recall_at(index.search(xq, 10)[1], gt, 10, 10), 2)}
+        if n_extra:
+            r = n_recall_at(index.search(xe, 10)[1], gte, 10, 10)
+            out["recall@10 held-out learn"] = round(100 * r, 2)
+        return out
+
+    rows = []
+    t0 = time.perf_counter()
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    d = xb.shape[1]
+    pq = faiss.IndexPQ(d, B, int(np.log2(W)), faiss_metric)
+    pq.train(xt)
+    pq.add(xb)
+    rows.append(
+        {
+            "variant": f"faiss PQ{B}np on the learn set (the ladder's baseline)",
+            "val_init": "",
+            "val_best": "",
+            "best_epoch": "",
+            "val_curve": "",
+            **recalls(pq),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    )
+    print(
+        f"{rows[-1]['variant']}: 10-recall@10 {rows[-1]['recall@10']} (test), "
+        f"{rows[-1].get('recall@10 held-out learn', '-')} (held-out learn)"
+    )
+    names = QUICK if args.quick else tuple(VARIANTS)
+    epochs = 1 if args.quick else args.epochs
+    for name in names:
+        over = {"epochs": epochs, **VARIANTS[name]}
+        t0 = time.perf_counter()
+        kd = KDIndex(
+            args.kind,
+            metric,
+            B,
+            W,
+            10,
+            n_warm=args.n_warm,
+            patience=max(10, epochs),
+            init_max_rounds=over.pop("init_max_rounds", 1),
+            seed=args.seed,
+            progress=False,
+            **over,
+        )
+        kd.fit(xb, xt, labels=labels)
+        vals = [c["val_recall"] for c in kd.result.curve if c["phase"] == "diff"]
+        rows.append(
+            {
+                "variant": name,
+                "val_init": round(100 * vals[0], 2),
+                "val_best": round(100 * kd.result.best_val_recall, 2),
+                "best_epoch": kd.result.best_epoch,
+                "val_curve": " ".join(f"{100 * v:.2f}" for v in vals),
+                **recalls(kd),
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+        )
+        print(
+            f"{name}: validation {rows[-1]['val_curve']} (epoch -1 first), kept epoch "
+            f"{rows[-1]['best_epoch']}; 10-recall@10 {rows[-1]['recall@10']} (test), "
+            f"{rows[-1].get('recall@10 held-out learn', '-')} (held-out learn), "
+            f"{rows[-1]['wall_s']} s"
+        )
+    if args.out:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out / "kdindex_distillation.csv", buf.getvalue())
+        prov = {
+            "settings": {k: str(v) for k, v in vars(args).items()},
+            "B": B,
+            "W": W,
+            "threads": {"torch": torch.get_num_threads(), "faiss": faiss.omp_get_max_threads()},
+            "git_commit": _commit(),
+            "versions": {
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "torch": torch.__version__,
+                "faiss": faiss.__version__,
+            },
+            "cpu": platform.processor() or platform.machine(),
+            "wall_s": round(sum(r["wall_s"] for r in rows), 1),
+        }
+        atomic_write_text(args.out / "kdindex_distillation.json", json.dumps(prov, indent=2) + "\n")
+        print(f"wrote {args.out / 'kdindex_distillation.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
