@@ -121,6 +121,7 @@ def main(argv=None) -> int:
     import torch
     from annrepro.atomic import atomic_write_text
     from annrepro.datasets import get_dataset
+    from annrepro.errors import AnnreproError
     from annrepro.groundtruth import knn_exact
     from annrepro.metrics import n_recall_at
     from kdindex.api import KDIndex
@@ -128,7 +129,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, faiss {faiss.omp_get_max_threads()}")
-    ds = get_dataset(args.dataset)
+    try:
+        ds = get_dataset(args.dataset)
+    except AnnreproError as e:  # unknown name, missing or bad files: one line
+        raise SystemExit(f"--dataset {args.dataset}: {e}") from None
     metric = ds.metric
     xb, xq = ds.xb, ds.xq
     xt = ds.xt[: args.ntrain]
@@ -161,6 +165,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     d = xb.shape[1]
+    if d % B:
+        raise SystemExit(
+            f"{ds.name}: dimension {d} is not a multiple of B = {B}: the PQ{B}np baseline row "
+            "needs one; pick another --dataset"
+        )
     pq = faiss.IndexPQ(d, B, int(np.log2(W)), faiss_metric)
     pq.train(xt)
     pq.add(xb)
