@@ -157,9 +157,8 @@ def test_table_tiny_matches_snapshot(spec, tmp_path):
         for r in csv.DictReader(io.StringIO(text))
     }
     assert sorted(got) == sorted(want), "cells differ from the snapshot"
-    made_on = (snap.parent / "MACHINE.txt").read_text().strip() if same else ""
-    if not same and MACHINE_FILE.exists():
-        made_on = MACHINE_FILE.read_text().strip()
+    stamp = snap.parent / "MACHINE.txt"  # the primary's or the by-cpu folder's
+    made_on = stamp.read_text().strip() if stamp.exists() else ""
     nqs = {ds: info.get("nq") for ds, info in prov["datasets"].items()}
     bad = {
         k: (got[k], want[k])
