@@ -39,7 +39,6 @@ import csv
 import io
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -86,22 +85,6 @@ QUICK = (
 )
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="sift-10K")
@@ -124,6 +107,7 @@ def main(argv=None) -> int:
     from annrepro.errors import AnnreproError
     from annrepro.groundtruth import knn_exact
     from annrepro.metrics import n_recall_at
+    from annrepro.tables.runner import _git_commit  # the commit stamp the tables' provenance uses
     from kdindex.api import KDIndex
 
     torch.set_num_threads(args.threads)
@@ -241,7 +225,7 @@ def main(argv=None) -> int:
             "B": B,
             "W": W,
             "threads": {"torch": torch.get_num_threads(), "faiss": faiss.omp_get_max_threads()},
-            "git_commit": _commit(),
+            "git_commit": _git_commit(),
             "versions": {
                 "python": platform.python_version(),
                 "numpy": np.__version__,
