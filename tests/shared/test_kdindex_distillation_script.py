@@ -32,3 +32,29 @@ def test_dimension_the_pq_baseline_cannot_split_is_one_line(monkeypatch):
     monkeypatch.setattr(annrepro.datasets, "get_dataset", lambda name: fake)
     with pytest.raises(SystemExit, match=r"^fake-12d: dimension 12 is not a multiple of B = 8"):
         _script().main(["--dataset", "fake-12d", "--quick", "--n-extra", "0"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "d", "name"),
+    [("PQ", 16, "PQ8np"), ("OPQ", 12, "OPQ8_16,PQ8np"), ("AQ", 12, "RQ8x4")],
+)
+def test_baseline_row_is_the_ladders_faiss_student(kind, d, name):
+    """The first row's faiss index per --kind (AQ: RQ, which takes a dimension PQ8 cannot split),
+    trained and searched here on a toy set: it finds each base vector as its own neighbour."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    x = np.random.default_rng(0).standard_normal((400, d)).astype(np.float32)
+    index, got = _script().baseline_index(kind, d, 8, 16, "l2")
+    assert got == name
+    index.train(x)
+    index.add(x)
+    _, ids = index.search(x[:50], 1)
+    assert (ids[:, 0] == np.arange(50)).mean() > 0.5
+
+
+def test_baseline_row_refuses_what_it_cannot_build():
+    with pytest.raises(ValueError, match=r"^dimension 100 is not a multiple of B = 8: .*--kind AQ"):
+        _script().baseline_index("PQ", 100, 8, 256, "ip")
+    with pytest.raises(ValueError, match=r"^unknown kind 'LSQ'"):
+        _script().baseline_index("LSQ", 16, 8, 256, "l2")
