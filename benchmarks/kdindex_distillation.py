@@ -26,8 +26,10 @@ the GloVe inner-product stand-in, whose 100 dimensions PQ8 cannot split).
 Training queries: the first `--ntrain` learn vectors labelled with their exact top-10 (the
 ladder labels them the same way).
 
-    python benchmarks/kdindex_distillation.py [--dataset sift-10K] [--epochs 3]
-        [--ntrain 10000] [--threads 1] [--out DIR] [--quick]
+    python benchmarks/kdindex_distillation.py [--dataset sift-10K] [--kind PQ|OPQ|AQ]
+        [--epochs 3] [--ntrain 10000] [--threads 1] [--out DIR] [--quick]
+    # kdindex.ladder's documents ladder (KDindex (AQ) minus RQ8x8, its 100k rung):
+    python benchmarks/kdindex_distillation.py --dataset glove100-ip-100K --kind AQ --epochs 2
 
 `--out DIR` writes kdindex_distillation.csv and .json (settings, threads, commit, versions,
 wall time) atomically. `--quick`: three variants, one epoch (a smoke run). Figures from this
@@ -124,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--nprobe", type=int, default=2, help="posting lists per codebook; 0: none")
     p.add_argument("--n-extra", type=int, default=5000, help="held-out learn vectors as queries")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--aq-beam", type=int, default=1, help="AQ warm start's beam (ladder: 1)")
+    p.add_argument("--aq-refine", action="store_true", help="AQ warm start's refinement (off)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
 
@@ -213,6 +217,7 @@ def main(argv=None) -> int:
             seed=args.seed,
             progress=False,
             **over,
+            **({"aq_beam": args.aq_beam, "aq_refine": args.aq_refine} if args.kind == "AQ" else {}),
         )
         kd.fit(xb, xt, labels=labels)
         vals = [c["val_recall"] for c in kd.result.curve if c["phase"] == "diff"]
