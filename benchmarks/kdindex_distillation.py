@@ -24,7 +24,8 @@ The faiss student trained on the learn set (the ladder's baseline) is the first 
 `--kind PQ`, OPQ8_d',PQ8np for OPQ, RQ8x8 for AQ (kdindex.ladder's baseline of KDindex (AQ), for
 the GloVe inner-product stand-in, whose 100 dimensions PQ8 cannot split).
 Training queries: the first `--ntrain` learn vectors labelled with their exact top-10 (the
-ladder labels them the same way).
+ladder's KDindex labels them with its HNSW teacher's top-10, M 32, efSearch 100: nearly the
+same lists on these bases, not always the same).
 
     python benchmarks/kdindex_distillation.py [--dataset sift-10K] [--kind PQ|OPQ|AQ]
         [--epochs 3] [--ntrain 10000] [--threads 1] [--out DIR] [--quick]
