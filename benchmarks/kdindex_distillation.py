@@ -12,6 +12,9 @@ faiss student" on one stand-in (default sift-10K, PQ 8 x 256, L2; the ladder's s
   "w/o Distillation": reconstruction only), the other two losses of Table 8, lr 0.1 and
   0.001 (Sec. 4.1 says 0.01), the reconstruction weighted 100x (the paper gives no weight).
 
+- two more readings of what the paper leaves open: the reconstruction weighted 1000x, and the
+  softmax temperature of Eq. 6 at 1 x the score spread instead of 0.1 x (`TrainConfig.temperature`).
+
 Per variant: the validation recall the trainer measured before its first epoch and after each
 (the teacher's top-10 of held-out training queries, on the codes the index stores), the epoch
 kept, the 10-recall@10 of the exhaustive search (the ladder's measure) on the data set's test
@@ -19,7 +22,10 @@ queries (100 on sift-10K) and on `--n-extra` held-out learn vectors (the last on
 training queries: a tighter interval), the 10-recall@10 of the same held-out queries through the
 posting lists (the paper's search, Sec. 3.4: the `--nprobe` best lists of each codebook (default 2:
 Table 2's 16 of 256 equals the exhaustive search on the small stand-ins), ranked
-by the asymmetric distance) with the mean number of documents scored, and the wall time.
+by the asymmetric distance) with the mean number of documents scored, how far the codebooks
+collapsed (`collapse_stats`: the median over codebooks of the share of those queries whose
+best codeword by Eq. 6's score is the codebook's most popular one, 1/W when spread, 1 when all
+agree; and the base's relative reconstruction error), and the wall time.
 The faiss student trained on the learn set (the ladder's baseline) is the first row: PQ8np for
 `--kind PQ`, OPQ8_d',PQ8np for OPQ, RQ8x8 for AQ (kdindex.ladder's baseline of KDindex (AQ), for
 the GloVe inner-product stand-in, whose 100 dimensions PQ8 cannot split).
@@ -29,6 +35,7 @@ same lists on these bases, not always the same).
 
     python benchmarks/kdindex_distillation.py [--dataset sift-10K] [--kind PQ|OPQ|AQ]
         [--epochs 3] [--ntrain 10000] [--threads 1] [--out DIR] [--quick]
+        [--variants NAME ...]
     # kdindex.ladder's documents ladder (KDindex (AQ) minus RQ8x8, its 100k rung):
     python benchmarks/kdindex_distillation.py --dataset glove100-ip-100K --kind AQ --epochs 2
 
@@ -82,12 +89,42 @@ VARIANTS = {
         "val_codes": "nearest",
         "rec_weight": 100.0,
     },
+    "nearest, reconstruction x1000": {
+        "balance_index": False,
+        "val_codes": "nearest",
+        "rec_weight": 1000.0,
+    },
+    "nearest, temperature 1 (softer Eq. 6)": {
+        "balance_index": False,
+        "val_codes": "nearest",
+        "temperature": 1.0,
+    },
 }
 QUICK = (
     "warm start only, nearest codes",
     "trainer, nearest codes",
     "nearest, w/o distillation loss",
 )
+
+
+def collapse_stats(index, xs: np.ndarray, xb: np.ndarray, metric: str) -> dict:
+    """How far a KDIndex's codebooks collapsed (the trivial solution of Sec. 3.4): the share of
+    the queries xs whose best codeword by the metric's score S(q, c) (Eq. 6's, per codebook) is
+    the codebook's most popular one, the median over codebooks ("top codeword share": 1/W when
+    spread, 1 when every query prefers one codeword), and the base's relative reconstruction
+    error sum ||x - Q(x)||^2 / sum ||x||^2 on the stored codes."""
+    from kdindex.student import lookup_tables
+
+    q = index.quantizer
+    xt = q.transform(np.ascontiguousarray(xs, dtype=np.float32))
+    lut = lookup_tables(q, xt)  # (n, B, W) inner products, per subspace for PQ / OPQ
+    if metric == "l2":  # argmax of -||x_b - c||^2 = 2 <x_b, c> - ||c||^2 + const
+        lut = 2 * lut - (q.codebooks**2).sum(-1)[None]
+    best = lut.argmax(-1)  # (n, B)
+    share = [np.bincount(best[:, b], minlength=q.W).max() / len(xs) for b in range(q.B)]
+    xr = q.decode(index.codes)
+    err = float(((xb - xr) ** 2).sum() / (xb.astype(np.float64) ** 2).sum())
+    return {"top codeword share": round(float(np.median(share)), 3), "recon error": round(err, 3)}
 
 
 def baseline_index(kind: str, d: int, B: int, W: int, metric: str):
@@ -130,7 +167,14 @@ def main(argv=None) -> int:
     p.add_argument("--aq-beam", type=int, default=1, help="AQ warm start's beam (ladder: 1)")
     p.add_argument("--aq-refine", action="store_true", help="AQ warm start's refinement (off)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--variants", nargs="+", metavar="NAME", help="run only these rows (names as printed)"
+    )
     args = p.parse_args(argv)
+    if args.variants:
+        unknown = [v for v in args.variants if v not in VARIANTS]
+        if unknown:
+            raise SystemExit(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
 
     import faiss
     import torch
@@ -194,6 +238,8 @@ def main(argv=None) -> int:
             "val_curve": "",
             **recalls(base),
             **(list_cols if args.nprobe else {}),
+            "top codeword share": "",
+            "recon error": "",
             "wall_s": round(time.perf_counter() - t0, 1),
         }
     )
@@ -201,7 +247,7 @@ def main(argv=None) -> int:
         f"{rows[-1]['variant']}: 10-recall@10 {rows[-1]['recall@10']} (test), "
         f"{rows[-1].get('recall@10 held-out learn', '-')} (held-out learn)"
     )
-    names = QUICK if args.quick else tuple(VARIANTS)
+    names = tuple(args.variants) if args.variants else QUICK if args.quick else tuple(VARIANTS)
     epochs = 1 if args.quick else args.epochs
     for name in names:
         over = {"epochs": epochs, **VARIANTS[name]}
@@ -230,6 +276,7 @@ def main(argv=None) -> int:
                 "best_epoch": kd.result.best_epoch,
                 "val_curve": " ".join(f"{100 * v:.2f}" for v in vals),
                 **recalls(kd),
+                **collapse_stats(kd, xe if n_extra else xq, xb, metric),
                 "wall_s": round(time.perf_counter() - t0, 1),
             }
         )
@@ -237,7 +284,8 @@ def main(argv=None) -> int:
             f"{name}: validation {rows[-1]['val_curve']} (epoch -1 first), kept epoch "
             f"{rows[-1]['best_epoch']}; 10-recall@10 {rows[-1]['recall@10']} (test), "
             f"{rows[-1].get('recall@10 held-out learn', '-')} (held-out learn), "
-            f"{rows[-1]['wall_s']} s"
+            f"top codeword share {rows[-1]['top codeword share']}, reconstruction error "
+            f"{rows[-1]['recon error']}, {rows[-1]['wall_s']} s"
         )
         if args.nprobe:
             key = f"recall@10 lists nprobe {args.nprobe}"

@@ -58,3 +58,36 @@ def test_baseline_row_refuses_what_it_cannot_build():
         _script().baseline_index("PQ", 100, 8, 256, "ip")
     with pytest.raises(ValueError, match=r"^unknown kind 'LSQ'"):
         _script().baseline_index("LSQ", 16, 8, 256, "l2")
+
+
+def test_unknown_variant_is_one_line():
+    with pytest.raises(SystemExit, match=r"^--variants: unknown \['no such row'\]"):
+        _script().main(["--variants", "no such row"])
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_collapse_stats_tell_spread_from_collapsed_codebooks(metric):
+    """A trained PQ on centred data spreads the queries' best codewords; one codeword pushed far
+    along the queries' common direction (inner product) or onto their mean (L2) wins for all."""
+    from kdindex.quantizers import train_quantizer
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 8)).astype(np.float32)
+    q = train_quantizer("PQ", x, B=2, W=16, seed=0)
+    index = SimpleNamespace(quantizer=q, codes=q.encode(x))
+    spread = _script().collapse_stats(index, x[:200], x, metric)
+    assert spread["top codeword share"] < 0.5 and spread["recon error"] < 0.5
+    from kdindex.quantizers import CodebookQuantizer
+
+    cb = q.codebooks.copy()
+    xs = x[:200] + (3.0 if metric == "ip" else 0.0)  # queries off the centre: a common direction
+    if metric == "ip":  # codeword 0 of each book far along it
+        cb[:, 0] = 100.0
+    else:  # codeword 0 on the data's mean, every other one far away
+        cb[:, 1:] += 50.0
+        cb[:, 0] = xs.mean(0).reshape(2, 4)
+    q2 = CodebookQuantizer(q.kind, q.d_in, q.d_out, cb, q.rotation)
+    collapsed = _script().collapse_stats(
+        SimpleNamespace(quantizer=q2, codes=index.codes), xs, x, metric
+    )
+    assert collapsed["top codeword share"] == 1.0
