@@ -1,5 +1,5 @@
-"""annrepro.ladder: margins per rung, the paper's margin from its own cells, the trend, and
-rungs resumed from their point files."""
+"""annrepro.ladder: margins per rung, the paper's margin from its own cells, the trend, runs
+resumed from their point files and shared between ladders, and the two-level bootstrap."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,9 @@ def test_paper_margin_is_the_difference_of_printed_cells():
         ([4, -10], [1, 1], 5, "diverging"),
         ([-10, -9], [2, 2], 5, "flat"),
         ([1], [1], 5, "one rung"),
-        ([1, 2], [1, 1], None, "no paper margin"),
+        ([1, 5], [1, 1], None, "growing (no paper margin)"),
+        ([5, 1], [1, 1], None, "shrinking (no paper margin)"),
+        ([1, 2], [1, 1], None, "flat (no paper margin)"),
         ([6, 20], [5, 5], 5.5, "growing past the paper's margin"),
         ([-6, -20], [5, 5], -5.5, "growing past the paper's margin"),
     ],
@@ -32,7 +34,7 @@ def test_trend(margins, halves, target, want):
 
 
 def test_rungs_are_margins_and_resume_from_points(tmp_path, monkeypatch):
-    import annrepro.ladder as ladder
+    import annrepro.evaluate as evaluate
 
     spec = find_specs("catalyzer.ladder")[0]
     spec.raw = {**spec.raw, "ladders": [{
@@ -48,13 +50,58 @@ def test_rungs_are_margins_and_resume_from_points(tmp_path, monkeypatch):
     for r in rows:
         assert r["margin"] == pytest.approx(100 * (r["better"] - r["worse"]))
         assert np.mean(r["margin:per_query"]) == pytest.approx(r["margin"])
+        assert np.shape(r["margin:per_query"]) == (1, 40)  # one row per seed
         assert r["paper_margin"] == pytest.approx(12.2)
+        assert "seed_sd" not in r  # one seed: no spread
     assert any("pq (BigAnn1M, PQ8x4np minus PQ2x4np" in n for n in ctx.notes)
     calls = []
-    monkeypatch.setattr(ladder, "_rung", lambda *a: calls.append(a))
+    real = evaluate.run_method
+    monkeypatch.setattr(evaluate, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
     again = run_ladders(spec, FakeContext(spec, {"BigAnn1M": ds}, out_dir=tmp_path, n_seeds=1,
                                           k=10, values={"pq": [200, 400]}))  # fmt: skip
     assert calls == [] and [r["margin"] for r in again] == [r["margin"] for r in rows]
+
+
+def test_ladders_share_the_better_methods_runs(tmp_path, monkeypatch):
+    """Two ladders with the same learned side and rungs fit it once per rung and seed; a faiss
+    baseline the budget does not touch runs once for every rung and seed."""
+    import annrepro.evaluate as evaluate
+
+    spec = find_specs("ccst.ladder")[0]
+    common = {"dataset": "GIST1M", "better": "csst4x,Flat", "column": "1-recall@1",
+              "budget": "csst.epochs"}  # fmt: skip
+    spec.raw = {**spec.raw, "ladders": [
+        {"id": "a", **common, "worse": "PQ4x4np"}, {"id": "b", **common, "worse": "PCA4,Flat"},
+    ]}  # fmt: skip
+    ds = SyntheticDataset(d=16, nb=300, nq=30, nt=300, seed=3)
+    calls = []
+    real = evaluate.run_method
+    monkeypatch.setattr(evaluate, "run_method", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    ctx = FakeContext(spec, {"GIST1M": ds}, out_dir=tmp_path, n_seeds=2, k=10)
+    ctx.params["values"] = {"a": [1, 2], "b": [1, 2]}
+    ctx.params["csst"] = ["depths=[1]", "heads=2", "batch_size=128"]
+    rows = run_ladders(spec, ctx)
+    assert len(rows) == 4
+    # CSST: 2 rungs x 2 seeds, once for both ladders; each faiss baseline: once
+    assert sorted(calls) == ["PCA4,Flat", "PQ4x4np"] + ["csst4x,Flat"] * 4
+    for r in rows:
+        assert np.shape(r["margin:per_query"]) == (2, 30) and r["seed_sd"] >= 0
+
+
+def test_two_level_bootstrap_covers_the_seed_spread():
+    from annrepro.tables.runner import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(0, 1, 200)
+    same = np.stack([q, q, q])  # three seeds that agree: the queries' interval
+    assert bootstrap_interval(same) == pytest.approx(bootstrap_interval(q), abs=0.05)
+    apart = np.stack([q - 2, q, q + 2])  # seeds 2 apart: a far wider interval, same centre
+    lo, hi = bootstrap_interval(apart)
+    qlo, qhi = bootstrap_interval(q)
+    assert hi - lo > 5 * (qhi - qlo) and lo < q.mean() < hi
+    assert bootstrap_interval(q[None, :]) == bootstrap_interval(q)  # one seed == 1-D
+    with pytest.raises(ValueError):
+        bootstrap_interval(np.zeros((2, 3, 4)))
 
 
 def test_ladders_run_on_demand_only():

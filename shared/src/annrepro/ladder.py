@@ -19,22 +19,32 @@ the tiny synthetic data). The learn set
 is cut to its first `ntrain` rows (a parameter) unless the budget is "ntrain"; `base_in_fit =
 true` on a ladder passes the base to `fit` (KDindex then learns its balanced codes on the
 documents it indexes, as in the paper). At each rung
-both methods run through `annrepro.crosspaper.run_method` (fit on the learn set, add the base,
+both methods run through `annrepro.evaluate.run_method` (fit on the learn set, add the base,
 search the queries) with the budget applied: a setting of the learned method ("catalyzer.epochs":
 both methods if both are of that plugin), the learn rows ("ntrain": both methods), or the base
 rows ("nb": both methods, ground truth recomputed exactly on that base). The margin is better
-minus worse per query, averaged over `n_seeds` seeds: its bootstrap interval over the queries
-is the report's bracket. The paper's margin is computed from the paper's own published cells
-(`paper`: table, data set, column, better row, worse row), drawn as a line in the PNG.
+minus worse per query and seed; the row's margin is its mean over `n_seeds` seeds and the
+queries, and the report's bracket (and the PNG's error bar) a bootstrap 95 % interval that
+resamples the seeds and the queries (`annrepro.tables.runner.bootstrap_interval`): it covers the
+training's spread from seed to seed as well as the choice of queries. `seed_sd` is the sample
+std over the seeds of the per-seed margins. The paper's margin is computed from the paper's own
+published cells (`paper`: table, data set, column, better row, worse row), drawn as a line in
+the PNG.
 
-Resumable: each finished rung is a JSON point file beside the results, keyed by everything the
-rung depends on (ladder, rung, settings, data, seed and the code of annrepro and the plugins);
-a rerun recomputes only the missing rungs.
+Shared and resumable: each run of one method at one rung and seed is a JSON point file beside
+the results (`runs/`), keyed by what it depends on (method, data, learn and base rows, the
+method's settings with the budget applied, k, seed, and the code of annrepro and the plugin),
+not by the ladder: two ladders of a table with the same `better` method, budget and rungs (one
+learned method against two baselines) share its fits, a baseline that the budget does not touch
+(a faiss index against catalyzer epochs) runs once for all rungs, and a faiss method (seeded by
+faiss itself) once for all seeds. A rerun computes only the missing runs.
 
 Trend (a note per ladder): the distance to the paper's margin at the last rung against the
 first; "converging toward the paper" when it shrank by more than the intervals' half-widths,
 "diverging" when it grew by more, else "flat"; "growing past the paper's margin" when the margin
 grew by more than that and ends beyond the paper's (the claim holds more strongly than printed).
+A ladder without a paper margin (`paper` omitted: a baseline the paper never ran) reads
+"growing", "shrinking" or "flat": the margin's own move between the first and last rung.
 """
 
 from __future__ import annotations
@@ -72,11 +82,18 @@ def paper_margin(ref) -> float | None:
 def trend(margins, halfwidths, target) -> str:
     """The ladder's trend: "converging toward the paper", "diverging", "flat" or "growing past
     the paper's margin" (module docstring; the last: the margin grew and ends beyond the
-    paper's, on its side)."""
-    if target is None or len(margins) < 2:
-        return "no paper margin" if target is None else "one rung"
+    paper's, on its side). Without a paper margin (a baseline the paper never ran): "growing",
+    "shrinking" or "flat", the margin's own move from the first rung to the last."""
+    if len(margins) < 2:
+        return "one rung"
     first, last = margins[0], margins[-1]
     noise = max(halfwidths[0], halfwidths[-1])
+    if target is None:
+        if last - first > noise:
+            return "growing (no paper margin)"
+        if first - last > noise:
+            return "shrinking (no paper margin)"
+        return "flat (no paper margin)"
     sign = 1.0 if target >= 0 else -1.0
     if sign * (last - first) > noise and sign * (last - target) > noise:
         return "growing past the paper's margin"
@@ -88,13 +105,13 @@ def trend(margins, halfwidths, target) -> str:
     return "flat"
 
 
-def _halfwidth(per_query, seed=0, n_boot=1000) -> float:
-    """Half the width of a seeded bootstrap 95 % interval of the mean of per_query."""
-    v = np.asarray(per_query, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(hi - lo) / 2
+def _halfwidth(per_seed_query) -> float:
+    """Half the width of the bootstrap 95 % interval (seeds and queries resampled) of the mean
+    of a (n_seeds, nq) array: the one the report brackets the row's margin with."""
+    from .tables.runner import bootstrap_interval
+
+    lo, hi = bootstrap_interval(per_seed_query)
+    return (hi - lo) / 2
 
 
 def _apply(budget: str, value, settings: dict, spec: str) -> dict:
@@ -108,9 +125,9 @@ def _apply(budget: str, value, settings: dict, spec: str) -> dict:
     return out
 
 
-def _rung(ctx, lad, ds, value, settings, k, seeds):
-    """{'better', 'worse', 'margin', and their per-query means over seeds} of one rung."""
-    from .evaluate import run_method
+def _rung_data(lad, ds, value, ntrain, k):
+    """(learn rows, base, queries, ground truth) of one rung: the budget cuts the learn rows
+    ("ntrain") or the base ("nb", ground truth recomputed exactly), else ntrain learn rows."""
     from .groundtruth import cached_knn
 
     xt = ds.xt if getattr(ds, "has_learn", True) else ds.xb
@@ -120,7 +137,7 @@ def _rung(ctx, lad, ds, value, settings, k, seeds):
             raise ValueError(f"ladder {lad['id']}: ntrain={value} exceeds the {len(xt)} learn rows")
         xt = xt[: int(value)]
     else:
-        xt = xt[: int(ctx.param("ntrain", default=len(xt)))]
+        xt = xt[: int(ntrain if ntrain is not None else len(xt))]
     if lad["budget"] == "nb":
         if int(value) > len(xb):
             raise ValueError(f"ladder {lad['id']}: nb={value} exceeds the {len(xb)} base vectors")
@@ -128,33 +145,37 @@ def _rung(ctx, lad, ds, value, settings, k, seeds):
         gt = cached_knn(np.ascontiguousarray(xq, dtype=np.float32), xb, k, ds.metric)[1]
     else:
         gt = ds.gt(k)
-    col = lad["column"]
-    per = {"better": [], "worse": []}
+    return xt, xb, xq, gt
+
+
+def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key):
+    """The per-query values of the ladder's column for one method (`side`) at one rung, one
+    array per seed: each (method, rung, seed) run from its point file when one exists."""
+    from .evaluate import SEEDED, run_method
+    from .methods import plugin_name
+
+    xt, xb, xq, gt = data
+    spec = lad[side]
+    plugin = plugin_name(spec)
+    applied = _apply(lad["budget"], value, settings, spec)
+    base_in_fit = bool(lad.get("base_in_fit", False))
+    out = []
     for s in seeds:
-        for side in per:
-            spec = lad[side]
-            res = run_method(
-                spec,
-                ds.metric,
-                xt,
-                xb,
-                xq,
-                gt,
-                k,
-                s,
-                _apply(lad["budget"], value, settings, spec),
-                base_in_fit=bool(lad.get("base_in_fit", False)),
-            )
-            per[side].append(res[col + ":per_query"])
-    b = np.mean(per["better"], axis=0)
-    w = np.mean(per["worse"], axis=0)
-    return {"better": b.tolist(), "worse": w.tolist(), "margin": (b - w).tolist()}
+        seed = s if plugin in SEEDED else 0  # faiss seeds its own training: one run, every seed
+        key = [spec, ds.metric, data_key, len(xt), len(xb), k, seed, applied.get(plugin)]
+        key.append(base_in_fit)
+
+        def run(seed=seed):
+            return run_method(spec, ds.metric, xt, xb, xq, gt, k, seed, applied, base_in_fit)
+
+        res = cached_point(ctx, "runs", key, run, code_of=[plugin])
+        out.append(np.asarray(res[lad["column"] + ":per_query"], dtype=np.float64))
+    return np.asarray(out)
 
 
 def run_ladders(spec, ctx) -> list[dict]:
     """Every `[[ladders]]` of the spec at this scale: rows "<ladder id> @ <budget>=<value>"
     with the margin (and the two sides, and the paper's margin), PNG + points CSV per ladder."""
-    from .methods import plugin_name
     from .plotting import write_points
 
     k = int(ctx.param("k"))
@@ -172,33 +193,33 @@ def run_ladders(spec, ctx) -> list[dict]:
         target = paper_margin(lad["paper"]) if lad.get("paper") else None
         sides = ctx.param_list("methods", lad["id"], default=[lad["better"], lad["worse"]])
         lad = {**lad, "better": sides[0], "worse": sides[1]}  # a scale may name other methods
-        plugins = {plugin_name(lad["better"]), plugin_name(lad["worse"])}
         data_key = ds.content_key() if hasattr(ds, "content_key") else ds.describe()
-        margins, halves = [], []
+        margins, halves, sds = [], [], []
+        ntrain = ctx.param("ntrain", default=None)
         for value in ctx.progress(values, desc=lad["id"]):
-            key = [lad, value, settings, data_key, seeds, k, ctx.param("ntrain", default=None)]
-            point = cached_point(
-                ctx,
-                "points",
-                key,
-                lambda: _rung(ctx, lad, ds, value, settings, k, seeds),  # noqa: B023
-                code_of=plugins,
+            data = _rung_data(lad, ds, value, ntrain, k)
+            b, w = (
+                _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key)
+                for side in ("better", "worse")
             )
-            col = lad["column"]
-            m = float(np.mean(point["margin"]))
-            margins.append(100 * m)
-            halves.append(100 * _halfwidth(point["margin"]))
-            row = {  # margins in points of the column (a difference: not a fraction in [0, 1])
+            m = 100 * (b - w)  # (n_seeds, nq), points of the column (a difference, not a fraction)
+            margins.append(float(m.mean()))
+            halves.append(_halfwidth(m))
+            per_seed = m.mean(axis=1)
+            row = {
                 "dataset": name,
                 "row": f"{lad['id']} @ {lad['budget']}={value}",
-                "margin": 100 * m,
-                "margin:per_query": (100 * np.asarray(point["margin"])).tolist(),
-                "better": float(np.mean(point["better"])),
-                "worse": float(np.mean(point["worse"])),
+                "margin": margins[-1],
+                "margin:per_query": m.tolist(),  # one row per seed: the bracket resamples both
+                "better": float(b.mean()),
+                "worse": float(w.mean()),
             }
+            if len(seeds) > 1:
+                row["seed_sd"] = float(per_seed.std(ddof=1))
             if target is not None:
                 row["paper_margin"] = target
             rows.append(row)
+            sds.append(row.get("seed_sd"))
         verdict = trend(margins, halves, target)
         trends[lad["id"]] = {
             "trend": verdict,
@@ -209,14 +230,18 @@ def run_ladders(spec, ctx) -> list[dict]:
             "paper_margin": target,
         }
         ctx.note(
-            f"{lad['id']} ({name}, {lad['better']} minus {lad['worse']}, {col}, against "
+            f"{lad['id']} ({name}, {lad['better']} minus {lad['worse']}, {lad['column']}, against "
             f"{lad['budget']}): {verdict}"
             + ("" if target is None else f" (paper's margin {target:+.1f} points)")
         )
-        pts = [(v, mm, h) for v, mm, h in zip(values, margins, halves)]
-        write_points(ctx, f"{lad['id']}.csv", [lad["budget"], "margin", "halfwidth_95"], pts)
+        pts = list(zip(values, margins, halves, sds))
+        head = [lad["budget"], "margin", "halfwidth_95", "seed_sd"]
+        write_points(ctx, f"{lad['id']}.csv", head, pts)
         _plot(ctx, lad, name, values, margins, halves, target)
-    ctx.note(f"{len(seeds)} seed(s) per rung; threads {ctx.threads}")
+    ctx.note(
+        f"{len(seeds)} seed(s) per rung; brackets and error bars: bootstrap 95 % over the seeds "
+        f"and the queries; threads {ctx.threads}"
+    )
     from .atomic import atomic_write_text
 
     atomic_write_text(ctx.artifact("trends.json"), json.dumps(trends, indent=1) + "\n")

@@ -284,18 +284,31 @@ def bootstrap_interval(values, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-query values (seeded, deterministic).
 
     values: (nq,) per-query values, e.g. each query's 10-recall@10 (not 0/1, so the binomial
-    interval does not apply). BOOTSTRAP_RESAMPLES resamples of the queries with replacement."""
+    interval does not apply), BOOTSTRAP_RESAMPLES resamples of the queries with replacement; or
+    (n_seeds, nq), one row per training seed: then each resample draws the seeds and the queries
+    (a two-level bootstrap), so the interval covers the spread of training from seed to seed as
+    well as the choice of queries (with one seed it is the queries' interval)."""
     import numpy as np
 
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0 or not np.all(np.isfinite(v)):
-        raise ValueError("per-query values must be a non-empty array of finite numbers")
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2 or v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError(
+            "per-query values must be a non-empty (nq,) or (n_seeds, nq) array of finite numbers"
+        )
+    ns, nq = v.shape
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     means = np.empty(BOOTSTRAP_RESAMPLES)
     step = max(1, 2_000_000 // v.size)  # resamples per block: bounded memory for large nq
     for i in range(0, BOOTSTRAP_RESAMPLES, step):
         n = min(step, BOOTSTRAP_RESAMPLES - i)
-        means[i : i + n] = v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1)
+        q = rng.integers(0, nq, size=(n, nq))
+        if ns == 1:
+            means[i : i + n] = v[0][q].mean(axis=1)
+        else:
+            s = rng.integers(0, ns, size=(n, ns))
+            means[i : i + n] = v[s[:, :, None], q[:, None, :]].mean(axis=(1, 2))
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
@@ -350,7 +363,8 @@ def _accept(spec: TableSpec, rows) -> tuple[dict, dict]:
     A row's value for a column is in the column's `measured_unit` (spec.MEASURED_UNITS: a
     fraction for "%", bytes for "GB", seconds for "h"); the runner alone converts. A row may give
     `"<column>:std"` (same unit) and `"<column>:per_query"`: the per-query values whose mean is
-    the cell (same unit), from which the runner computes a 95 % bootstrap interval."""
+    the cell (same unit), or one row of them per seed (n_seeds, nq), from which the runner
+    computes a 95 % bootstrap interval (`bootstrap_interval`)."""
     if not isinstance(rows, list):
         raise ProducerError(f"{spec.id}: producer returned {type(rows).__name__}, not a list")
     known_ds = set(spec.datasets("tiny")) | set(spec.datasets("small")) | set(spec.datasets("full"))
