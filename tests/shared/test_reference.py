@@ -111,3 +111,33 @@ def test_speed_claims_are_not_compared(tmp_path, monkeypatch):
     ref = {c.claim.id: c.ours for c in compare_run(spec, load_reference(spec, "tiny")).claims}
     assert any(ref[i] != fresh[i] for i in ref)  # the reference's speed verdicts differ now
     assert check([spec], "tiny", out) == []
+
+
+def test_fingerprint_leaves_out_code_that_cannot_move_numbers(monkeypatch):
+    """Editing the report, the comparison, the CLI or the reference store does not mark a
+    committed result stale; editing what computes it does, and the ladder / crosspaper
+    producers count only for their own tables."""
+    import annrepro.tables.runner as runner
+
+    excluded = {}
+    real = runner._source_digest
+
+    def spy(module, exclude=()):
+        excluded[module] = set(exclude)
+        return real(module, exclude)
+
+    monkeypatch.setattr(runner, "_source_digest", spy)
+    runner._code_parts(find_specs("ccst.table2")[0])
+    assert {"tables/report.py", "tables/compare.py", "cli.py", "reference.py"} <= excluded[
+        "annrepro"
+    ]
+    assert {"ladder.py", "crosspaper.py"} <= excluded["annrepro"]
+    assert not {"metrics.py", "evaluate.py", "tables/runner.py"} & excluded["annrepro"]
+    assert excluded["ccst"] == {"cli.py"}
+    runner._code_parts(find_specs("ccst.ladder")[0])
+    assert not {"ladder.py", "crosspaper.py"} & excluded["annrepro"]
+    runner._code_parts(find_specs("annrepro.crosspaper")[0])
+    assert "crosspaper.py" not in excluded["annrepro"] and "ladder.py" in excluded["annrepro"]
+    # the digest moves with a counted file and not with an excluded one
+    assert real("annrepro", {"cli.py"}) != real("annrepro", {"cli.py", "metrics.py"})
+    assert real("annrepro", {"cli.py", "nonexistent.py"}) == real("annrepro", {"cli.py"})

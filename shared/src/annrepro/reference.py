@@ -22,7 +22,9 @@ commit. `check` compares a fresh run with the committed one, CI's regression tes
   reference and the check both run at 1 thread (`nox -s regression`).
 
 A reference made by other code than HEAD's (its fingerprint differs from the table's current
-one) is *stale*: the report marks it so and never mixes it silently with fresh results.
+one) is *stale*: the report marks it so and never mixes it silently with fresh results. The
+fingerprint counts the code that computes a table, not the report, the comparison with the
+paper, the CLI or this module (annrepro.tables.runner.NOT_IN_FINGERPRINT).
 """
 
 from __future__ import annotations
