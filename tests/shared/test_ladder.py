@@ -113,3 +113,26 @@ def test_ladders_run_on_demand_only():
     assert {"catalyzer.ladder", "ccst.ladder", "kdindex.ladder"} <= ids("*.ladder")
     assert "kdindex.ladder" in ids("kdindex.ladder")
     assert len(ids("*")) == len(specs) - 3
+
+
+def test_ratio_ladder_of_a_time_column(tmp_path):
+    """margin = "ratio": worse / better of a time per seed, the paper's ratio from its cells;
+    a ladder's own learn rows (ntrain_for) and seeds take effect."""
+    spec = find_specs("catalyzer.ladder")[0]
+    spec.raw = {**spec.raw, "ladders": [{
+        "id": "build", "dataset": "BigAnn1M", "better": "PQ2x4np", "worse": "HNSW8",
+        "column": "index_add_s", "margin": "ratio", "budget": "nb",
+        "paper": ["ccst.table1", "Deep1M", "build_s", "HNSW cf=4", "HNSW cf=1"],
+    }]}  # fmt: skip
+    ds = SyntheticDataset(d=16, nb=400, nq=20, nt=400, seed=4)
+    ctx = FakeContext(spec, {"BigAnn1M": ds}, out_dir=tmp_path, n_seeds=2, k=10)
+    ctx.params.update(values={"build": [200, 400]}, ntrain_for={"build": 300}, seeds={"build": 1})
+    rows = run_ladders(spec, ctx)
+    assert [r["row"] for r in rows] == ["build @ nb=200", "build @ nb=400"]
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["worse_s"] / r["better_s"])
+        assert r["paper_ratio"] == pytest.approx(300 / 100)
+        assert "margin" not in r and "seed_sd" not in r  # one seed for this ladder
+    assert any("HNSW8 / PQ2x4np, index_add_s, against nb, 1 seed(s)" in n for n in ctx.notes)
+    runs = sorted((tmp_path / "catalyzer.ladder" / "runs").glob("*.json"))
+    assert len(runs) == 4  # 2 rungs x 2 methods, one seed

@@ -15,12 +15,17 @@ ladders, each declared as `[[ladders]]` in the spec:
 
 and the rungs per scale in the parameter `values = { <ladder id> = [8, 16, 32] }` (a scale may
 replace the two methods: `methods = { <ladder id> = [better, worse] }`, e.g. narrower codes on
-the tiny synthetic data). The learn set
-is cut to its first `ntrain` rows (a parameter) unless the budget is "ntrain"; `base_in_fit =
-true` on a ladder passes the base to `fit` (KDindex then learns its balanced codes on the
-documents it indexes, as in the paper). At each rung
-both methods run through `annrepro.evaluate.run_method` (fit on the learn set, add the base,
-search the queries) with the budget applied: a setting of the learned method ("catalyzer.epochs":
+the tiny synthetic data; add settings for one ladder: `settings = { <ladder id> =
+["csst.epochs=20"] }`; run it on fewer seeds: `seeds = { <ladder id> = 1 }`, or on its own
+number of learn rows: `ntrain_for = { <ladder id> = 10000 }`). `margin = "ratio"`
+on a ladder of a time column (e.g. "index_add_s", annrepro.evaluate.run_method's) makes its rows
+the ratio worse / better per seed (the better method's speed-up), averaged over the seeds, in
+the columns ratio / better_s / worse_s / paper_ratio, its interval a bootstrap over the seeds.
+The learn set is cut to its first `ntrain` rows (a parameter) unless the budget is "ntrain";
+`base_in_fit = true` on a ladder passes the base to `fit` (KDindex then learns its balanced
+codes on the documents it indexes, as in the paper). At each rung both methods run through
+`annrepro.evaluate.run_method` (fit on the learn set, add the base, search the queries) with
+the budget applied: a setting of the learned method ("catalyzer.epochs":
 both methods if both are of that plugin), the learn rows ("ntrain": both methods), or the base
 rows ("nb": both methods, ground truth recomputed exactly on that base). The margin is better
 minus worse per query and seed; the row's margin is its mean over `n_seeds` seeds and the
@@ -66,9 +71,10 @@ def register_ladder(paper: str) -> None:
     register(f"{paper}.ladder")(run_ladders)
 
 
-def paper_margin(ref) -> float | None:
+def paper_margin(ref, kind: str = "difference") -> float | None:
     """The paper's margin (in the column's published unit) from `[table, data set, column,
-    better row, worse row]`, or None when either cell is not printed."""
+    better row, worse row]`, or None when either cell is not printed; kind "ratio": worse /
+    better (a ratio ladder's)."""
     from .tables import find_specs
 
     table, dataset, column, better, worse = ref
@@ -76,6 +82,8 @@ def paper_margin(ref) -> float | None:
     b, w = cells.get((dataset, better, column)), cells.get((dataset, worse, column))
     if b is None or w is None or b.published is None or w.published is None:
         return None
+    if kind == "ratio":
+        return w.published / b.published if b.published else None
     return b.published - w.published
 
 
@@ -149,8 +157,9 @@ def _rung_data(lad, ds, value, ntrain, k):
 
 
 def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key):
-    """The per-query values of the ladder's column for one method (`side`) at one rung, one
-    array per seed: each (method, rung, seed) run from its point file when one exists."""
+    """The ladder's column for one method (`side`) at one rung, (n_seeds, nq) per query or
+    (n_seeds, 1) for a column that is one number per run (a time): each (method, rung, seed)
+    run from its point file when one exists."""
     from .evaluate import SEEDED, run_method
     from .methods import plugin_name
 
@@ -169,7 +178,9 @@ def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key):
             return run_method(spec, ds.metric, xt, xb, xq, gt, k, seed, applied, base_in_fit)
 
         res = cached_point(ctx, "runs", key, run, code_of=[plugin])
-        out.append(np.asarray(res[lad["column"] + ":per_query"], dtype=np.float64))
+        col = lad["column"]
+        v = res[col + ":per_query"] if col + ":per_query" in res else [res[col]]
+        out.append(np.asarray(v, dtype=np.float64))
     return np.asarray(out)
 
 
@@ -190,34 +201,41 @@ def run_ladders(spec, ctx) -> list[dict]:
         name, ds = next(iter(ctx.each_dataset([lad["dataset"]])), (None, None))
         if ds is None:
             continue
-        target = paper_margin(lad["paper"]) if lad.get("paper") else None
+        target = None
+        if lad.get("paper"):
+            target = paper_margin(lad["paper"], lad.get("margin", "difference"))
         sides = ctx.param_list("methods", lad["id"], default=[lad["better"], lad["worse"]])
         lad = {**lad, "better": sides[0], "worse": sides[1]}  # a scale may name other methods
         data_key = ds.content_key() if hasattr(ds, "content_key") else ds.describe()
         margins, halves, sds = [], [], []
         ntrain = ctx.param("ntrain", default=None)
+        ntrain = ctx.param("ntrain_for", lad["id"], default=ntrain)  # this ladder's own
+        ratio = lad.get("margin", "difference") == "ratio"
+        lad_settings = _ladder_settings(ctx, lad["id"], settings)
+        lad_seeds = seeds[: int(ctx.param("seeds", lad["id"], default=len(seeds)))]
         for value in ctx.progress(values, desc=lad["id"]):
             data = _rung_data(lad, ds, value, ntrain, k)
             b, w = (
-                _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key)
+                _side_runs(ctx, lad, side, ds, data, value, lad_settings, k, lad_seeds, data_key)
                 for side in ("better", "worse")
             )
-            m = 100 * (b - w)  # (n_seeds, nq), points of the column (a difference, not a fraction)
-            margins.append(float(m.mean()))
-            halves.append(_halfwidth(m))
-            per_seed = m.mean(axis=1)
-            row = {
-                "dataset": name,
-                "row": f"{lad['id']} @ {lad['budget']}={value}",
-                "margin": margins[-1],
-                "margin:per_query": m.tolist(),  # one row per seed: the bracket resamples both
-                "better": float(b.mean()),
-                "worse": float(w.mean()),
-            }
-            if len(seeds) > 1:
+            row = {"dataset": name, "row": f"{lad['id']} @ {lad['budget']}={value}"}
+            if ratio:  # a cost column (seconds): how many times the worse method's the better's
+                m = w[:, 0] / b[:, 0]  # per seed
+                margins.append(float(m.mean()))
+                halves.append(_halfwidth(m[:, None]))  # over the seeds
+                row.update(ratio=margins[-1], better_s=float(b.mean()), worse_s=float(w.mean()))
+            else:
+                m = 100 * (b - w)  # (n_seeds, nq), points of the column (not a fraction)
+                margins.append(float(m.mean()))
+                halves.append(_halfwidth(m))
+                row.update(margin=margins[-1], better=float(b.mean()), worse=float(w.mean()))
+                row["margin:per_query"] = m.tolist()  # one row per seed: the bracket resamples both
+            per_seed = m if ratio else m.mean(axis=1)
+            if len(lad_seeds) > 1:
                 row["seed_sd"] = float(per_seed.std(ddof=1))
             if target is not None:
-                row["paper_margin"] = target
+                row["paper_ratio" if ratio else "paper_margin"] = target
             rows.append(row)
             sds.append(row.get("seed_sd"))
         verdict = trend(margins, halves, target)
@@ -229,13 +247,19 @@ def run_ladders(spec, ctx) -> list[dict]:
             "margins": margins,
             "paper_margin": target,
         }
+        if ratio:
+            what = f"{lad['worse']} / {lad['better']}"
+            paper = "" if target is None else f" (paper's ratio {target:.2f})"
+        else:
+            what = f"{lad['better']} minus {lad['worse']}"
+            paper = "" if target is None else f" (paper's margin {target:+.1f} points)"
         ctx.note(
-            f"{lad['id']} ({name}, {lad['better']} minus {lad['worse']}, {lad['column']}, against "
-            f"{lad['budget']}): {verdict}"
-            + ("" if target is None else f" (paper's margin {target:+.1f} points)")
+            f"{lad['id']} ({name}, {what}, {lad['column']}, against {lad['budget']}"
+            + ("" if len(lad_seeds) == len(seeds) else f", {len(lad_seeds)} seed(s)")
+            + f"): {verdict}{paper}"
         )
         pts = list(zip(values, margins, halves, sds))
-        head = [lad["budget"], "margin", "halfwidth_95", "seed_sd"]
+        head = [lad["budget"], lad.get("margin", "difference"), "halfwidth_95", "seed_sd"]
         write_points(ctx, f"{lad['id']}.csv", head, pts)
         _plot(ctx, lad, name, values, margins, halves, target)
     ctx.note(
@@ -246,6 +270,18 @@ def run_ladders(spec, ctx) -> list[dict]:
 
     atomic_write_text(ctx.artifact("trends.json"), json.dumps(trends, indent=1) + "\n")
     return rows
+
+
+def _ladder_settings(ctx, lad_id, settings) -> dict:
+    """The table's method settings with this ladder's own on top (scale param `settings = {
+    <ladder id> = ["csst.epochs=20"] }`: "<plugin>.<setting>=<value>" items)."""
+    from .methods import parse_overrides
+
+    own = parse_overrides(ctx.param_list("settings", lad_id, default=[]))
+    out = {p: dict(v) for p, v in settings.items()}
+    for plugin, kv in own.items():
+        out.setdefault(plugin, {}).update(kv)
+    return out
 
 
 def _settings(ctx, plugin) -> dict:
@@ -264,11 +300,14 @@ def _plot(ctx, lad, name, values, margins, halves, target):
     ax.errorbar(values, margins, yerr=halves, fmt="o-", capsize=3, label="ours (95 % interval)")
     if target is not None:
         ax.axhline(target, color="k", ls="--", lw=1, label="paper")
-    ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(1 if lad.get("margin") == "ratio" else 0, color="grey", lw=0.5)
     if all(v > 0 for v in values) and max(values) / min(values) > 8:
         ax.set_xscale("log")
     ax.set_xlabel(lad["budget"])
-    ax.set_ylabel(f"{lad['column']}: {lad['better']} minus {lad['worse']} (points)")
+    if lad.get("margin", "difference") == "ratio":
+        ax.set_ylabel(f"{lad['column']}: {lad['worse']} / {lad['better']}")
+    else:
+        ax.set_ylabel(f"{lad['column']}: {lad['better']} minus {lad['worse']} (points)")
     ax.set_title(f"{lad['id']} on {name} ({ctx.scale})", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -127,6 +127,10 @@ class Method(abc.ABC):
         self.spec, self.metric = spec, check_metric(metric)
         self.d: int | None = None
         self.ntotal = 0
+        # seconds `add` spent in a learned transform before the index (a network compressing
+        # the base): a method with one adds its time here, so that the index's own build time
+        # is add's time minus this (annrepro.evaluate's index_add_s)
+        self.transform_s = 0.0
 
     # ------------------------------------------------------------------ protocol
     def fit(self, xt, xb=None) -> Method:
