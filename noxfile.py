@@ -90,7 +90,7 @@ def regression(session):
 @nox.session
 def ladder(session):
     """The budget ladders (`<paper>.ladder`, default scale small): not in CI, about 1-2 hours on
-    2 cores; resumable (finished rungs are kept under results/<scale>/<table>/points)."""
+    2 cores; resumable (each finished run is kept under results/<scale>/<table>/runs)."""
     _install(session, *PAPERS)
     session.run("annrepro", "reproduce", "--tables", "*.ladder", *session.posargs, env=_env())
 

@@ -136,3 +136,23 @@ def test_ratio_ladder_of_a_time_column(tmp_path):
     assert any("HNSW8 / PQ2x4np, index_add_s, against nb, 1 seed(s)" in n for n in ctx.notes)
     runs = sorted((tmp_path / "catalyzer.ladder" / "runs").glob("*.json"))
     assert len(runs) == 4  # 2 rungs x 2 methods, one seed
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        ({"margin": "ratios"}, "'difference' or 'ratio'"),
+        ({"margin": "ratio"}, "one number per run"),  # 1-recall@10 is per query
+    ],
+)
+def test_a_bad_ladder_is_one_clear_error(tmp_path, extra, match):
+    spec = find_specs("catalyzer.ladder")[0]
+    spec.raw = {**spec.raw, "ladders": [{
+        "id": "bad", "dataset": "BigAnn1M", "better": "PQ2x4np", "worse": "PQ1x4np",
+        "column": "1-recall@10", "budget": "ntrain", **extra,
+    }]}  # fmt: skip
+    ds = SyntheticDataset(d=16, nb=200, nq=10, nt=200, seed=5)
+    ctx = FakeContext(spec, {"BigAnn1M": ds}, out_dir=tmp_path, n_seeds=1, k=10)
+    ctx.params["values"] = {"bad": [100]}
+    with pytest.raises(ValueError, match=match):
+        run_ladders(spec, ctx)

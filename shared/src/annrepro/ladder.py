@@ -210,7 +210,10 @@ def run_ladders(spec, ctx) -> list[dict]:
         margins, halves, sds = [], [], []
         ntrain = ctx.param("ntrain", default=None)
         ntrain = ctx.param("ntrain_for", lad["id"], default=ntrain)  # this ladder's own
-        ratio = lad.get("margin", "difference") == "ratio"
+        kind = lad.get("margin", "difference")
+        if kind not in ("difference", "ratio"):
+            raise ValueError(f"ladder {lad['id']}: margin = {kind!r}: 'difference' or 'ratio'")
+        ratio = kind == "ratio"
         lad_settings = _ladder_settings(ctx, lad["id"], settings)
         lad_seeds = seeds[: int(ctx.param("seeds", lad["id"], default=len(seeds)))]
         for value in ctx.progress(values, desc=lad["id"]):
@@ -220,6 +223,11 @@ def run_ladders(spec, ctx) -> list[dict]:
                 for side in ("better", "worse")
             )
             row = {"dataset": name, "row": f"{lad['id']} @ {lad['budget']}={value}"}
+            if ratio and b.shape[1] != 1:
+                raise ValueError(
+                    f"ladder {lad['id']}: margin = 'ratio' needs a column of one number per run "
+                    f"(a time such as index_add_s), not the per-query {lad['column']!r}"
+                )
             if ratio:  # a cost column (seconds): how many times the worse method's the better's
                 m = w[:, 0] / b[:, 0]  # per seed
                 margins.append(float(m.mean()))
