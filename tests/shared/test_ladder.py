@@ -156,3 +156,26 @@ def test_a_bad_ladder_is_one_clear_error(tmp_path, extra, match):
     ctx.params["values"] = {"bad": [100]}
     with pytest.raises(ValueError, match=match):
         run_ladders(spec, ctx)
+
+
+def test_train_on_base_fits_on_the_base_rows(tmp_path, monkeypatch):
+    """train_on = "base" (CCST's Sec. 4.1) fits both methods on the base's first rows, not the
+    learn set's; anything but "learn" / "base" is refused."""
+    import annrepro.evaluate as evaluate
+
+    spec = find_specs("ccst.ladder")[0]
+    lad = {"id": "b", "dataset": "GIST1M", "better": "PQ2x4np", "worse": "PQ1x4np",
+           "column": "1-recall@1", "budget": "ntrain", "train_on": "base"}  # fmt: skip
+    spec.raw = {**spec.raw, "ladders": [lad]}
+    ds = SyntheticDataset(d=16, nb=300, nq=20, nt=300, seed=6)
+    seen = []
+    real = evaluate.run_method
+    monkeypatch.setattr(evaluate, "run_method", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    ctx = FakeContext(spec, {"GIST1M": ds}, out_dir=tmp_path, n_seeds=1, k=10)
+    ctx.params["values"] = {"b": [200]}
+    run_ladders(spec, ctx)
+    assert len(seen) == 2 and all(np.array_equal(xt, ds.xb[:200]) for xt in seen)
+    spec.raw = {**spec.raw, "ladders": [{**lad, "train_on": "queries"}]}
+    with pytest.raises(ValueError, match="'learn' or 'base'"):
+        run_ladders(spec, FakeContext(spec, {"GIST1M": ds}, out_dir=tmp_path, n_seeds=1, k=10,
+                                      values={"b": [200]}))  # fmt: skip

@@ -23,7 +23,9 @@ the ratio worse / better per seed (the better method's speed-up), averaged over 
 the columns ratio / better_s / worse_s / paper_ratio, its interval a bootstrap over the seeds.
 The learn set is cut to its first `ntrain` rows (a parameter) unless the budget is "ntrain";
 `base_in_fit = true` on a ladder passes the base to `fit` (KDindex then learns its balanced
-codes on the documents it indexes, as in the paper). At each rung both methods run through
+codes on the documents it indexes, as in the paper); `train_on = "base"` fits both methods on
+the base's first rows instead of the learn set's (CCST, Sec. 4.1: "we take database as training
+set"). At each rung both methods run through
 `annrepro.evaluate.run_method` (fit on the learn set, add the base, search the queries) with
 the budget applied: a setting of the learned method ("catalyzer.epochs":
 both methods if both are of that plugin), the learn rows ("ntrain": both methods), or the base
@@ -134,18 +136,16 @@ def _apply(budget: str, value, settings: dict, spec: str) -> dict:
 
 
 def _rung_data(lad, ds, value, ntrain, k):
-    """(learn rows, base, queries, ground truth) of one rung: the budget cuts the learn rows
-    ("ntrain") or the base ("nb", ground truth recomputed exactly), else ntrain learn rows."""
+    """(training rows, base, queries, ground truth) of one rung: the budget cuts the training
+    rows ("ntrain") or the base ("nb", ground truth recomputed exactly), else ntrain rows. The
+    training rows are the learn set's, or the base's with `train_on = "base"` (CCST's protocol,
+    Sec. 4.1: the database as training set; the rung's base when the budget is "nb")."""
     from .groundtruth import cached_knn
 
-    xt = ds.xt if getattr(ds, "has_learn", True) else ds.xb
+    train_on = lad.get("train_on", "learn")
+    if train_on not in ("learn", "base"):
+        raise ValueError(f"ladder {lad['id']}: train_on = {train_on!r}: 'learn' or 'base'")
     xb, xq = ds.xb, ds.xq
-    if lad["budget"] == "ntrain":
-        if int(value) > len(xt):
-            raise ValueError(f"ladder {lad['id']}: ntrain={value} exceeds the {len(xt)} learn rows")
-        xt = xt[: int(value)]
-    else:
-        xt = xt[: int(ntrain if ntrain is not None else len(xt))]
     if lad["budget"] == "nb":
         if int(value) > len(xb):
             raise ValueError(f"ladder {lad['id']}: nb={value} exceeds the {len(xb)} base vectors")
@@ -153,6 +153,17 @@ def _rung_data(lad, ds, value, ntrain, k):
         gt = cached_knn(np.ascontiguousarray(xq, dtype=np.float32), xb, k, ds.metric)[1]
     else:
         gt = ds.gt(k)
+    on_base = train_on == "base" or not getattr(ds, "has_learn", True)
+    xt = xb if on_base else ds.xt
+    rows = "base" if on_base else "learn"
+    if lad["budget"] == "ntrain":
+        if int(value) > len(xt):
+            raise ValueError(
+                f"ladder {lad['id']}: ntrain={value} exceeds the {len(xt)} {rows} rows"
+            )
+        xt = xt[: int(value)]
+    else:
+        xt = xt[: int(ntrain if ntrain is not None else len(xt))]
     return xt, xb, xq, gt
 
 
