@@ -179,3 +179,29 @@ def test_train_on_base_fits_on_the_base_rows(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'learn' or 'base'"):
         run_ladders(spec, FakeContext(spec, {"GIST1M": ds}, out_dir=tmp_path, n_seeds=1, k=10,
                                       values={"b": [200]}))  # fmt: skip
+
+
+def test_report_marks_a_stale_ladder_trend(tmp_path, monkeypatch):
+    """The claims table's trend names its ladder run's commit, and says *stale* when the run
+    was made by other code or spec than HEAD's."""
+    import json
+    from types import SimpleNamespace
+
+    import annrepro.reference as reference
+    import annrepro.tables.report as report
+
+    spec = find_specs("ccst.ladder")[0]
+    d = tmp_path / "small" / spec.id
+    d.mkdir(parents=True)
+    claim = "ccst.table5:csst-beats-srp-brute-deep"
+    (d / "trends.json").write_text(json.dumps({"deep": {"trend": "flat", "claims": [claim]}}))
+    run = SimpleNamespace(provenance={"git_commit": "abcdef1234567890"})
+    monkeypatch.setattr(
+        report,
+        "_scale_run",
+        lambda s, scale, root: (run, "results") if scale == "small" else (None, ""),  # fmt: skip
+    )
+    for stale, want in ((False, "flat (deep at small, `abcdef123456`)"),
+                        (True, "flat (deep at small, `abcdef123456` *stale*)")):  # fmt: skip
+        monkeypatch.setattr(reference, "is_stale", lambda s, r, v=stale: v)
+        assert report._trends([spec], tmp_path)[claim] == want
