@@ -40,6 +40,15 @@ from .search import code_lattice
 __all__ = ["CatalyzerMethod", "PCALatticeMethod", "METHODS"]
 
 
+def _pad_like_faiss(D, I, k):
+    """(D, I) of fewer than k stored codes padded to k columns as faiss does (inf, -1)."""
+    pad = k - I.shape[1]
+    if pad <= 0:
+        return D, I
+    D = np.pad(D.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf)
+    return D, np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
+
+
 class CatalyzerMethod(PluginMethod):
     """A catalyzer spec string (module docstring): the MLP, then lattice, sign or faiss codes."""
 
@@ -111,11 +120,7 @@ class CatalyzerMethod(PluginMethod):
         if self._native():
             codes = self._all_codes()
             D, I = self.cat.search(xq, codes, min(k, len(codes)), self.quantizer)
-            if k > len(codes):  # fewer stored than asked: pad like faiss
-                pad = k - len(codes)
-                D = np.pad(D.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf)
-                I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
-            return D, I
+            return _pad_like_faiss(D, I, k)
         return self.stage.search(self.cat.transform(xq), k)
 
     def _code_bytes(self):
@@ -211,11 +216,7 @@ class PCALatticeMethod(PluginMethod):
         codes = np.concatenate(self.codes) if len(self.codes) > 1 else self.codes[0]
         self.codes = [codes]
         D, I = self.lattice.search(self._project(xq), codes, min(k, len(codes)))
-        if k > len(codes):  # fewer stored than asked: pad like faiss
-            pad = k - len(codes)
-            D = np.pad(D.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf)
-            I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
-        return D, I
+        return _pad_like_faiss(D, I, k)
 
     def _code_bytes(self):
         return 8  # uint64 lattice codes (<= 64 bits, Appendix B)
