@@ -324,6 +324,12 @@ def _faiss_simd_level() -> str:
         return "unknown"
 
 
+def _machine_kind() -> str:
+    from ..reference import machine_kind
+
+    return machine_kind()
+
+
 def _git_commit() -> str:
     root = repo_root()
     try:
@@ -575,6 +581,7 @@ def run_table(
         "git_commit": _git_commit(),
         "versions": _versions(spec.paper),
         "machine": {
+            "kind": _machine_kind(),  # what the reference check compares (annrepro.reference)
             "platform": platform.platform(),
             "processor": platform.processor(),
             "faiss_simd": _faiss_simd_level(),
