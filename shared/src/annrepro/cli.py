@@ -102,6 +102,14 @@ def run_cli(prog: str, main_fn, argv=None) -> int:
     """
     try:
         return main_fn(argv)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        import os
+
+        try:  # no "Exception ignored ... BrokenPipeError" when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except _INPUT_ERRORS as e:
         msg = str(e)
     except OSError as e:
