@@ -55,3 +55,28 @@ def test_errors_name_the_problem():
         make("catalyzer24,zn_79", epoch=3)
     with pytest.raises(ValueError, match="64 bits"):  # refused before any training
         make("catalyzer24,zn_100", **TINY).fit(DS.xt)
+
+
+def test_pca_lattice_method_is_table1s_baseline(tmp_path):
+    """'pca<d>,zn_<r2>' gives exactly the PCA + Lattice search of Table 1
+    (catalyzer.baselines.pca_lattice_search), saves and loads, and refuses what it cannot do."""
+    from annrepro.methods import plugin_name
+    from catalyzer.baselines import pca_lattice_search
+
+    assert plugin_name("pca8,zn_3") == "pca" and plugin_name("PCA8,Flat") == "faiss"
+    m = make("pca8,zn_3").fit(DS.xt)
+    m.add(DS.xb[:100])
+    m.add(DS.xb[100:])
+    _, I = m.search(DS.xq, 5)
+    ref = pca_lattice_search(DS.xt, DS.xb, DS.xq, 5, d_out=8, r2=3)
+    assert np.array_equal(I, ref.I) and m.bytes_per_vector == 8 and m.ntotal == DS.nb
+    back = load(m.save(tmp_path / "pca.npz"))
+    assert np.array_equal(back.search(DS.xq, 5)[1], I)
+    with pytest.raises(SettingError, match="pca<d_out>,zn_<r2>"):
+        make("pca8,Flat")
+    with pytest.raises(SettingError, match="'l2' only"):
+        make("pca8,zn_3", "ip")
+    with pytest.raises(SettingError, match="no settings|unknown setting"):
+        make("pca8,zn_3", epochs=2)
+    with pytest.raises(SettingError, match="cannot output 32 dims from 16"):
+        make("pca32,zn_3").fit(DS.xt)

@@ -56,3 +56,15 @@ def test_srp_is_the_projection_then_faiss(tmp_path):
     assert np.array_equal(back.search(DS.xq, 5)[1], I)
     with pytest.raises(SettingError, match="unknown setting"):
         make("srp4x,Flat", epochs=3)
+
+
+def test_run_method_times_the_index_build_without_the_compression():
+    """index_add_s is add's time less CSST's compression of the base (Method.transform_s), as
+    the paper times its graphs; a faiss index has no transform: both are the same."""
+    from annrepro.evaluate import run_method
+
+    gt = DS.gt(10)
+    res = run_method("csst4x,HNSW8", "l2", DS.xt, DS.xb, DS.xq, gt, 10, 0, {"csst": TINY})
+    assert 0 < res["index_add_s"] < res["add_s"]
+    flat = run_method("HNSW8", "l2", DS.xt, DS.xb, DS.xq, gt, 10)
+    assert flat["index_add_s"] == flat["add_s"]

@@ -95,11 +95,11 @@ def test_baseline_rows_mean_std_and_shared_runs(monkeypatch):
         f"{c}{s}" for c in cells for s in ("", ":std", ":per_query")
     }
     assert 0 < r["recall@10"] <= 1 and r["recall@10:std"] >= 0
-    # per-query values for the report's bootstrap interval: one per test query, averaged over the
-    # seeds, in the unit of the cell (a fraction), their mean the cell
+    # per-query values for the report's bootstrap interval (over seeds and queries): one row per
+    # seed, one value per test query, in the unit of the cell (a fraction), their mean the cell
     for c in cells:
         pq = np.asarray(r[f"{c}:per_query"])
-        assert pq.shape == (ds.nq,) and pq.min() >= 0 and pq.max() <= 1
+        assert pq.shape == (2, ds.nq) and pq.min() >= 0 and pq.max() <= 1
         assert pq.mean() == pytest.approx(r[c], abs=1e-12)
     assert calls == [("PQ", ds, 0), ("PQ", ds, 1)]  # one run per seed
     # MS MARCO Passage on the same stand-in: the same runs, from the run's memo

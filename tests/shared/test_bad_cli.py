@@ -97,3 +97,19 @@ def test_console_command_prints_no_traceback(argv, needle):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("annrepro: error: ") and needle in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch):
+    """`annrepro reference stale | head -2`: the reader leaving is no error and no traceback."""
+    import os
+
+    from annrepro.cli import run_cli
+
+    moved = []
+    monkeypatch.setattr(os, "dup2", lambda fd, fd2: moved.append(fd2))  # keep pytest's stdout
+
+    def main_fn(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert run_cli("annrepro", main_fn, []) == 0
+    assert moved in ([], [1])  # stdout, when it is a real file descriptor, now goes nowhere

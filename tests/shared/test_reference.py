@@ -111,3 +111,143 @@ def test_speed_claims_are_not_compared(tmp_path, monkeypatch):
     ref = {c.claim.id: c.ours for c in compare_run(spec, load_reference(spec, "tiny")).claims}
     assert any(ref[i] != fresh[i] for i in ref)  # the reference's speed verdicts differ now
     assert check([spec], "tiny", out) == []
+
+
+def test_fingerprint_leaves_out_code_that_cannot_move_numbers(monkeypatch):
+    """Editing the report, the comparison, the CLI or the reference store does not mark a
+    committed result stale; editing what computes it does, and the ladder / crosspaper
+    producers count only for their own tables."""
+    import annrepro.tables.runner as runner
+
+    excluded = {}
+    real = runner._source_digest
+
+    def spy(module, exclude=()):
+        excluded[module] = set(exclude)
+        return real(module, exclude)
+
+    monkeypatch.setattr(runner, "_source_digest", spy)
+    runner._code_parts(find_specs("ccst.table2")[0])
+    assert {"tables/report.py", "tables/compare.py", "cli.py", "reference.py"} <= excluded[
+        "annrepro"
+    ]
+    assert {"ladder.py", "crosspaper.py"} <= excluded["annrepro"]
+    assert not {"metrics.py", "evaluate.py", "tables/runner.py"} & excluded["annrepro"]
+    assert excluded["ccst"] == {"cli.py"}
+    runner._code_parts(find_specs("ccst.ladder")[0])
+    assert not {"ladder.py", "crosspaper.py"} & excluded["annrepro"]
+    runner._code_parts(find_specs("annrepro.crosspaper")[0])
+    assert "crosspaper.py" not in excluded["annrepro"] and "ladder.py" in excluded["annrepro"]
+    # the digest moves with a counted file and not with an excluded one
+    assert real("annrepro", {"cli.py"}) != real("annrepro", {"cli.py", "metrics.py"})
+    assert real("annrepro", {"cli.py", "nonexistent.py"}) == real("annrepro", {"cli.py"})
+
+
+def _mark_stale(tmp_path, spec, wall_s=None):
+    import json
+
+    path = tmp_path / "ref" / "tiny" / f"{spec.id}.json"
+    prov = json.loads(path.read_text())
+    prov["fingerprint"] = "made-by-older-code"
+    if wall_s is not None:
+        prov["wall_s"] = wall_s
+    path.write_text(json.dumps(prov))
+
+
+def test_plan_lists_stale_references_longest_first_and_missing_on_request(ran, tmp_path):
+    from annrepro.reference import plan
+
+    spec, out = ran
+    other = find_specs("ccst.table5")[0]
+    run_table(other, "tiny", out_dir=out, progress=False)
+    save([spec, other], "tiny", out, echo=lambda *_: None)
+    assert plan([spec, other], "tiny") == []  # both made by this code
+    _mark_stale(tmp_path, spec, wall_s=10.0)
+    _mark_stale(tmp_path, other, wall_s=99.0)
+    todo = plan([spec, other], "tiny")
+    assert [s.id for s, _, _ in todo] == ["ccst.table5", "ccst.table2"]
+    assert todo[0][1].startswith("stale") and todo[0][2] == 99.0
+    never = find_specs("ccst.table4")[0]
+    assert plan([never], "tiny") == []
+    assert plan([never], "tiny", missing=True) == [(never, "missing", None)]
+
+
+def test_groups_make_one_job_of_tables_that_share_fits():
+    from annrepro.reference import _jobs_of, _makespan
+
+    a, b, c = (find_specs(f"ccst.table{i}")[0] for i in (2, 3, 5))
+    todo = [(a, "stale", 60.0), (b, "stale", 50.0), (c, "stale", 30.0)]
+    jobs = _jobs_of(todo, ["ccst.table3+ccst.table5", "kdindex.table9+kdindex.table10"])
+    assert [[s.id for s in m] for m, _ in jobs] == [["ccst.table3", "ccst.table5"], ["ccst.table2"]]
+    assert jobs[0][1] == 80.0
+    assert _makespan([80.0, 60.0], 2) == 80.0 and _makespan([80.0, 60.0], 1) == 140.0
+
+
+def test_regenerate_remakes_a_stale_reference_and_is_resumable(ran, tmp_path, monkeypatch):
+    """The CLI runs the stale table in its own process at 1 thread, saves it, and a second call
+    has nothing left to do."""
+    from annrepro.reference import plan
+
+    spec, out = ran
+    save([spec], "tiny", out, echo=lambda *_: None)
+    _mark_stale(tmp_path, spec)
+    assert plan([spec], "tiny")
+    fresh = tmp_path / "regen" / "tiny"
+    args = ["reference", "regenerate", "--scale", "tiny", "--tables", spec.id]
+    assert main([*args, "--dry-run"]) == 0 and plan([spec], "tiny")  # a dry run changes nothing
+    assert main([*args, "--results", str(fresh)]) == 0
+    assert plan([spec], "tiny") == []
+    assert (fresh / "logs" / f"{spec.id}.log").is_file()
+    ref = load_reference(spec, "tiny")
+    assert ref.provenance.get("threads") == 1
+    assert check([spec], "tiny", out) == []  # the same numbers as the run it replaced
+    assert main([*args, "--results", str(fresh)]) == 0  # nothing stale: nothing run
+
+
+def test_regenerate_refuses_a_results_folder_of_another_scale(ran, tmp_path):
+    spec, out = ran
+    save([spec], "tiny", out, echo=lambda *_: None)
+    _mark_stale(tmp_path, spec)
+    args = ["reference", "regenerate", "--scale", "tiny", "--tables", spec.id]
+    assert main([*args, "--results", str(tmp_path / "small")]) == 2
+
+
+def test_save_and_check_still_need_tables(capsys):
+    assert main(["reference", "check", "--scale", "tiny"]) == 2
+    assert "--tables is required" in capsys.readouterr().err
+
+
+def test_the_cpu_kind_is_each_references_own(ran, tmp_path):
+    """A reference names the CPU kind it was made on: a moved cell of one made on another kind
+    is a warning, whatever the folder's MACHINE.txt (written once, for older runs) says."""
+    import json
+
+    from annrepro.reference import machine_kind, made_on
+
+    spec, out = ran
+    save([spec], "tiny", out, echo=lambda *_: None)
+    stamp = tmp_path / "ref" / "tiny" / "MACHINE.txt"
+    stamp.write_text("an older machine\n")
+    save([spec], "tiny", out, echo=lambda *_: None)
+    assert stamp.read_text() == "an older machine\n"  # not rewritten by a later save
+    assert made_on(load_reference(spec, "tiny")) == machine_kind()
+
+    def bump(rows):
+        for r in rows:
+            if not spec.columns[r["column"]].is_timing:
+                r["measured"] = str(float(r["measured"]) + 50.0)
+                return
+
+    _edit_reference(tmp_path, spec, bump)
+    assert check([spec], "tiny", out)  # made here: a moved cell is a problem
+    path = tmp_path / "ref" / "tiny" / f"{spec.id}.json"
+    prov = json.loads(path.read_text())
+    prov["machine"]["kind"] = "GenuineIntel | another CPU | avx512f"
+    path.write_text(json.dumps(prov))
+    warned = []
+    assert check([spec], "tiny", out, warn=warned.append) == []
+    assert any("another CPU kind" in w for w in warned)
+    del prov["machine"]["kind"]  # a run from before the kind was recorded: MACHINE.txt decides
+    path.write_text(json.dumps(prov))
+    stamp.write_text(machine_kind() + "\n")
+    assert check([spec], "tiny", out)

@@ -15,13 +15,16 @@ def test_std_over_seeds_is_the_sample_std():
     assert mean_std([5.0]) == (5.0, None)
 
 
-def test_mean_std_row_averages_per_query_values_over_runs():
+def test_mean_std_row_keeps_per_query_values_per_run():
     runs = [{"r": 0.5, "r:per_query": [0.0, 1.0]}, {"r": 0.7, "r:per_query": [0.4, 1.0]}]
     row = mean_std_row("SIFT1M", "PQ", runs, ["r"])
     assert row["r"] == pytest.approx(0.6) and row["r:std"] == pytest.approx(
         np.std([0.5, 0.7], ddof=1)
     )
-    assert row["r:per_query"] == pytest.approx([0.2, 1.0])
+    # one row per run: the runner's interval resamples the seeds as well as the queries
+    assert np.asarray(row["r:per_query"]) == pytest.approx(np.array([[0.0, 1.0], [0.4, 1.0]]))
+    one = mean_std_row("SIFT1M", "PQ", runs[:1], ["r"])
+    assert one["r:per_query"] == pytest.approx([0.0, 1.0]) and "r:std" not in one
 
 
 def test_paired_ttest():

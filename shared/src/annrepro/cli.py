@@ -102,6 +102,14 @@ def run_cli(prog: str, main_fn, argv=None) -> int:
     """
     try:
         return main_fn(argv)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        import os
+
+        try:  # no "Exception ignored ... BrokenPipeError" when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except _INPUT_ERRORS as e:
         msg = str(e)
     except OSError as e:
@@ -308,12 +316,31 @@ def _reference(args) -> int:
     them (cells within tolerance, unchanged claim verdicts), exit 1 on a difference."""
     from pathlib import Path
 
+    from .errors import AnnreproError
     from .paths import results_root
-    from .reference import check, reference_root, save
+    from .reference import check, plan, reference_root, regenerate, save
     from .tables import find_specs
 
-    specs = find_specs(args.tables)
+    if args.tables is None and args.action in ("save", "check"):
+        raise AnnreproError(f"reference {args.action}: --tables is required")
+    specs = find_specs(args.tables or "*")
     results = Path(args.results) if args.results else results_root() / args.scale
+    if args.action == "stale":
+        todo = plan(specs, args.scale, missing=args.missing)
+        for spec, why, wall in todo:
+            last = "" if wall is None else f", last made in {wall / 60:.1f} min"
+            print(f"{spec.id} [{args.scale}]: {why}{last}")
+        print(f"{len(todo)} of {len(specs)} table(s) to remake at {args.scale}")
+        return 0
+    if args.action == "regenerate":
+        if not args.dry_run:
+            results = (
+                Path(args.results) if args.results else results_root(writable=True) / args.scale
+            )
+        return 1 if regenerate(
+            specs, args.scale, results, jobs=args.jobs, groups=args.group or (),
+            missing=args.missing, dry_run=args.dry_run,
+        ) else 0  # fmt: skip
     if args.action == "save":
         save(specs, args.scale, results)
         return 0
@@ -454,10 +481,16 @@ def _main(argv=None) -> int:
     rf = sub.add_parser(
         "reference", help="results-reference/: save finished runs, check fresh ones"
     )
-    rf.add_argument("action", choices=("save", "check"))
+    rf.add_argument("action", choices=("save", "check", "stale", "regenerate"))
     rf.add_argument("--scale", choices=SCALES, default="small")
-    rf.add_argument("--tables", required=True, help="glob(s) on table ids, comma-separated")
+    rf.add_argument(
+        "--tables", help="glob(s) on table ids, comma-separated (stale / regenerate: all)"
+    )
     rf.add_argument("--results", help="results folder of the runs (default: results/<scale>)")
+    rf.add_argument("--jobs", type=positive_int, default=1, help="regenerate: tables at once")
+    rf.add_argument("--group", action="append", help="regenerate: tables run in one process, 'a+b'")
+    rf.add_argument("--missing", action="store_true", help="also tables without a reference")
+    rf.add_argument("--dry-run", action="store_true", help="regenerate: print the plan only")
     rf.set_defaults(fn=_reference)
 
     rc = sub.add_parser("recall", help="recalls of a result file against a ground truth file")

@@ -74,7 +74,7 @@ def crosspaper(spec, ctx):
             except (AnnreproError, RuntimeError, ValueError) as e:  # one method, not the table
                 ctx.note(f"{name}: {spec_str} not run: {' '.join(str(e).split())[:200]}")
                 continue
-            cols = [c for c in runs[0] if not c.endswith(":per_query") and c != "bytes_per_vector"]
+            cols = [c for c in runs[0] if c in spec.columns and c != "bytes_per_vector"]
             row = mean_std_row(name, spec_str, runs, cols)
             row["bytes_per_vector"] = runs[0]["bytes_per_vector"]  # the same for every seed
             rows.append(row)

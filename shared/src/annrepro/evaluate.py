@@ -16,7 +16,10 @@ SEEDED = {"catalyzer": "seed", "csst": "seed", "srp": "seed", "kdindex": "seed"}
 
 def run_method(spec, metric, xt, xb, xq, gt, k, seed=0, settings=None, base_in_fit=False):
     """One fit / add / search of the method `spec` (annrepro.methods): the row's columns
-    (bytes_per_vector, train_s, q/s, recalls) with per-query recalls ("<col>:per_query").
+    (bytes_per_vector, train_s, add_s, index_add_s, q/s, recalls) with per-query recalls
+    ("<col>:per_query"). add_s: the time to add the base (a graph index: its build);
+    index_add_s: the same without the method's learned transform of the base (Method.transform_s:
+    CCST's compression), the index's own build as the CCST paper times it.
 
     settings: {plugin: {setting: value}}; a learned stage gets `seed` as its seed setting.
     base_in_fit: pass the base to fit (KDindex then trains on the documents it indexes)."""
@@ -30,12 +33,15 @@ def run_method(spec, metric, xt, xb, xq, gt, k, seed=0, settings=None, base_in_f
     t0 = time.perf_counter()
     m.fit(xt, xb if base_in_fit else None)
     train_s = time.perf_counter() - t0
+    t_add, transform_before = time.perf_counter(), m.transform_s
     m.add(xb)
+    add_s = time.perf_counter() - t_add
     m.search(xq[:16], k)  # warm-up: search structures built lazily
     t1 = time.perf_counter()
     _, I = m.search(xq, k)
     search_s = time.perf_counter() - t1
-    out = {"bytes_per_vector": m.bytes_per_vector, "train_s": train_s}
+    out = {"bytes_per_vector": m.bytes_per_vector, "train_s": train_s, "add_s": add_s}
+    out["index_add_s"] = add_s - (m.transform_s - transform_before)  # without the transform
     out["q/s"] = len(xq) / search_s if search_s > 0 else float("inf")
     for name, n, mm in RECALLS:
         if mm <= k:

@@ -15,26 +15,43 @@ ladders, each declared as `[[ladders]]` in the spec:
 
 and the rungs per scale in the parameter `values = { <ladder id> = [8, 16, 32] }` (a scale may
 replace the two methods: `methods = { <ladder id> = [better, worse] }`, e.g. narrower codes on
-the tiny synthetic data). The learn set
-is cut to its first `ntrain` rows (a parameter) unless the budget is "ntrain"; `base_in_fit =
-true` on a ladder passes the base to `fit` (KDindex then learns its balanced codes on the
-documents it indexes, as in the paper). At each rung
-both methods run through `annrepro.crosspaper.run_method` (fit on the learn set, add the base,
-search the queries) with the budget applied: a setting of the learned method ("catalyzer.epochs":
+the tiny synthetic data; add settings for one ladder: `settings = { <ladder id> =
+["csst.epochs=20"] }`; run it on fewer seeds: `seeds = { <ladder id> = 1 }`, or on its own
+number of learn rows: `ntrain_for = { <ladder id> = 10000 }`). `margin = "ratio"`
+on a ladder of a time column (e.g. "index_add_s", annrepro.evaluate.run_method's) makes its rows
+the ratio worse / better per seed (the better method's speed-up), averaged over the seeds, in
+the columns ratio / better_s / worse_s / paper_ratio, its interval a bootstrap over the seeds.
+The learn set is cut to its first `ntrain` rows (a parameter) unless the budget is "ntrain";
+`base_in_fit = true` on a ladder passes the base to `fit` (KDindex then learns its balanced
+codes on the documents it indexes, as in the paper); `train_on = "base"` fits both methods on
+the base's first rows instead of the learn set's (CCST, Sec. 4.1: "we take database as training
+set"). At each rung both methods run through
+`annrepro.evaluate.run_method` (fit on the learn set, add the base, search the queries) with
+the budget applied: a setting of the learned method ("catalyzer.epochs":
 both methods if both are of that plugin), the learn rows ("ntrain": both methods), or the base
 rows ("nb": both methods, ground truth recomputed exactly on that base). The margin is better
-minus worse per query, averaged over `n_seeds` seeds: its bootstrap interval over the queries
-is the report's bracket. The paper's margin is computed from the paper's own published cells
-(`paper`: table, data set, column, better row, worse row), drawn as a line in the PNG.
+minus worse per query and seed; the row's margin is its mean over `n_seeds` seeds and the
+queries, and the report's bracket (and the PNG's error bar) a bootstrap 95 % interval that
+resamples the seeds and the queries (`annrepro.tables.runner.bootstrap_interval`): it covers the
+training's spread from seed to seed as well as the choice of queries. `seed_sd` is the sample
+std over the seeds of the per-seed margins. The paper's margin is computed from the paper's own
+published cells (`paper`: table, data set, column, better row, worse row), drawn as a line in
+the PNG.
 
-Resumable: each finished rung is a JSON point file beside the results, keyed by everything the
-rung depends on (ladder, rung, settings, data, seed and the code of annrepro and the plugins);
-a rerun recomputes only the missing rungs.
+Shared and resumable: each run of one method at one rung and seed is a JSON point file beside
+the results (`runs/`), keyed by what it depends on (method, data, learn and base rows, the
+method's settings with the budget applied, k, seed, and the code of annrepro and the plugin),
+not by the ladder: two ladders of a table with the same `better` method, budget and rungs (one
+learned method against two baselines) share its fits, a baseline that the budget does not touch
+(a faiss index against catalyzer epochs) runs once for all rungs, and a faiss method (seeded by
+faiss itself) once for all seeds. A rerun computes only the missing runs.
 
 Trend (a note per ladder): the distance to the paper's margin at the last rung against the
 first; "converging toward the paper" when it shrank by more than the intervals' half-widths,
 "diverging" when it grew by more, else "flat"; "growing past the paper's margin" when the margin
 grew by more than that and ends beyond the paper's (the claim holds more strongly than printed).
+A ladder without a paper margin (`paper` omitted: a baseline the paper never ran) reads
+"growing", "shrinking" or "flat": the margin's own move between the first and last rung.
 """
 
 from __future__ import annotations
@@ -56,9 +73,10 @@ def register_ladder(paper: str) -> None:
     register(f"{paper}.ladder")(run_ladders)
 
 
-def paper_margin(ref) -> float | None:
+def paper_margin(ref, kind: str = "difference") -> float | None:
     """The paper's margin (in the column's published unit) from `[table, data set, column,
-    better row, worse row]`, or None when either cell is not printed."""
+    better row, worse row]`, or None when either cell is not printed; kind "ratio": worse /
+    better (a ratio ladder's)."""
     from .tables import find_specs
 
     table, dataset, column, better, worse = ref
@@ -66,17 +84,26 @@ def paper_margin(ref) -> float | None:
     b, w = cells.get((dataset, better, column)), cells.get((dataset, worse, column))
     if b is None or w is None or b.published is None or w.published is None:
         return None
+    if kind == "ratio":
+        return w.published / b.published if b.published else None
     return b.published - w.published
 
 
 def trend(margins, halfwidths, target) -> str:
     """The ladder's trend: "converging toward the paper", "diverging", "flat" or "growing past
     the paper's margin" (module docstring; the last: the margin grew and ends beyond the
-    paper's, on its side)."""
-    if target is None or len(margins) < 2:
-        return "no paper margin" if target is None else "one rung"
+    paper's, on its side). Without a paper margin (a baseline the paper never ran): "growing",
+    "shrinking" or "flat", the margin's own move from the first rung to the last."""
+    if len(margins) < 2:
+        return "one rung"
     first, last = margins[0], margins[-1]
     noise = max(halfwidths[0], halfwidths[-1])
+    if target is None:
+        if last - first > noise:
+            return "growing (no paper margin)"
+        if first - last > noise:
+            return "shrinking (no paper margin)"
+        return "flat (no paper margin)"
     sign = 1.0 if target >= 0 else -1.0
     if sign * (last - first) > noise and sign * (last - target) > noise:
         return "growing past the paper's margin"
@@ -88,13 +115,13 @@ def trend(margins, halfwidths, target) -> str:
     return "flat"
 
 
-def _halfwidth(per_query, seed=0, n_boot=1000) -> float:
-    """Half the width of a seeded bootstrap 95 % interval of the mean of per_query."""
-    v = np.asarray(per_query, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(hi - lo) / 2
+def _halfwidth(per_seed_query) -> float:
+    """Half the width of the bootstrap 95 % interval (seeds and queries resampled) of the mean
+    of a (n_seeds, nq) array: the one the report brackets the row's margin with."""
+    from .tables.runner import bootstrap_interval
+
+    lo, hi = bootstrap_interval(per_seed_query)
+    return (hi - lo) / 2
 
 
 def _apply(budget: str, value, settings: dict, spec: str) -> dict:
@@ -108,19 +135,17 @@ def _apply(budget: str, value, settings: dict, spec: str) -> dict:
     return out
 
 
-def _rung(ctx, lad, ds, value, settings, k, seeds):
-    """{'better', 'worse', 'margin', and their per-query means over seeds} of one rung."""
-    from .evaluate import run_method
+def _rung_data(lad, ds, value, ntrain, k):
+    """(training rows, base, queries, ground truth) of one rung: the budget cuts the training
+    rows ("ntrain") or the base ("nb", ground truth recomputed exactly), else ntrain rows. The
+    training rows are the learn set's, or the base's with `train_on = "base"` (CCST's protocol,
+    Sec. 4.1: the database as training set; the rung's base when the budget is "nb")."""
     from .groundtruth import cached_knn
 
-    xt = ds.xt if getattr(ds, "has_learn", True) else ds.xb
+    train_on = lad.get("train_on", "learn")
+    if train_on not in ("learn", "base"):
+        raise ValueError(f"ladder {lad['id']}: train_on = {train_on!r}: 'learn' or 'base'")
     xb, xq = ds.xb, ds.xq
-    if lad["budget"] == "ntrain":
-        if int(value) > len(xt):
-            raise ValueError(f"ladder {lad['id']}: ntrain={value} exceeds the {len(xt)} learn rows")
-        xt = xt[: int(value)]
-    else:
-        xt = xt[: int(ctx.param("ntrain", default=len(xt)))]
     if lad["budget"] == "nb":
         if int(value) > len(xb):
             raise ValueError(f"ladder {lad['id']}: nb={value} exceeds the {len(xb)} base vectors")
@@ -128,33 +153,51 @@ def _rung(ctx, lad, ds, value, settings, k, seeds):
         gt = cached_knn(np.ascontiguousarray(xq, dtype=np.float32), xb, k, ds.metric)[1]
     else:
         gt = ds.gt(k)
-    col = lad["column"]
-    per = {"better": [], "worse": []}
-    for s in seeds:
-        for side in per:
-            spec = lad[side]
-            res = run_method(
-                spec,
-                ds.metric,
-                xt,
-                xb,
-                xq,
-                gt,
-                k,
-                s,
-                _apply(lad["budget"], value, settings, spec),
-                base_in_fit=bool(lad.get("base_in_fit", False)),
+    on_base = train_on == "base" or not getattr(ds, "has_learn", True)
+    xt = xb if on_base else ds.xt
+    rows = "base" if on_base else "learn"
+    if lad["budget"] == "ntrain":
+        if int(value) > len(xt):
+            raise ValueError(
+                f"ladder {lad['id']}: ntrain={value} exceeds the {len(xt)} {rows} rows"
             )
-            per[side].append(res[col + ":per_query"])
-    b = np.mean(per["better"], axis=0)
-    w = np.mean(per["worse"], axis=0)
-    return {"better": b.tolist(), "worse": w.tolist(), "margin": (b - w).tolist()}
+        xt = xt[: int(value)]
+    else:
+        xt = xt[: int(ntrain if ntrain is not None else len(xt))]
+    return xt, xb, xq, gt
+
+
+def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key):
+    """The ladder's column for one method (`side`) at one rung, (n_seeds, nq) per query or
+    (n_seeds, 1) for a column that is one number per run (a time): each (method, rung, seed)
+    run from its point file when one exists."""
+    from .evaluate import SEEDED, run_method
+    from .methods import plugin_name
+
+    xt, xb, xq, gt = data
+    spec = lad[side]
+    plugin = plugin_name(spec)
+    applied = _apply(lad["budget"], value, settings, spec)
+    base_in_fit = bool(lad.get("base_in_fit", False))
+    out = []
+    for s in seeds:
+        seed = s if plugin in SEEDED else 0  # faiss seeds its own training: one run, every seed
+        key = [spec, ds.metric, data_key, len(xt), len(xb), k, seed, applied.get(plugin)]
+        key.append(base_in_fit)
+
+        def run(seed=seed):
+            return run_method(spec, ds.metric, xt, xb, xq, gt, k, seed, applied, base_in_fit)
+
+        res = cached_point(ctx, "runs", key, run, code_of=[plugin])
+        col = lad["column"]
+        v = res[col + ":per_query"] if col + ":per_query" in res else [res[col]]
+        out.append(np.asarray(v, dtype=np.float64))
+    return np.asarray(out)
 
 
 def run_ladders(spec, ctx) -> list[dict]:
     """Every `[[ladders]]` of the spec at this scale: rows "<ladder id> @ <budget>=<value>"
     with the margin (and the two sides, and the paper's margin), PNG + points CSV per ladder."""
-    from .methods import plugin_name
     from .plotting import write_points
 
     k = int(ctx.param("k"))
@@ -169,36 +212,51 @@ def run_ladders(spec, ctx) -> list[dict]:
         name, ds = next(iter(ctx.each_dataset([lad["dataset"]])), (None, None))
         if ds is None:
             continue
-        target = paper_margin(lad["paper"]) if lad.get("paper") else None
+        target = None
+        if lad.get("paper"):
+            target = paper_margin(lad["paper"], lad.get("margin", "difference"))
         sides = ctx.param_list("methods", lad["id"], default=[lad["better"], lad["worse"]])
         lad = {**lad, "better": sides[0], "worse": sides[1]}  # a scale may name other methods
-        plugins = {plugin_name(lad["better"]), plugin_name(lad["worse"])}
         data_key = ds.content_key() if hasattr(ds, "content_key") else ds.describe()
-        margins, halves = [], []
+        margins, halves, sds = [], [], []
+        ntrain = ctx.param("ntrain", default=None)
+        ntrain = ctx.param("ntrain_for", lad["id"], default=ntrain)  # this ladder's own
+        kind = lad.get("margin", "difference")
+        if kind not in ("difference", "ratio"):
+            raise ValueError(f"ladder {lad['id']}: margin = {kind!r}: 'difference' or 'ratio'")
+        ratio = kind == "ratio"
+        lad_settings = _ladder_settings(ctx, lad["id"], settings)
+        lad_seeds = seeds[: int(ctx.param("seeds", lad["id"], default=len(seeds)))]
         for value in ctx.progress(values, desc=lad["id"]):
-            key = [lad, value, settings, data_key, seeds, k, ctx.param("ntrain", default=None)]
-            point = cached_point(
-                ctx,
-                "points",
-                key,
-                lambda: _rung(ctx, lad, ds, value, settings, k, seeds),  # noqa: B023
-                code_of=plugins,
+            data = _rung_data(lad, ds, value, ntrain, k)
+            b, w = (
+                _side_runs(ctx, lad, side, ds, data, value, lad_settings, k, lad_seeds, data_key)
+                for side in ("better", "worse")
             )
-            col = lad["column"]
-            m = float(np.mean(point["margin"]))
-            margins.append(100 * m)
-            halves.append(100 * _halfwidth(point["margin"]))
-            row = {  # margins in points of the column (a difference: not a fraction in [0, 1])
-                "dataset": name,
-                "row": f"{lad['id']} @ {lad['budget']}={value}",
-                "margin": 100 * m,
-                "margin:per_query": (100 * np.asarray(point["margin"])).tolist(),
-                "better": float(np.mean(point["better"])),
-                "worse": float(np.mean(point["worse"])),
-            }
+            row = {"dataset": name, "row": f"{lad['id']} @ {lad['budget']}={value}"}
+            if ratio and b.shape[1] != 1:
+                raise ValueError(
+                    f"ladder {lad['id']}: margin = 'ratio' needs a column of one number per run "
+                    f"(a time such as index_add_s), not the per-query {lad['column']!r}"
+                )
+            if ratio:  # a cost column (seconds): how many times the worse method's the better's
+                m = w[:, 0] / b[:, 0]  # per seed
+                margins.append(float(m.mean()))
+                halves.append(_halfwidth(m[:, None]))  # over the seeds
+                row.update(ratio=margins[-1], better_s=float(b.mean()), worse_s=float(w.mean()))
+            else:
+                m = 100 * (b - w)  # (n_seeds, nq), points of the column (not a fraction)
+                margins.append(float(m.mean()))
+                halves.append(_halfwidth(m))
+                row.update(margin=margins[-1], better=float(b.mean()), worse=float(w.mean()))
+                row["margin:per_query"] = m.tolist()  # one row per seed: the bracket resamples both
+            per_seed = m if ratio else m.mean(axis=1)
+            if len(lad_seeds) > 1:
+                row["seed_sd"] = float(per_seed.std(ddof=1))
             if target is not None:
-                row["paper_margin"] = target
+                row["paper_ratio" if ratio else "paper_margin"] = target
             rows.append(row)
+            sds.append(row.get("seed_sd"))
         verdict = trend(margins, halves, target)
         trends[lad["id"]] = {
             "trend": verdict,
@@ -208,19 +266,41 @@ def run_ladders(spec, ctx) -> list[dict]:
             "margins": margins,
             "paper_margin": target,
         }
+        if ratio:
+            what = f"{lad['worse']} / {lad['better']}"
+            paper = "" if target is None else f" (paper's ratio {target:.2f})"
+        else:
+            what = f"{lad['better']} minus {lad['worse']}"
+            paper = "" if target is None else f" (paper's margin {target:+.1f} points)"
         ctx.note(
-            f"{lad['id']} ({name}, {lad['better']} minus {lad['worse']}, {col}, against "
-            f"{lad['budget']}): {verdict}"
-            + ("" if target is None else f" (paper's margin {target:+.1f} points)")
+            f"{lad['id']} ({name}, {what}, {lad['column']}, against {lad['budget']}"
+            + ("" if len(lad_seeds) == len(seeds) else f", {len(lad_seeds)} seed(s)")
+            + f"): {verdict}{paper}"
         )
-        pts = [(v, mm, h) for v, mm, h in zip(values, margins, halves)]
-        write_points(ctx, f"{lad['id']}.csv", [lad["budget"], "margin", "halfwidth_95"], pts)
+        pts = list(zip(values, margins, halves, sds))
+        head = [lad["budget"], lad.get("margin", "difference"), "halfwidth_95", "seed_sd"]
+        write_points(ctx, f"{lad['id']}.csv", head, pts)
         _plot(ctx, lad, name, values, margins, halves, target)
-    ctx.note(f"{len(seeds)} seed(s) per rung; threads {ctx.threads}")
+    ctx.note(
+        f"{len(seeds)} seed(s) per rung; brackets and error bars: bootstrap 95 % over the seeds "
+        f"and the queries; threads {ctx.threads}"
+    )
     from .atomic import atomic_write_text
 
     atomic_write_text(ctx.artifact("trends.json"), json.dumps(trends, indent=1) + "\n")
     return rows
+
+
+def _ladder_settings(ctx, lad_id, settings) -> dict:
+    """The table's method settings with this ladder's own on top (scale param `settings = {
+    <ladder id> = ["csst.epochs=20"] }`: "<plugin>.<setting>=<value>" items)."""
+    from .methods import parse_overrides
+
+    own = parse_overrides(ctx.param_list("settings", lad_id, default=[]))
+    out = {p: dict(v) for p, v in settings.items()}
+    for plugin, kv in own.items():
+        out.setdefault(plugin, {}).update(kv)
+    return out
 
 
 def _settings(ctx, plugin) -> dict:
@@ -239,11 +319,14 @@ def _plot(ctx, lad, name, values, margins, halves, target):
     ax.errorbar(values, margins, yerr=halves, fmt="o-", capsize=3, label="ours (95 % interval)")
     if target is not None:
         ax.axhline(target, color="k", ls="--", lw=1, label="paper")
-    ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(1 if lad.get("margin") == "ratio" else 0, color="grey", lw=0.5)
     if all(v > 0 for v in values) and max(values) / min(values) > 8:
         ax.set_xscale("log")
     ax.set_xlabel(lad["budget"])
-    ax.set_ylabel(f"{lad['column']}: {lad['better']} minus {lad['worse']} (points)")
+    if lad.get("margin", "difference") == "ratio":
+        ax.set_ylabel(f"{lad['column']}: {lad['worse']} / {lad['better']}")
+    else:
+        ax.set_ylabel(f"{lad['column']}: {lad['better']} minus {lad['worse']} (points)")
     ax.set_title(f"{lad['id']} on {name} ({ctx.scale})", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

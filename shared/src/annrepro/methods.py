@@ -86,7 +86,7 @@ def make(spec: str, metric: str = "l2", **overrides) -> Method:
     head, _ = split_spec(spec)
     name, module = _plugin_for(head)
     if module is not None:
-        return method_class(module, spec.strip())(spec.strip(), metric, **overrides)
+        return method_class(module, spec.strip(), name)(spec.strip(), metric, **overrides)
     if overrides:
         raise SettingError(
             f"method {spec!r} is a faiss factory string: it takes no settings "
@@ -96,13 +96,15 @@ def make(spec: str, metric: str = "l2", **overrides) -> Method:
     return FaissMethod(spec.strip(), metric)
 
 
-def method_class(module, spec: str):
-    """The class of a plugin module's METHODS whose SPEC the spec string matches (the first one
-    otherwise: its constructor then says what it expected)."""
+def method_class(module, spec: str, plugin: str | None = None):
+    """The class of a plugin module's METHODS whose SPEC the spec string matches; otherwise the
+    first of the plugin's own classes (`plugin`, the entry point the spec's head named; a module
+    may serve several), whose constructor then says what it expected."""
     for cls in module.METHODS:
         if cls.SPEC.fullmatch(spec):
             return cls
-    return module.METHODS[0]
+    own = [c for c in module.METHODS if getattr(c, "plugin", None) == plugin]
+    return (own or module.METHODS)[0]
 
 
 def _as_vectors(x, what: str, d: int | None = None) -> np.ndarray:
@@ -125,6 +127,10 @@ class Method(abc.ABC):
         self.spec, self.metric = spec, check_metric(metric)
         self.d: int | None = None
         self.ntotal = 0
+        # seconds `add` spent in a learned transform before the index (a network compressing
+        # the base): a method with one adds its time here, so that the index's own build time
+        # is add's time minus this (annrepro.evaluate's index_add_s)
+        self.transform_s = 0.0
 
     # ------------------------------------------------------------------ protocol
     def fit(self, xt, xb=None) -> Method:
@@ -263,7 +269,7 @@ def load(path) -> Method:
         ep = plugins().get(plugin)
         if ep is None:
             raise InputError(f"{path}: made by the {plugin!r} package, which is not installed")
-        cls = method_class(ep.load(), meta["spec"])
+        cls = method_class(ep.load(), meta["spec"], plugin)
     m = cls._from_state(meta, arrays)
     m.d, m.ntotal = meta["d"], meta["ntotal"]
     return m

@@ -2,6 +2,8 @@
 
     annrepro reference save --scale small --tables 'ccst.table2,ccst.table5'
     annrepro reference check --scale small --tables 'ccst.table2,ccst.table5' [--results DIR]
+    annrepro reference stale --scale medium [--missing]
+    annrepro reference regenerate --scale small --jobs 2 [--group 'ccst.table3+ccst.table5']
 
 `save` copies a finished run (`<table>.csv`, `<table>.json` with its provenance: commit,
 versions, threads, wall time, fingerprint; and its PNG / CSV artifacts) from the results folder
@@ -15,14 +17,25 @@ commit. `check` compares a fresh run with the committed one, CI's regression tes
 - no claim verdict may change (regenerate the reference in the same commit, with the reason),
   except a claim on a timing column (a speed-up on a loaded or another machine; its cells are
   not compared either).
-  On another kind of CPU than the reference's (`MACHINE.txt`, written by `save`), a moved cell
+  On another kind of CPU than the reference's (its provenance's `machine.kind`; for runs made
+  before it was recorded, the folder's `MACHINE.txt`, written by the first `save`), a moved cell
   or a changed verdict is a warning, not a failure: the BLAS kernels sum in another order there,
   and a network trained for minutes takes another path (the tiny snapshots allow 2 queries on
   another CPU; a small-scale training can move further). Threads are part of the setting: the
   reference and the check both run at 1 thread (`nox -s regression`).
 
 A reference made by other code than HEAD's (its fingerprint differs from the table's current
-one) is *stale*: the report marks it so and never mixes it silently with fresh results.
+one) is *stale*: the report marks it so and never mixes it silently with fresh results. The
+fingerprint counts the code that computes a table, not the report, the comparison with the
+paper, the CLI or this module (annrepro.tables.runner.NOT_IN_FINGERPRINT).
+
+`stale` lists the references that HEAD's code no longer made (with `--missing`, also the tables
+that have none at that scale) and what they cost when last made; `regenerate` remakes them:
+each table (or `--group` of tables that share fits through the run memo, e.g. the CSST of ccst
+Tables 3 and 5) runs `annrepro reproduce` at 1 thread in its own process, `--jobs` of them at a
+time, the longest (by its recorded wall time) first, and is saved into results-reference/ as
+soon as it finishes. It is resumable: a table saved is no longer stale, and a finished run left
+in the results folder by an interrupted regeneration is up to date, so reproduce skips it.
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ __all__ = [
     "load_reference",
     "cell_tolerance",
     "machine_kind",
+    "plan",
+    "regenerate",
 ]
 
 
@@ -89,7 +104,9 @@ def save(specs, scale: str, results_dir: Path, echo=print) -> list[Path]:
     out = reference_root() / scale
     written = []
     out.mkdir(parents=True, exist_ok=True)
-    (out / "MACHINE.txt").write_text(machine_kind() + "\n")
+    stamp = out / "MACHINE.txt"  # only for runs older than their own machine.kind
+    if not stamp.is_file():
+        stamp.write_text(machine_kind() + "\n")
     for spec in specs:
         run = load_run(spec, scale, results_dir)
         if run is None:
@@ -157,13 +174,15 @@ def check(specs, scale: str, results_dir: Path, warn=print) -> list[str]:
     from .tables.runner import load_run
 
     stamp = reference_root() / scale / "MACHINE.txt"
-    same_machine = stamp.is_file() and stamp.read_text().strip() == machine_kind()
+    folder_kind = stamp.read_text().strip() if stamp.is_file() else None
+    here = machine_kind()
     problems = []
     for spec in specs:
         ref = load_reference(spec, scale)
         if ref is None:
             problems.append(f"{spec.id} [{scale}]: no reference in {reference_root() / scale}")
             continue
+        same_machine = made_on(ref, folder_kind) == here
         new = load_run(spec, scale, results_dir)
         if new is None or new.error:
             why = "no fresh run" if new is None else f"the fresh run failed: {new.error}"
@@ -218,6 +237,11 @@ def check(specs, scale: str, results_dir: Path, warn=print) -> list[str]:
     return problems
 
 
+def made_on(run, folder_kind: str | None = None) -> str | None:
+    """The CPU kind a run was made on: its provenance's, else its folder's MACHINE.txt."""
+    return (run.provenance.get("machine") or {}).get("kind") or folder_kind
+
+
 def summary(specs, scale: str) -> list[tuple]:
     """[(spec, reference run or None, stale)] for the report."""
     out = []
@@ -225,6 +249,132 @@ def summary(specs, scale: str) -> list[tuple]:
         ref = load_reference(spec, scale)
         out.append((spec, ref, ref is not None and is_stale(spec, ref)))
     return out
+
+
+def plan(specs, scale: str, missing: bool = False) -> list[tuple]:
+    """[(spec, why, recorded wall seconds or None)] of the references to remake at `scale`:
+    the stale ones ("stale", made by commit ...) and, with `missing`, the tables without one;
+    the longest first, those of unknown cost before all (they may be the longest)."""
+    todo = []
+    for spec, ref, stale in summary(specs, scale):
+        if ref is None:
+            if missing:
+                todo.append((spec, "missing", None))
+        elif stale:
+            commit = str(ref.provenance.get("git_commit", "?"))[:12]
+            wall = ref.provenance.get("wall_s")
+            todo.append((spec, f"stale (commit {commit})", float(wall) if wall else None))
+    return sorted(todo, key=lambda t: (t[2] is not None, -(t[2] or 0.0), t[0].id))
+
+
+def _jobs_of(todo, groups) -> list[tuple[list, float | None]]:
+    """Group the planned tables into jobs: each `groups` entry ('a+b') that names planned tables
+    becomes one job (its cost the sum of theirs), every other table its own; longest first."""
+    by_id = {spec.id: (spec, wall) for spec, _, wall in todo}
+    jobs, taken = [], set()
+    for group in groups:
+        ids = [i.strip() for i in group.split("+") if i.strip()]
+        unknown = [i for i in ids if i not in by_id and i not in taken]
+        members = [i for i in ids if i in by_id and i not in taken]
+        if unknown and not members:
+            continue  # nothing of this group to remake
+        taken.update(members)
+        walls = [by_id[i][1] for i in members]
+        cost = None if any(w is None for w in walls) else sum(walls)
+        jobs.append(([by_id[i][0] for i in members], cost))
+    jobs += [([spec], wall) for spec, _, wall in todo if spec.id not in taken]
+    return sorted(jobs, key=lambda j: (j[1] is not None, -(j[1] or 0.0), j[0][0].id))
+
+
+def _makespan(costs, jobs: int) -> float:
+    """Wall time of running `costs` longest first on `jobs` workers (unknown costs count 0)."""
+    load = [0.0] * max(1, jobs)
+    for c in costs:
+        i = load.index(min(load))
+        load[i] += c or 0.0
+    return max(load)
+
+
+def regenerate(
+    specs,
+    scale: str,
+    results_dir: Path,
+    jobs: int = 1,
+    groups=(),
+    missing: bool = False,
+    dry_run: bool = False,
+    echo=print,
+    poll_s: float = 2.0,
+) -> int:
+    """Remake the planned references (module docstring): returns the number of failed jobs."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    todo = plan(specs, scale, missing)
+    work = _jobs_of(todo, groups)
+    if not work:
+        echo(f"every reference at {scale} is up to date ({len(specs)} table(s) looked at)")
+        return 0
+    why = {spec.id: w for spec, w, _ in todo}
+    for members, cost in work:
+        walls = "?" if cost is None else f"{cost / 60:.1f} min"
+        names = " + ".join(f"{s.id} [{why[s.id]}]" for s in members)
+        echo(f"  {names}: last made in {walls}")
+    known = [c for _, c in work if c is not None]
+    echo(
+        f"{len(work)} job(s) at {scale}, {jobs} at a time: {sum(known) / 3600:.1f} core-h as last "
+        f"made, about {_makespan(known, jobs) / 3600:.1f} h of wall"
+        + (f" and {len(work) - len(known)} of unknown cost" if len(known) < len(work) else "")
+    )
+    if dry_run:
+        return 0
+    root = Path(results_dir)
+    if root.name != scale:
+        raise AnnreproError(f"{root}: the results folder of a regeneration ends in /{scale}")
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, ANNREPRO_RESULTS=str(root.parent))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = "1"
+    pending, running, failed = list(work), [], 0
+    t_start = time.perf_counter()
+    while pending or running:
+        while pending and len(running) < max(1, jobs):
+            members, _ = pending.pop(0)
+            name = "+".join(s.id for s in members)
+            log = open(logs / f"{name}.log", "w")
+            cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", scale, "--tables",
+                   ",".join(s.id for s in members), "--threads", "1", "--no-progress"]  # fmt: skip
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((proc, members, name, log, time.perf_counter()))
+            echo(f"started {name} (log {logs / (name + '.log')})")
+        time.sleep(poll_s)
+        for item in list(running):
+            proc, members, name, log, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            minutes = (time.perf_counter() - t0) / 60
+            saved = []
+            for spec in members:
+                try:
+                    save([spec], scale, root, echo=lambda *_: None)
+                    saved.append(spec.id)
+                except AnnreproError as e:
+                    echo(f"not saved: {e}")
+            ok = proc.returncode == 0 and len(saved) == len(members)
+            failed += not ok
+            status = "done" if ok else f"FAILED (exit {proc.returncode}, see its log)"
+            echo(
+                f"{status}: {name} in {minutes:.1f} min; saved {', '.join(saved) or 'nothing'}; "
+                f"{len(pending)} job(s) waiting, {len(running)} running"
+            )
+    hours = (time.perf_counter() - t_start) / 3600
+    echo(f"regenerated {len(work) - failed} of {len(work)} job(s) at {scale} in {hours:.2f} h")
+    return failed
 
 
 def provenance_line(run) -> str:

@@ -4,8 +4,9 @@
   the papers print "mean ± std over 5 runs", which estimates the run-to-run spread (kdindex
   used ddof = 1 and catalyzer ddof = 0 before this module).
 - `mean_std_row` builds a producer row from per-seed runs: mean, "<column>:std" and, where every
-  run has per-query values, their per-query mean over the runs ("<column>:per_query": the
-  runner's bootstrap interval over the queries).
+  run has per-query values, those values one row per run ("<column>:per_query", (n_runs, nq)):
+  the runner's bootstrap interval then resamples the seeds and the queries, so the bracket
+  covers the training's run-to-run spread as well as the choice of queries.
 - `paired_ttest`: two methods over the same seeds (kdindex Table 2's caption).
 """
 
@@ -29,14 +30,16 @@ def mean_std(values) -> tuple[float, float | None]:
 
 def mean_std_row(dataset: str, row: str, runs: list[dict], cols) -> dict:
     """A producer row {"dataset", "row", col, "col:std", "col:per_query"} from per-seed runs
-    (each a dict with the columns `cols`, optionally "col:per_query" arrays of equal length)."""
+    (each a dict with the columns `cols`, optionally "col:per_query" arrays of equal length;
+    the row's "col:per_query" holds them one row per run, or the one run's values)."""
     out = {"dataset": dataset, "row": row}
     for c in cols:
         out[c], std = mean_std([r[c] for r in runs])
         if std is not None:
             out[f"{c}:std"] = std
         if runs and all(c + PER_QUERY in r for r in runs):
-            out[c + PER_QUERY] = np.mean([r[c + PER_QUERY] for r in runs], axis=0).tolist()
+            per = np.asarray([np.asarray(r[c + PER_QUERY], dtype=np.float64) for r in runs])
+            out[c + PER_QUERY] = (per[0] if len(runs) == 1 else per).tolist()
     return out
 
 

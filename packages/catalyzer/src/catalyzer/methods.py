@@ -17,6 +17,12 @@ queries; unless val_quantizer is given, the best epoch is chosen on the codes th
 
 Only metric "l2": the catalyzer is trained on Euclidean neighbours (Sec. 3); on unit-norm data
 the inner product ranks alike, so normalise and use "l2".
+
+"pca<d_out>,zn_<r2>" (entry point "pca"): Table 1's "PCA + Lattice" baseline (Sec. 5.4), the
+lattice with a PCA in place of the catalyzer: PCA learned on the learn set (centred, faiss
+PCAMatrix) to d_out dims, L2 normalisation, the spherical lattice's codes, asymmetric search
+(`catalyzer.baselines.pca_lattice_search`, what Table 1 runs). "pca24,zn_79" is 64 bits. It
+takes no settings; faiss's own PCA factory strings are upper case ("PCA24,Flat").
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from annrepro.methods import FaissStage, PluginMethod, array_to_torch, torch_to_
 from .api import Catalyzer
 from .search import code_lattice
 
-__all__ = ["CatalyzerMethod", "METHODS"]
+__all__ = ["CatalyzerMethod", "PCALatticeMethod", "METHODS"]
+
+
+def _pad_like_faiss(D, I, k):
+    """(D, I) of fewer than k stored codes padded to k columns as faiss does (inf, -1)."""
+    pad = k - I.shape[1]
+    if pad <= 0:
+        return D, I
+    D = np.pad(D.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf)
+    return D, np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
 
 
 class CatalyzerMethod(PluginMethod):
@@ -105,11 +120,7 @@ class CatalyzerMethod(PluginMethod):
         if self._native():
             codes = self._all_codes()
             D, I = self.cat.search(xq, codes, min(k, len(codes)), self.quantizer)
-            if k > len(codes):  # fewer stored than asked: pad like faiss
-                pad = k - len(codes)
-                D = np.pad(D.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf)
-                I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
-            return D, I
+            return _pad_like_faiss(D, I, k)
         return self.stage.search(self.cat.transform(xq), k)
 
     def _code_bytes(self):
@@ -155,4 +166,78 @@ class CatalyzerMethod(PluginMethod):
         return {**super().describe(), "what": what}
 
 
-METHODS = [CatalyzerMethod]
+class PCALatticeMethod(PluginMethod):
+    """ "pca<d_out>,zn_<r2>" (module docstring): PCA, L2 normalisation, spherical lattice codes."""
+
+    plugin = "pca"
+    paper = "Sablayrolles et al., ICLR 2019, Table 1's PCA + Lattice baseline (Sec. 5.4)"
+    SPEC = re.compile(r"pca(\d+),(zn_\d+)")
+    EXAMPLE = "'pca<d_out>,zn_<r2>' (PCA + Lattice), e.g. 'pca24,zn_79'"
+
+    def __init__(self, spec: str, metric: str = "l2", **overrides):
+        super().__init__(spec, metric, **overrides)
+        if metric != "l2":
+            raise SettingError(
+                f"method {spec!r}: PCA + Lattice compares L2-normalised projections: metric "
+                "'l2' only (on unit-norm data the inner product ranks alike)"
+            )
+        self.d_out, self.quantizer = int(self.match.group(1)), self.match.group(2)
+        self.lattice = code_lattice(self.d_out, self.quantizer)
+        self.A: np.ndarray | None = None  # the PCA as y = x @ A.T + b (faiss LinearTransform)
+        self.b: np.ndarray | None = None
+        self.codes: list[np.ndarray] = []
+
+    def settings(self) -> dict:
+        return {"d_out": self.d_out, "quantizer": self.quantizer}
+
+    def _project(self, x) -> np.ndarray:
+        from .baselines import l2_normalize
+
+        return l2_normalize(np.ascontiguousarray(x @ self.A.T + self.b, dtype=np.float32))
+
+    def _fit(self, xt, xb):
+        import faiss
+
+        if self.d_out > xt.shape[1]:
+            raise SettingError(
+                f"method {self.spec!r}: PCA cannot output {self.d_out} dims from {xt.shape[1]}"
+            )
+        pca = faiss.PCAMatrix(xt.shape[1], self.d_out)
+        pca.train(np.ascontiguousarray(xt, dtype=np.float32))
+        d = xt.shape[1]
+        self.A = faiss.vector_to_array(pca.A).reshape(self.d_out, d).astype(np.float32)
+        self.b = faiss.vector_to_array(pca.b).astype(np.float32)
+        self.codes = []
+
+    def _add(self, xb):
+        self.codes.append(self.lattice.encode(self._project(xb)))
+
+    def _search(self, xq, k):
+        codes = np.concatenate(self.codes) if len(self.codes) > 1 else self.codes[0]
+        self.codes = [codes]
+        D, I = self.lattice.search(self._project(xq), codes, min(k, len(codes)))
+        return _pad_like_faiss(D, I, k)
+
+    def _code_bytes(self):
+        return 8  # uint64 lattice codes (<= 64 bits, Appendix B)
+
+    def _state(self):
+        arrays = {"A": self.A, "b": self.b}
+        if self.codes:
+            arrays["codes"] = np.concatenate(self.codes)
+        return {}, arrays
+
+    @classmethod
+    def _from_state(cls, meta, arrays):
+        m = cls(meta["spec"], meta["metric"])
+        m.A, m.b = np.asarray(arrays["A"]), np.asarray(arrays["b"])
+        if "codes" in arrays:
+            m.codes = [np.asarray(arrays["codes"])]
+        return m
+
+    def describe(self) -> dict:
+        what = f"PCA to {self.d_out} dims, L2 normalisation, then {self.quantizer}"
+        return {**super().describe(), "what": what}
+
+
+METHODS = [CatalyzerMethod, PCALatticeMethod]

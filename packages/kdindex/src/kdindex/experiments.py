@@ -73,9 +73,9 @@ def seed_row(
     paper_name: str, row: str, runs: list[dict], cols, seeds=(), per_seed: dict | None = None
 ) -> dict:
     """One table row from per-seed runs (annrepro.stats.mean_std_row: the mean of each column,
-    its sample std under "<column>:std", per-query values averaged over the runs for the
-    runner's bootstrap interval). per_seed (optional) receives {row: {seed: run}} for the paired
-    t-test of Table 2."""
+    its sample std under "<column>:std", the per-query values of every run for the runner's
+    bootstrap interval over seeds and queries). per_seed (optional) receives {row: {seed: run}}
+    for the paired t-test of Table 2."""
     if per_seed is not None:
         per_seed[row] = dict(zip(seeds, runs, strict=True))
     return mean_std_row(paper_name, row, runs, cols)

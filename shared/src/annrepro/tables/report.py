@@ -194,10 +194,11 @@ def _scale_run(spec, scale, root):
 
 def _trends(specs, root) -> dict:
     """{"<table>:<claim id>": "<trend> (<ladder> at <scale>, `commit`)"} from the ladders'
-    trends.json (this results folder first, then results-reference/)."""
+    trends.json (this results folder first, then results-reference/), marked *stale* when the
+    ladder run was made by other code or spec than HEAD's."""
     import json
 
-    from ..reference import reference_root
+    from ..reference import is_stale, reference_root
 
     out = {}
     for spec in specs:
@@ -212,9 +213,13 @@ def _trends(specs, root) -> dict:
             if not path.is_file():
                 continue
             commit = str(run.provenance.get("git_commit", "?"))[:12]
+            try:
+                stale = " *stale*" if is_stale(spec, run) else ""
+            except Exception:  # noqa: BLE001 - the report never fails on a fingerprint
+                stale = ""
             for lid, t in json.loads(path.read_text()).items():
                 for claim in t.get("claims", []):
-                    out.setdefault(claim, f"{t['trend']} ({lid} at {scale}, `{commit}`)")
+                    out.setdefault(claim, f"{t['trend']} ({lid} at {scale}, `{commit}`{stale})")
     return out
 
 

@@ -284,18 +284,31 @@ def bootstrap_interval(values, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-query values (seeded, deterministic).
 
     values: (nq,) per-query values, e.g. each query's 10-recall@10 (not 0/1, so the binomial
-    interval does not apply). BOOTSTRAP_RESAMPLES resamples of the queries with replacement."""
+    interval does not apply), BOOTSTRAP_RESAMPLES resamples of the queries with replacement; or
+    (n_seeds, nq), one row per training seed: then each resample draws the seeds and the queries
+    (a two-level bootstrap), so the interval covers the spread of training from seed to seed as
+    well as the choice of queries (with one seed it is the queries' interval)."""
     import numpy as np
 
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0 or not np.all(np.isfinite(v)):
-        raise ValueError("per-query values must be a non-empty array of finite numbers")
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2 or v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError(
+            "per-query values must be a non-empty (nq,) or (n_seeds, nq) array of finite numbers"
+        )
+    ns, nq = v.shape
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     means = np.empty(BOOTSTRAP_RESAMPLES)
     step = max(1, 2_000_000 // v.size)  # resamples per block: bounded memory for large nq
     for i in range(0, BOOTSTRAP_RESAMPLES, step):
         n = min(step, BOOTSTRAP_RESAMPLES - i)
-        means[i : i + n] = v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1)
+        q = rng.integers(0, nq, size=(n, nq))
+        if ns == 1:
+            means[i : i + n] = v[0][q].mean(axis=1)
+        else:
+            s = rng.integers(0, ns, size=(n, ns))
+            means[i : i + n] = v[s[:, :, None], q[:, None, :]].mean(axis=(1, 2))
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
@@ -309,6 +322,12 @@ def _faiss_simd_level() -> str:
         return str(faiss.SIMDConfig.get_level_name())
     except Exception:  # older faiss without SIMDConfig
         return "unknown"
+
+
+def _machine_kind() -> str:
+    from ..reference import machine_kind
+
+    return machine_kind()
 
 
 def _git_commit() -> str:
@@ -350,7 +369,8 @@ def _accept(spec: TableSpec, rows) -> tuple[dict, dict]:
     A row's value for a column is in the column's `measured_unit` (spec.MEASURED_UNITS: a
     fraction for "%", bytes for "GB", seconds for "h"); the runner alone converts. A row may give
     `"<column>:std"` (same unit) and `"<column>:per_query"`: the per-query values whose mean is
-    the cell (same unit), from which the runner computes a 95 % bootstrap interval."""
+    the cell (same unit), or one row of them per seed (n_seeds, nq), from which the runner
+    computes a 95 % bootstrap interval (`bootstrap_interval`)."""
     if not isinstance(rows, list):
         raise ProducerError(f"{spec.id}: producer returned {type(rows).__name__}, not a list")
     known_ds = set(spec.datasets("tiny")) | set(spec.datasets("small")) | set(spec.datasets("full"))
@@ -417,8 +437,9 @@ def _write_results(run: TableRun, out_dir: Path) -> None:
 FAILED_SUFFIX = ".failed.json"
 
 
-def _source_digest(module_name: str) -> str:
-    """sha256 over the .py files of an installed package (its code version, dirty or not)."""
+def _source_digest(module_name: str, exclude=()) -> str:
+    """sha256 over the .py files of an installed package (its code version, dirty or not), but
+    the files `exclude` names (paths relative to the package, e.g. "tables/report.py")."""
     try:
         mod = importlib.import_module(module_name)
     except ImportError:
@@ -426,15 +447,43 @@ def _source_digest(module_name: str) -> str:
     h = hashlib.sha256()
     root = Path(mod.__file__).parent
     for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        rel = f.relative_to(root).as_posix()
+        if rel in exclude:
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+# Code that cannot move a table's numbers, left out of its fingerprint so that editing it does
+# not mark hours of committed results stale: annrepro's reporting, its comparison with the
+# paper (verdicts are recomputed from the stored numbers at report time), the CLI, the
+# reference store and the checksum-verified downloads; a paper package's CLI; and, in every
+# other table's, the producers of the ladders and of annrepro.crosspaper (the ladders use
+# crosspaper's settings parser).
+NOT_IN_FINGERPRINT = (
+    "__main__.py", "cli.py", "reference.py", "fetch.py", "tables/compare.py", "tables/report.py",
+)  # fmt: skip
+
+
+def _code_parts(spec: TableSpec) -> dict:
+    """{package: digest} of the code a table's numbers depend on (NOT_IN_FINGERPRINT)."""
+    skip = set(NOT_IN_FINGERPRINT)
+    ladder = bool(spec.raw.get("ladders"))
+    if not ladder:
+        skip.add("ladder.py")
+    if not ladder and spec.id != "annrepro.crosspaper":
+        skip.add("crosspaper.py")
+    parts = {"annrepro": _source_digest("annrepro", exclude=skip)}
+    if spec.paper != "annrepro":
+        parts[spec.paper] = _source_digest(spec.paper, exclude={"cli.py"})
+    return parts
 
 
 def fingerprint(spec: TableSpec, scale: str, seed: int) -> str:
     """What a table's result depends on: its spec and published CSV, the scale and seed, the code
-    of annrepro and of the paper's package, and the registry entries (file checksums) of the data
-    sets the spec names at this scale. Threads are left out: they move only timings (and the
-    last bits of some sums)."""
+    of annrepro and of the paper's package (but NOT_IN_FINGERPRINT), and the registry entries
+    (file checksums) of the data sets the spec names at this scale. Threads are left out: they
+    move only timings (and the last bits of some sums)."""
     from ..registry import registry
 
     reg = registry()
@@ -451,7 +500,7 @@ def fingerprint(spec: TableSpec, scale: str, seed: int) -> str:
         "published": published.read_text(encoding="utf-8") if published.is_file() else "",
         "scale": scale,
         "seed": seed,
-        "code": {m: _source_digest(m) for m in ("annrepro", spec.paper)},
+        "code": _code_parts(spec),
         "data": data,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -532,6 +581,7 @@ def run_table(
         "git_commit": _git_commit(),
         "versions": _versions(spec.paper),
         "machine": {
+            "kind": _machine_kind(),  # what the reference check compares (annrepro.reference)
             "platform": platform.platform(),
             "processor": platform.processor(),
             "faiss_simd": _faiss_simd_level(),
