@@ -112,4 +112,4 @@ def test_a_closed_pipe_ends_the_command_quietly(monkeypatch):
         raise BrokenPipeError(32, "Broken pipe")
 
     assert run_cli("annrepro", main_fn, []) == 0
-    assert moved in ([], [1])  # stdout, when it is a real file descriptor, now goes nowhere
+    assert len(moved) <= 1  # stdout, when it is a real file descriptor, now goes nowhere
