@@ -344,12 +344,13 @@ def regenerate(
         while pending and len(running) < max(1, jobs):
             members, _ = pending.pop(0)
             name = "+".join(s.id for s in members)
-            log = open(logs / f"{name}.log", "w")
+            short = members[0].id + (f"+{len(members) - 1}" if len(members) > 1 else "")
+            log = open(logs / f"{short}.log", "w")
             cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", scale, "--tables",
                    ",".join(s.id for s in members), "--threads", "1", "--no-progress"]  # fmt: skip
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((proc, members, name, log, time.perf_counter()))
-            echo(f"started {name} (log {logs / (name + '.log')})")
+            echo(f"started {name} (log {logs / (short + '.log')})")
         time.sleep(poll_s)
         for item in list(running):
             proc, members, name, log, t0 = item
