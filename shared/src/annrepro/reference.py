@@ -376,11 +376,3 @@ def regenerate(
     hours = (time.perf_counter() - t_start) / 3600
     echo(f"regenerated {len(work) - failed} of {len(work)} job(s) at {scale} in {hours:.2f} h")
     return failed
-
-
-def provenance_line(run) -> str:
-    p = run.provenance
-    return (
-        f"commit `{str(p.get('git_commit', '?'))[:12]}`, {p.get('started', '?')}, "
-        f"{p.get('threads', '?')} thread(s), wall {float(p.get('wall_s') or 0) / 60:.1f} min"
-    )

@@ -91,7 +91,7 @@ def _table_md(comp: Comparison, base: Path | None = None) -> list[str]:
         )
     L.append(
         f"- seed {prov.get('seed')}, {prov.get('threads')} threads, wall {prov.get('wall_s')} s, "
-        f"commit `{prov.get('git_commit', '?')[:12]}`"
+        f"commit `{prov.get('git_commit', '?')[:12]}`, on {_machine(prov)}"
     )
     for n in prov.get("notes", []):
         L.append(f"- note: {n}")
@@ -267,9 +267,19 @@ def _claims_md(specs, root) -> list[str]:
     return L
 
 
+def _machine(prov: dict) -> str:
+    """The CPU kind a run was made on (vendor | model | SIMD), else faiss's SIMD level."""
+    m = prov.get("machine") or {}
+    return m.get("kind") or (f"faiss {m['faiss_simd']}" if m.get("faiss_simd") else "?")
+
+
 def _timing_md(comps: list[Comparison]) -> list[str]:
-    """Wall time of each table's last run and their sum, with the threads each used."""
-    L = ["| table | wall time | threads | started | commit |", "|---|---|---|---|---|"]
+    """Wall time of each table's last run and their sum, with the threads and CPU each used
+    (timings from different CPU kinds do not add up to one machine's time)."""
+    L = [
+        "| table | wall time | threads | started | commit | machine |",
+        "|---|---|---|---|---|---|",
+    ]
     total = 0.0
     for c in comps:
         p = c.run.provenance
@@ -277,9 +287,10 @@ def _timing_md(comps: list[Comparison]) -> list[str]:
         total += wall
         L.append(
             f"| {c.spec.id} | {wall / 60:.1f} min | {p.get('threads', '?')} | "
-            f"{p.get('started', '?')} | `{str(p.get('git_commit', '?'))[:12]}` |"
+            f"{p.get('started', '?')} | `{str(p.get('git_commit', '?'))[:12]}` | "
+            f"{_machine(p)} |"
         )
-    L += [f"| **all** | **{total / 60:.1f} min** | | | |", ""]
+    L += [f"| **all** | **{total / 60:.1f} min** | | | | |", ""]
     return L
 
 
