@@ -93,7 +93,10 @@ def ladder(session):
     """The budget ladders (`<paper>.ladder`, default scale small): not in CI, about 1-2 hours on
     2 cores; resumable (each finished run is kept under results/<scale>/<table>/runs)."""
     _install(session, *PAPERS)
-    session.run("annrepro", "reproduce", "--tables", "*.ladder", *session.posargs, env=_env())
+    jobs = [] if "--jobs" in session.posargs else ["--jobs", "2"]  # a ladder per core, 1 thread
+    session.run(
+        "annrepro", "reproduce", "--tables", "*.ladder", *jobs, *session.posargs, env=_env()
+    )
 
 
 @nox.session

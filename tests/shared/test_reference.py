@@ -251,3 +251,22 @@ def test_the_cpu_kind_is_each_references_own(ran, tmp_path):
     path.write_text(json.dumps(prov))
     stamp.write_text(machine_kind() + "\n")
     assert check([spec], "tiny", out)
+
+
+def test_reproduce_in_parallel_jobs(tmp_path, monkeypatch, capsys):
+    """`reproduce --jobs 2`: each paper's tables in one process, two at a time, one report."""
+    from annrepro.tables.runner import load_run
+
+    monkeypatch.setenv("ANNREPRO_RESULTS", str(tmp_path / "results"))
+    ids = "ccst.table2,ccst.table5,kdindex.table6"
+    assert main(["reproduce", "--scale", "tiny", "--tables", ids, "--jobs", "2"]) == 0
+    out = tmp_path / "results" / "tiny"
+    for spec in find_specs(ids):
+        run = load_run(spec, "tiny", out)
+        assert run is not None and run.error is None and run.provenance["threads"] == 1
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "ccst.table2+1.log",
+        "kdindex.table6.log",
+    ]
+    assert (tmp_path / "results" / "REPORT.md").is_file()
+    assert capsys.readouterr().out.count("done: ") == 2

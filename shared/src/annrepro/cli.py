@@ -156,6 +156,8 @@ def _reproduce(args) -> int:
         default_threads()
     out_dir = results_root(writable=True) / args.scale
     specs = _selected(find_specs(args.tables), args.tables)
+    if args.jobs > 1:
+        return _reproduce_in_jobs(specs, args, out_dir)
     done = reproduce(
         specs,
         args.scale,
@@ -171,6 +173,40 @@ def _reproduce(args) -> int:
     failed = sum(status == "failed" for _, status, *_ in done)
     if failed:
         print(f"{failed} of {len(specs)} tables failed (see the report)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _reproduce_in_jobs(specs, args, out_dir) -> int:
+    """`reproduce --jobs N`: the tables of one paper in one process (they share fits through
+    the run memo: the teacher HNSW, the CSST of Tables 3 and 5), each on-demand table (a
+    ladder) in its own, N processes at a time at --threads each (default 1), the longest by
+    its last run first; then one report."""
+    from .reference import load_reference, run_jobs
+    from .tables import write_report
+    from .tables.runner import load_run
+
+    def last_wall(spec):
+        run = load_run(spec, args.scale, out_dir) or load_reference(spec, args.scale)
+        wall = run.provenance.get("wall_s") if run is not None else None
+        return float(wall) if wall else None
+
+    groups: dict = {}
+    for spec in specs:
+        alone = bool(spec.raw.get("table", {}).get("on_demand"))
+        groups.setdefault(spec.id if alone else spec.paper, []).append(spec)
+    work = []
+    for members in groups.values():
+        walls = [last_wall(s) for s in members]
+        work.append((members, None if None in walls else sum(walls)))
+    work.sort(key=lambda j: (j[1] is not None, -(j[1] or 0.0), j[0][0].id))
+    extra = ["--seed", str(args.seed)] + (["--force"] if args.force else [])
+    failed = run_jobs(
+        work, args.scale, out_dir, args.jobs, threads=args.threads or 1, extra=extra,
+        echo=lambda line: print(line, flush=True),
+    )  # fmt: skip
+    print(f"report: {write_report()}")
+    if failed:
+        print(f"{failed} of {len(work)} jobs failed (see their logs)", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -444,6 +480,12 @@ def _main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=positive_int, default=None, help="threads for index building")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="processes at once (each paper's tables, or a ladder, in one; --threads each)",
+    )
     r.add_argument(
         "--force", action="store_true", help="recompute tables whose results are up to date"
     )

@@ -55,6 +55,7 @@ __all__ = [
     "machine_kind",
     "plan",
     "regenerate",
+    "run_jobs",
 ]
 
 
@@ -307,9 +308,6 @@ def regenerate(
     poll_s: float = 2.0,
 ) -> int:
     """Remake the planned references (module docstring): returns the number of failed jobs."""
-    import os
-    import subprocess
-    import sys
     import time
 
     todo = plan(specs, scale, missing)
@@ -330,49 +328,87 @@ def regenerate(
     )
     if dry_run:
         return 0
+
+    def save_each(members, returncode):
+        saved = []
+        for spec in members:
+            try:
+                save([spec], scale, Path(results_dir), echo=lambda *_: None)
+                saved.append(spec.id)
+            except AnnreproError as e:
+                echo(f"not saved: {e}")
+        ok = returncode == 0 and len(saved) == len(members)
+        return ok, f"saved {', '.join(saved) or 'nothing'}"
+
+    t_start = time.perf_counter()
+    failed = run_jobs(work, scale, results_dir, jobs, on_done=save_each, echo=echo, poll_s=poll_s)
+    hours = (time.perf_counter() - t_start) / 3600
+    echo(f"regenerated {len(work) - failed} of {len(work)} job(s) at {scale} in {hours:.2f} h")
+    return failed
+
+
+def run_jobs(
+    work,
+    scale: str,
+    results_dir: Path,
+    jobs: int,
+    threads: int = 1,
+    extra=(),
+    on_done=None,
+    echo=print,
+    poll_s: float = 2.0,
+) -> int:
+    """Run each job (a list of specs, with its cost) as `annrepro reproduce --tables <its
+    tables> --threads <threads>` in its own process, `jobs` at a time in the given order, its
+    output in `results_dir/logs/<first table>[+N].log`; `on_done(specs, exit code) -> (ok,
+    note)` runs as each one ends. Returns the number of failed jobs; an interrupt stops them."""
+    import os
+    import subprocess
+    import sys
+    import time
+
     root = Path(results_dir)
     if root.name != scale:
-        raise AnnreproError(f"{root}: the results folder of a regeneration ends in /{scale}")
+        raise AnnreproError(f"{root}: the results folder of a {scale} run ends in /{scale}")
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, ANNREPRO_RESULTS=str(root.parent))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = "1"
+        env[var] = str(threads)
     pending, running, failed = list(work), [], 0
-    t_start = time.perf_counter()
-    while pending or running:
-        while pending and len(running) < max(1, jobs):
-            members, _ = pending.pop(0)
-            name = "+".join(s.id for s in members)
-            short = members[0].id + (f"+{len(members) - 1}" if len(members) > 1 else "")
-            log = open(logs / f"{short}.log", "w")
-            cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", scale, "--tables",
-                   ",".join(s.id for s in members), "--threads", "1", "--no-progress"]  # fmt: skip
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((proc, members, name, log, time.perf_counter()))
-            echo(f"started {name} (log {logs / (short + '.log')})")
-        time.sleep(poll_s)
-        for item in list(running):
-            proc, members, name, log, t0 = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, jobs):
+                members, _ = pending.pop(0)
+                name = "+".join(s.id for s in members)
+                short = members[0].id + (f"+{len(members) - 1}" if len(members) > 1 else "")
+                log = open(logs / f"{short}.log", "w")
+                cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", scale,
+                       "--tables", ",".join(s.id for s in members), "--threads", str(threads),
+                       "--no-progress", *extra]  # fmt: skip
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running.append((proc, members, name, log, time.perf_counter()))
+                echo(f"started {name} ({threads} thread(s), log {logs / (short + '.log')})")
+            time.sleep(poll_s)
+            for item in list(running):
+                proc, members, name, log, t0 = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                log.close()
+                ok, note = (proc.returncode == 0, "")
+                if on_done is not None:
+                    ok, note = on_done(members, proc.returncode)
+                failed += not ok
+                status = "done" if ok else f"FAILED (exit {proc.returncode}, see its log)"
+                echo(
+                    f"{status}: {name} in {(time.perf_counter() - t0) / 60:.1f} min"
+                    + (f"; {note}" if note else "")
+                    + f"; {len(pending)} job(s) waiting, {len(running)} running"
+                )
+    finally:
+        for proc, *_, log, _t0 in running:  # interrupted: no orphan keeps computing
+            proc.terminate()
+            proc.wait()
             log.close()
-            minutes = (time.perf_counter() - t0) / 60
-            saved = []
-            for spec in members:
-                try:
-                    save([spec], scale, root, echo=lambda *_: None)
-                    saved.append(spec.id)
-                except AnnreproError as e:
-                    echo(f"not saved: {e}")
-            ok = proc.returncode == 0 and len(saved) == len(members)
-            failed += not ok
-            status = "done" if ok else f"FAILED (exit {proc.returncode}, see its log)"
-            echo(
-                f"{status}: {name} in {minutes:.1f} min; saved {', '.join(saved) or 'nothing'}; "
-                f"{len(pending)} job(s) waiting, {len(running)} running"
-            )
-    hours = (time.perf_counter() - t_start) / 3600
-    echo(f"regenerated {len(work) - failed} of {len(work)} job(s) at {scale} in {hours:.2f} h")
     return failed
