@@ -62,6 +62,46 @@ def test_rungs_are_margins_and_resume_from_points(tmp_path, monkeypatch):
     assert calls == [] and [r["margin"] for r in again] == [r["margin"] for r in rows]
 
 
+def test_runs_in_worker_processes_match_the_runs_in_process(tmp_path, monkeypatch):
+    """ANNREPRO_LADDER_JOBS=2: the missing runs computed in two spawned processes, saved as
+    points, and the table put together from them: the same numbers as in process."""
+    import annrepro.evaluate as evaluate
+
+    spec = find_specs("catalyzer.ladder")[0]
+    spec.raw = {**spec.raw, "ladders": [{
+        "id": "pq", "dataset": "BigAnn1M", "better": "PQ8x4np", "worse": "PQ2x4np",
+        "column": "1-recall@10", "budget": "ntrain",
+    }]}  # fmt: skip
+    ds = SyntheticDataset(d=16, nb=300, nq=40, nt=400, seed=2)
+
+    def table(out, jobs):
+        monkeypatch.setenv("ANNREPRO_LADDER_JOBS", str(jobs))
+        ctx = FakeContext(spec, {"BigAnn1M": ds}, out_dir=out, n_seeds=1, k=10)
+        ctx.params["values"] = {"pq": [200, 400]}
+        return run_ladders(spec, ctx)
+
+    alone = table(tmp_path / "one", 1)
+    calls = []
+    real = evaluate.run_method
+    monkeypatch.setattr(evaluate, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
+    pooled = table(tmp_path / "two", 2)
+    assert calls == []  # every run came from a worker's point
+    assert len(list((tmp_path / "two").rglob("runs/*.json"))) == 4  # 2 rungs x 2 methods
+    for a, b in zip(alone, pooled, strict=True):
+        assert a["row"] == b["row"] and a["margin:per_query"] == b["margin:per_query"]
+
+
+def test_a_bad_ladder_jobs_setting_is_one_clear_error(monkeypatch):
+    from annrepro.errors import AnnreproError
+    from annrepro.ladder import point_jobs
+
+    monkeypatch.setenv("ANNREPRO_LADDER_JOBS", "two")
+    with pytest.raises(AnnreproError, match="ANNREPRO_LADDER_JOBS='two'"):
+        point_jobs()
+    monkeypatch.delenv("ANNREPRO_LADDER_JOBS")
+    assert point_jobs() == 1
+
+
 def test_ladders_share_the_better_methods_runs(tmp_path, monkeypatch):
     """Two ladders with the same learned side and rungs fit it once per rung and seed; a faiss
     baseline the budget does not touch runs once for every rung and seed."""

@@ -44,7 +44,14 @@ method's settings with the budget applied, k, seed, and the code of annrepro and
 not by the ladder: two ladders of a table with the same `better` method, budget and rungs (one
 learned method against two baselines) share its fits, a baseline that the budget does not touch
 (a faiss index against catalyzer epochs) runs once for all rungs, and a faiss method (seeded by
-faiss itself) once for all seeds. A rerun computes only the missing runs.
+faiss itself) once for all seeds. A rerun computes only the missing runs. With
+`ANNREPRO_LADDER_JOBS=N` (N > 1; `annrepro reproduce --jobs N` and `annrepro reference
+regenerate --jobs N` set it when they run fewer tables than N) the missing runs of the table are
+first computed N at a time in worker processes (spawned, each at the table's thread count, the
+last rungs first: they are the longest), each saved as it ends; the table is then put together
+from the point files. A run's numbers do not depend on the process it ran in (each is seeded on
+its own); its times (a ratio ladder's) do see the other workers' load, as two tables run side by
+side do.
 
 Trend (a note per ladder): the distance to the paper's margin at the last rung against the
 first; "converging toward the paper" when it shrank by more than the intervals' half-widths,
@@ -167,10 +174,11 @@ def _rung_data(lad, ds, value, ntrain, k):
     return xt, xb, xq, gt
 
 
-def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key):
+def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key, plan=None):
     """The ladder's column for one method (`side`) at one rung, (n_seeds, nq) per query or
     (n_seeds, 1) for a column that is one number per run (a time): each (method, rung, seed)
-    run from its point file when one exists."""
+    run from its point file when one exists. With `plan` (a dict): record the missing runs in
+    it instead of running them, and return None."""
     from .evaluate import SEEDED, run_method
     from .methods import plugin_name
 
@@ -185,19 +193,93 @@ def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key):
         key = [spec, ds.metric, data_key, len(xt), len(xb), k, seed, applied.get(plugin)]
         key.append(base_in_fit)
 
-        def run(seed=seed):
-            return run_method(spec, ds.metric, xt, xb, xq, gt, k, seed, applied, base_in_fit)
+        args = (spec, ds.metric, xt, xb, xq, gt, k, seed, applied, base_in_fit)
 
-        res = cached_point(ctx, "runs", key, run, code_of=[plugin])
+        def run(args=args, key=key):
+            if plan is not None:
+                plan[json.dumps(key, sort_keys=True, default=str)] = (key, [plugin], args)
+                raise _Deferred
+            return run_method(*args)
+
+        try:
+            res = cached_point(ctx, "runs", key, run, code_of=[plugin])
+        except _Deferred:
+            continue
+        if plan is not None:
+            continue
         col = lad["column"]
         v = res[col + ":per_query"] if col + ":per_query" in res else [res[col]]
         out.append(np.asarray(v, dtype=np.float64))
-    return np.asarray(out)
+    return None if plan is not None else np.asarray(out)
 
 
 def run_ladders(spec, ctx) -> list[dict]:
     """Every `[[ladders]]` of the spec at this scale: rows "<ladder id> @ <budget>=<value>"
     with the margin (and the two sides, and the paper's margin), PNG + points CSV per ladder."""
+    jobs = point_jobs()
+    if jobs > 1:
+        missing: dict = {}
+        _ladders(spec, ctx, plan=missing)  # what is not on disk yet
+        _compute_points(ctx, list(missing.values()), jobs)
+    return _ladders(spec, ctx)
+
+
+def point_jobs() -> int:
+    """ANNREPRO_LADDER_JOBS: worker processes for a ladder table's runs (default 1: in process)."""
+    import os
+
+    from .errors import AnnreproError
+
+    raw = os.environ.get("ANNREPRO_LADDER_JOBS", "").strip() or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise AnnreproError(f"ANNREPRO_LADDER_JOBS={raw!r}: a whole number of processes, >= 1")
+    return n
+
+
+class _Deferred(Exception):
+    """Raised in place of a missing run while planning (run_ladders with jobs > 1)."""
+
+
+def _point_worker(args, n_threads):
+    """One run_method in a worker process, at the table's thread count."""
+    from .evaluate import run_method
+    from .threads import set_threads
+
+    set_threads(n_threads)
+    return run_method(*args)
+
+
+def _compute_points(ctx, tasks, jobs: int) -> None:
+    """The planned runs (key, code_of, run_method args) in `jobs` spawned processes, the last
+    planned first (the ladders' last rungs: the longest), each saved as a point as it ends."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if not tasks:
+        return
+    pool = ProcessPoolExecutor(
+        min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn")
+    )
+    try:
+        futs = {
+            pool.submit(_point_worker, a, ctx.threads): (key, code) for key, code, a in tasks[::-1]
+        }
+        done = ctx.progress(as_completed(futs), total=len(futs), desc=f"runs ({jobs} processes)")
+        for fut in done:
+            key, code = futs[fut]
+            res = fut.result()
+            cached_point(ctx, "runs", key, lambda res=res: res, code_of=code)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ladders(spec, ctx, plan=None) -> list[dict]:
+    """run_ladders' rows; with `plan` (a dict), only record the runs that have no point file
+    yet (key -> (key, code_of, run_method args)) and return nothing."""
     from .plotting import write_points
 
     k = int(ctx.param("k"))
@@ -230,9 +312,13 @@ def run_ladders(spec, ctx) -> list[dict]:
         for value in ctx.progress(values, desc=lad["id"]):
             data = _rung_data(lad, ds, value, ntrain, k)
             b, w = (
-                _side_runs(ctx, lad, side, ds, data, value, lad_settings, k, lad_seeds, data_key)
+                _side_runs(
+                    ctx, lad, side, ds, data, value, lad_settings, k, lad_seeds, data_key, plan
+                )
                 for side in ("better", "worse")
             )
+            if plan is not None:
+                continue
             row = {"dataset": name, "row": f"{lad['id']} @ {lad['budget']}={value}"}
             if ratio and b.shape[1] != 1:
                 raise ValueError(
@@ -257,6 +343,8 @@ def run_ladders(spec, ctx) -> list[dict]:
                 row["paper_ratio" if ratio else "paper_margin"] = target
             rows.append(row)
             sds.append(row.get("seed_sd"))
+        if plan is not None:
+            continue
         verdict = trend(margins, halves, target)
         trends[lad["id"]] = {
             "trend": verdict,
@@ -281,6 +369,8 @@ def run_ladders(spec, ctx) -> list[dict]:
         head = [lad["budget"], lad.get("margin", "difference"), "halfwidth_95", "seed_sd"]
         write_points(ctx, f"{lad['id']}.csv", head, pts)
         _plot(ctx, lad, name, values, margins, halves, target)
+    if plan is not None:
+        return []
     ctx.note(
         f"{len(seeds)} seed(s) per rung; brackets and error bars: bootstrap 95 % over the seeds "
         f"and the queries; threads {ctx.threads}"

@@ -361,7 +361,9 @@ def run_jobs(
     """Run each job (a list of specs, with its cost) as `annrepro reproduce --tables <its
     tables> --threads <threads>` in its own process, `jobs` at a time in the given order, its
     output in `results_dir/logs/<first table>[+N].log`; `on_done(specs, exit code) -> (ok,
-    note)` runs as each one ends. Returns the number of failed jobs; an interrupt stops them."""
+    note)` runs as each one ends. Fewer jobs than `jobs` share the spare processes through
+    ANNREPRO_LADDER_JOBS (a ladder table computes its runs in that many; annrepro.ladder).
+    Returns the number of failed jobs; an interrupt stops them."""
     import os
     import subprocess
     import sys
@@ -375,6 +377,8 @@ def run_jobs(
     env = dict(os.environ, ANNREPRO_RESULTS=str(root.parent))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
+    if "ANNREPRO_LADDER_JOBS" not in env and len(work) < jobs:  # spare slots: a ladder's runs
+        env["ANNREPRO_LADDER_JOBS"] = str(max(1, jobs // max(1, len(work))))  # in processes
     pending, running, failed = list(work), [], 0
     try:
         while pending or running:
