@@ -270,3 +270,35 @@ def test_reproduce_in_parallel_jobs(tmp_path, monkeypatch, capsys):
     ]
     assert (tmp_path / "results" / "REPORT.md").is_file()
     assert capsys.readouterr().out.count("done: ") == 2
+
+
+@pytest.mark.parametrize(("n_work", "jobs", "preset", "want"), [
+    (1, 2, None, "2"), (1, 3, None, "3"), (2, 4, None, "2"), (3, 2, None, None), (1, 2, "1", "1"),
+])  # fmt: skip
+def test_spare_processes_go_to_a_lone_ladder(tmp_path, monkeypatch, n_work, jobs, preset, want):
+    """Fewer jobs than --jobs: each gets jobs // n of the processes for its ladder's runs
+    (ANNREPRO_LADDER_JOBS), unless the user set it."""
+    import subprocess
+
+    from annrepro.reference import run_jobs
+
+    if preset is None:
+        monkeypatch.delenv("ANNREPRO_LADDER_JOBS", raising=False)
+    else:
+        monkeypatch.setenv("ANNREPRO_LADDER_JOBS", preset)
+    seen = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, cmd, env, **kw):
+            seen.append(env.get("ANNREPRO_LADDER_JOBS"))
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Done)
+    spec = find_specs("ccst.ladder")[0]
+    work = [([spec], None)] * n_work
+    assert run_jobs(work, "tiny", tmp_path / "tiny", jobs, echo=lambda _: None, poll_s=0) == 0
+    assert seen == [want] * n_work
