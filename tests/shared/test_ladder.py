@@ -104,7 +104,8 @@ def test_a_bad_ladder_jobs_setting_is_one_clear_error(monkeypatch):
 
 def test_ladders_share_the_better_methods_runs(tmp_path, monkeypatch):
     """Two ladders with the same learned side and rungs fit it once per rung and seed; a faiss
-    baseline the budget does not touch runs once for every rung and seed."""
+    baseline the budget does not touch runs once for every rung: once per seed where its
+    training draws (PQ's k-means), once for every seed where it draws nothing (PCA)."""
     import annrepro.evaluate as evaluate
 
     spec = find_specs("ccst.ladder")[0]
@@ -122,8 +123,8 @@ def test_ladders_share_the_better_methods_runs(tmp_path, monkeypatch):
     ctx.params["csst"] = ["depths=[1]", "heads=2", "batch_size=128"]
     rows = run_ladders(spec, ctx)
     assert len(rows) == 4
-    # CSST: 2 rungs x 2 seeds, once for both ladders; each faiss baseline: once
-    assert sorted(calls) == ["PCA4,Flat", "PQ4x4np"] + ["csst4x,Flat"] * 4
+    # CSST: 2 rungs x 2 seeds, once for both ladders; PQ: once per seed; PCA: once
+    assert sorted(calls) == ["PCA4,Flat"] + ["PQ4x4np"] * 2 + ["csst4x,Flat"] * 4
     for r in rows:
         assert np.shape(r["margin:per_query"]) == (2, 30) and r["seed_sd"] >= 0
 

@@ -91,8 +91,36 @@ def test_bad_files_are_one_line(tmp_path):
         load(trunc)
 
 
+@pytest.mark.parametrize("spec", ["PQ4x4np", "OPQ4_16,PQ4x4np", "RQ2x4", "ITQ8,LSH", "RR8,LSH"])
+def test_a_seed_draws_faiss_training(spec):
+    """seed=s draws k-means, ITQ's and OPQ's rotations and random rotations from s: the same
+    seed, the same index; another seed, another draw (faiss's own fixed seeds gave one draw)."""
+
+    def distances(**kw):
+        m = make(spec, **kw).fit(DS.xt)
+        m.add(DS.xb)
+        return m.search(DS.xq, 5)[0]
+
+    assert np.array_equal(distances(seed=1), distances(seed=1))
+    assert not np.array_equal(distances(seed=1), distances(seed=2))
+
+
+def test_what_faiss_draws():
+    from annrepro.evaluate import seed_matters
+    from annrepro.methods import FaissStage
+
+    assert FaissStage.draws("OPQ4_16,PQ4np", "l2", 16) == ["OPQ rotation", "PQ k-means"]
+    assert FaissStage.draws("IVF8,PQ4", "l2", 16) == ["IVF k-means", "PQ k-means"]
+    assert FaissStage.draws("ITQ8,LSH", "l2", 16) == ["ITQ rotation"]
+    assert FaissStage.draws("HNSW16,PQ4", "l2", 16) == ["PQ k-means"]  # the storage's
+    for spec in ("PCA4,Flat", "Flat", "HNSW16", "HNSW16,SQ8", "SQ8", "LSH"):
+        assert FaissStage.draws(spec, "l2", 16) == [], spec
+    assert seed_matters("PQ4np", "l2", 16) and not seed_matters("PCA4,Flat", "l2", 16)
+    assert seed_matters("csst4x,Flat", "l2", 16)  # a network
+
+
 def test_bad_use_is_one_clear_error():
-    with pytest.raises(SettingError, match="takes no settings"):
+    with pytest.raises(SettingError, match="takes no settings but seed"):
         make("PQ8", epochs=3)
     with pytest.raises(SettingError, match="faiss factory string 'NOPE12'"):
         make("NOPE12").fit(DS.xt)

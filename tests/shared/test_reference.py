@@ -115,29 +115,32 @@ def test_speed_claims_are_not_compared(tmp_path, monkeypatch):
 
 def test_fingerprint_leaves_out_code_that_cannot_move_numbers(monkeypatch):
     """Editing the report, the comparison, the CLI or the reference store does not mark a
-    committed result stale; editing what computes it does, and the ladder / crosspaper
-    producers count only for their own tables."""
-    import annrepro.tables.runner as runner
+    committed result stale; editing what computes it does, and the one interface (methods,
+    evaluate, ladder / crosspaper producers) counts only for the tables that run through it
+    (tests/shared/test_fingerprint.py checks that no other table's code imports it)."""
+    import annrepro.tables.fingerprint as fp
 
     excluded = {}
-    real = runner._source_digest
+    real = fp.source_digest
 
     def spy(module, exclude=()):
         excluded[module] = set(exclude)
         return real(module, exclude)
 
-    monkeypatch.setattr(runner, "_source_digest", spy)
-    runner._code_parts(find_specs("ccst.table2")[0])
+    monkeypatch.setattr(fp, "source_digest", spy)
+    fp._code_parts(find_specs("ccst.table2")[0])
     assert {"tables/report.py", "tables/compare.py", "cli.py", "reference.py"} <= excluded[
         "annrepro"
     ]
-    assert {"ladder.py", "crosspaper.py"} <= excluded["annrepro"]
-    assert not {"metrics.py", "evaluate.py", "tables/runner.py"} & excluded["annrepro"]
+    assert {"ladder.py", "crosspaper.py", "methods.py", "evaluate.py"} <= excluded["annrepro"]
+    assert not {"metrics.py", "groundtruth.py", "tables/runner.py"} & excluded["annrepro"]
+    assert excluded["ccst"] == {"cli.py", "methods.py"}
+    fp._code_parts(find_specs("ccst.ladder")[0])
+    assert not {"ladder.py", "crosspaper.py", "methods.py", "evaluate.py"} & excluded["annrepro"]
     assert excluded["ccst"] == {"cli.py"}
-    runner._code_parts(find_specs("ccst.ladder")[0])
-    assert not {"ladder.py", "crosspaper.py"} & excluded["annrepro"]
-    runner._code_parts(find_specs("annrepro.crosspaper")[0])
+    fp._code_parts(find_specs("annrepro.crosspaper")[0])
     assert "crosspaper.py" not in excluded["annrepro"] and "ladder.py" in excluded["annrepro"]
+    assert excluded["kdindex"] == {"cli.py"}  # every plugin package counts for it
     # the digest moves with a counted file and not with an excluded one
     assert real("annrepro", {"cli.py"}) != real("annrepro", {"cli.py", "metrics.py"})
     assert real("annrepro", {"cli.py", "nonexistent.py"}) == real("annrepro", {"cli.py"})

@@ -5,10 +5,13 @@ queries, the same exact ground truth and the same search call (`annrepro.methods
 bytes per vector. Spec: paper_tables/annrepro/crosspaper.toml (no published numbers: the table
 is ours; its notes say how each method is set).
 
-Each cell of a learned method (catalyzer, CCST, KDindex) is the mean over `n_seeds` runs (seeds
+Each cell of a method whose training draws at random is the mean over `n_seeds` runs (seeds
 ctx.seeds(), passed as the method's `seed` setting) with the sample std, and per-query recalls
-averaged over the runs for the report's bootstrap interval. A faiss-only method runs once: its
-training is seeded by faiss itself (k-means seed 1234), so every run is the same. Each run is
+averaged over the runs for the report's bootstrap interval: the networks (catalyzer, CCST,
+KDindex) and the faiss baselines that draw (k-means of PQ / OPQ / RQ, ITQ's rotation, LSQ's
+codes: their draws seeded from the run's seed, annrepro.methods.seed_faiss, instead of faiss's
+fixed seeds, which made every run the same draw). A method that draws nothing (PCA, SQ, HNSW's
+graph over SQ codes) runs once. Each run is
 kept on disk (`annrepro.points`): a rerun computes only the runs missing. A method that fails
 (a spec string its data cannot take, a training error) is a note naming it and the error; the
 other methods are still produced.
@@ -17,7 +20,7 @@ other methods are still produced.
 from __future__ import annotations
 
 from .errors import AnnreproError
-from .evaluate import RECALLS, SEEDED, run_method
+from .evaluate import RECALLS, SEEDED, run_method, seed_matters
 from .points import cached_point
 from .stats import mean_std_row
 from .tables.runner import register
@@ -49,8 +52,6 @@ def _cached_run(ctx, spec, ds, xt, gt, k, seed, settings, data_key):
 def crosspaper(spec, ctx):
     """catalyzer, CCST, KDindex and faiss PQ / OPQ / LSQ / RQ / ITQ+LSH / HNSW at 4-16 bytes
     per vector, one protocol: fit on the learn set, add the base, search the queries."""
-    from .methods import plugin_name
-
     k = int(ctx.param("k"))
     rows = []
     for name, ds in ctx.each_dataset(ctx.param_list("datasets")):
@@ -61,13 +62,14 @@ def crosspaper(spec, ctx):
         settings = {p: settings_of(ctx.param_list(p, default=[])) for p in SEEDED}
         per_budget: dict[float, list] = {}
         for spec_str in ctx.progress(ctx.param_list("methods", name), desc=name):
-            # faiss's own training is seeded by faiss (k-means seed 1234): one run is all runs
-            plugin = plugin_name(spec_str)
-            seeds = ctx.seeds() if plugin in SEEDED else ctx.seeds(1)
             gt = ds.gt(k)
             data_key = ds.content_key() if hasattr(ds, "content_key") else ds.describe()
 
             try:
+                # a run per seed where the seed draws something (a network, k-means, a
+                # rotation: annrepro.methods.seed_faiss); PCA, SQ, HNSW: one run is all runs
+                wide = seed_matters(spec_str, ds.metric, xt.shape[1])
+                seeds = ctx.seeds() if wide else ctx.seeds(1)
                 runs = [
                     _cached_run(ctx, spec_str, ds, xt, gt, k, s, settings, data_key) for s in seeds
                 ]
@@ -88,7 +90,9 @@ def crosspaper(spec, ctx):
             )
         _plots(ctx, name, [r for r in rows if r["dataset"] == name])
     ctx.note(
-        f"{len(ctx.seeds())} seed(s) per learned method, one run per faiss method; search with "
+        f"{len(ctx.seeds())} seed(s) per method whose training draws at random (the networks; "
+        f"faiss's k-means, ITQ and rotations seeded from the run's seed), one run of the others "
+        f"(PCA, SQ, HNSW); search with "
         f"{ctx.threads} thread(s)"
     )
     return rows

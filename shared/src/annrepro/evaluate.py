@@ -7,11 +7,26 @@ import time
 
 from .metrics import per_query_recall
 
-__all__ = ["run_method", "RECALLS", "SEEDED"]
+__all__ = ["run_method", "RECALLS", "SEEDED", "seed_matters"]
 
 RECALLS = (("1-recall@1", 1, 1), ("1-recall@10", 1, 10), ("1-recall@100", 1, 100))
 RECALLS += (("10-recall@10", 10, 10),)
-SEEDED = {"catalyzer": "seed", "csst": "seed", "srp": "seed", "kdindex": "seed"}  # takes the seed
+# the plugins whose methods take the run's seed, and the setting it goes to (a faiss factory
+# string: its training's random draws, annrepro.methods.seed_faiss)
+SEEDED = {"catalyzer": "seed", "csst": "seed", "srp": "seed", "kdindex": "seed", "faiss": "seed"}
+
+
+def seed_matters(spec: str, metric: str, d: int) -> bool:
+    """Whether the run's seed can move the method's numbers: a paper method's (its network, its
+    projection), a faiss factory string's only when its training draws at random (k-means,
+    ITQ, random rotations: annrepro.methods.seed_faiss; PCA, SQ, Flat draw nothing). A run
+    that does not depend on it is made once for every seed."""
+    from .methods import FaissStage, plugin_name
+
+    plugin = plugin_name(spec)
+    if plugin != "faiss":
+        return plugin in SEEDED
+    return bool(FaissStage.draws(spec, metric, d))
 
 
 def run_method(spec, metric, xt, xb, xq, gt, k, seed=0, settings=None, base_in_fit=False):

@@ -43,9 +43,11 @@ the results (`runs/`), keyed by what it depends on (method, data, learn and base
 method's settings with the budget applied, k, seed, and the code of annrepro and the plugin),
 not by the ladder: two ladders of a table with the same `better` method, budget and rungs (one
 learned method against two baselines) share its fits, a baseline that the budget does not touch
-(a faiss index against catalyzer epochs) runs once for all rungs, and a faiss method (seeded by
-faiss itself) once for all seeds. A rerun computes only the missing runs. With
-`ANNREPRO_LADDER_JOBS=N` (N > 1; `annrepro reproduce --jobs N` and `annrepro reference
+(a faiss index against catalyzer epochs) runs once for all rungs, once per seed where its
+training draws at random (k-means, ITQ, rotations, seeded from the run's seed:
+annrepro.methods.seed_faiss, so the bracket covers the baseline's draw too) and once for all
+seeds where it draws nothing (PCA, HNSW over the vectors). A rerun computes only the missing
+runs. With `ANNREPRO_LADDER_JOBS=N` (N > 1; `annrepro reproduce --jobs N` and `annrepro reference
 regenerate --jobs N` set it when they run fewer tables than N) the missing runs of the table are
 first computed N at a time in worker processes (spawned, each at the table's thread count, the
 last rungs first: they are the longest), each saved as it ends; the table is then put together
@@ -179,7 +181,7 @@ def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key, pl
     (n_seeds, 1) for a column that is one number per run (a time): each (method, rung, seed)
     run from its point file when one exists. With `plan` (a dict): record the missing runs in
     it instead of running them, and return None."""
-    from .evaluate import SEEDED, run_method
+    from .evaluate import run_method, seed_matters
     from .methods import plugin_name
 
     xt, xb, xq, gt = data
@@ -187,9 +189,10 @@ def _side_runs(ctx, lad, side, ds, data, value, settings, k, seeds, data_key, pl
     plugin = plugin_name(spec)
     applied = _apply(lad["budget"], value, settings, spec)
     base_in_fit = bool(lad.get("base_in_fit", False))
+    wide = seed_matters(spec, ds.metric, xt.shape[1])  # else one run (PCA, HNSW) for every seed
     out = []
     for s in seeds:
-        seed = s if plugin in SEEDED else 0  # faiss seeds its own training: one run, every seed
+        seed = s if wide else 0
         key = [spec, ds.metric, data_key, len(xt), len(xb), k, seed, applied.get(plugin)]
         key.append(base_in_fit)
 

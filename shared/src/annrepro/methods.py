@@ -45,6 +45,7 @@ __all__ = [
     "Method",
     "FaissMethod",
     "FaissStage",
+    "seed_faiss",
     "make",
     "load",
     "plugins",
@@ -81,19 +82,20 @@ def _plugin_for(head: str):
 
 def make(spec: str, metric: str = "l2", **overrides) -> Method:
     """The method a spec string names (see the module docstring). overrides go to the learned
-    stage's estimator (e.g. epochs=8); a faiss-only spec takes none."""
+    stage's estimator (e.g. epochs=8); a faiss-only spec takes only `seed` (`seed_faiss`)."""
     check_metric(metric)
     head, _ = split_spec(spec)
     name, module = _plugin_for(head)
     if module is not None:
         return method_class(module, spec.strip(), name)(spec.strip(), metric, **overrides)
+    seed = overrides.pop("seed", None)
     if overrides:
         raise SettingError(
-            f"method {spec!r} is a faiss factory string: it takes no settings "
+            f"method {spec!r} is a faiss factory string: it takes no settings but seed "
             f"(got {sorted(overrides)}); settings are for the learned stages "
             f"({', '.join(sorted(plugins())) or 'no paper package installed'})"
         )
-    return FaissMethod(spec.strip(), metric)
+    return FaissMethod(spec.strip(), metric, seed=seed)
 
 
 def method_class(module, spec: str, plugin: str | None = None):
@@ -303,13 +305,90 @@ def _faiss_metric(metric: str):
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
+def seed_faiss(index, seed: int) -> tuple[list[str], list]:
+    """Draw every random choice that faiss makes in training `index` from `seed`, in place,
+    before `train`. faiss fixes its own seeds (k-means 1234, ITQ 123, rotations 12345, LSQ
+    0x12345): one draw of the baseline, whatever the run's seed; seeding it from the run's seed
+    lets a multi-seed run measure the baseline's spread from draw to draw as it does the
+    networks'. Seeded: the k-means of PQ, IVF, RQ and of OPQ's PQ (ClusteringParameters.seed,
+    which also draws their subsample), ITQ's rotation (ITQMatrix.seed), a random rotation
+    (faiss's "RR", LSH's own: RandomRotationMatrix.init), OPQ's initial rotation (faiss draws
+    it from 1234; here the orthonormal factor of a N(0, 1) matrix from numpy's generator at the
+    seed), LSQ's codes (random_seed). Not seeded: HNSW's level draws (its generator cannot be
+    assigned from Python); PCA, SQ, Flat and LSH without rotation draw nothing.
+
+    Returns the names of what was seeded (empty: the index draws nothing) and the faiss objects
+    that must live as long as the index (OPQ's PQ, which the OPQMatrix only points to)."""
+    import faiss
+
+    seed = int(seed)
+    names: list[str] = []
+    keep: list = []
+
+    def transform(vt) -> None:
+        vt = faiss.downcast_VectorTransform(vt)
+        if isinstance(vt, faiss.ITQTransform):
+            vt.itq.seed = seed
+            names.append("ITQ rotation")
+        elif isinstance(vt, faiss.RandomRotationMatrix):
+            vt.init(seed)
+            names.append("random rotation")
+        elif isinstance(vt, faiss.OPQMatrix):
+            d, d2 = max(vt.d_in, vt.d_out), vt.d_out  # faiss pads the input to d_out when wider
+            q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
+            faiss.copy_array_to_vector(np.ascontiguousarray(q[:, :d2].T, np.float32).ravel(), vt.A)
+            pq = faiss.ProductQuantizer(d2, vt.M, 8)  # OPQMatrix's own default PQ, seeded
+            pq.cp.seed = seed
+            vt.pq = pq
+            keep.append(pq)
+            names.append("OPQ rotation")
+
+    def walk(ix) -> None:
+        ix = faiss.downcast_index(ix)
+        if isinstance(ix, faiss.IndexPreTransform):
+            for i in range(ix.chain.size()):
+                transform(ix.chain.at(i))
+            walk(ix.index)
+            return
+        if isinstance(ix, faiss.IndexIVF):
+            ix.cp.seed = seed
+            names.append("IVF k-means")
+        if isinstance(ix, faiss.IndexLSH) and ix.rotate_data:
+            ix.rrot.init(seed)
+            names.append("LSH rotation")
+        pq = getattr(ix, "pq", None)
+        if isinstance(pq, faiss.ProductQuantizer):
+            pq.cp.seed = seed
+            names.append("PQ k-means")
+        rq = getattr(ix, "rq", None)
+        if isinstance(rq, faiss.ResidualQuantizer):
+            rq.cp.seed = seed
+            names.append("RQ k-means")
+        lsq = getattr(ix, "lsq", None)
+        if isinstance(lsq, faiss.LocalSearchQuantizer):
+            lsq.random_seed = seed
+            names.append("LSQ codes")
+        storage = getattr(ix, "storage", None)  # a graph index's storage (HNSW32,PQ8)
+        if storage is not None:
+            walk(storage)
+
+    walk(index)
+    return names, keep
+
+
 class FaissStage:
     """A faiss index made by `faiss.index_factory(d, factory, metric)`: train / add / search /
-    code size / bytes, for a whole method or as the stage after a learned transform."""
+    code size / bytes, for a whole method or as the stage after a learned transform.
 
-    def __init__(self, factory: str, metric: str):
+    seed: when given, faiss's training draws from it (`seed_faiss`); None keeps faiss's own
+    fixed seeds."""
+
+    def __init__(self, factory: str, metric: str, seed: int | None = None):
         self.factory, self.metric = factory, metric
+        self.seed = None if seed is None else int(seed)
         self.index = None
+        self.seeded: list[str] = []  # what seed_faiss seeded
+        self._keep: list = []
 
     def build(self, d: int):
         import faiss
@@ -320,7 +399,17 @@ class FaissStage:
             why = " ".join(str(e).split())
             why = why.split("Error: ")[-1][:160] if "Error: " in why else why[-160:]
             raise SettingError(f"faiss factory string {self.factory!r} on d={d}: {why}") from None
+        if self.seed is not None:
+            self.seeded, self._keep = seed_faiss(self.index, self.seed)
         return self.index
+
+    @staticmethod
+    def draws(factory: str, metric: str, d: int) -> list[str]:
+        """What faiss's training of this factory string on d dimensions draws at random (the
+        names `seed_faiss` gives; empty: its result does not depend on a seed)."""
+        stage = FaissStage(factory, metric, seed=0)
+        stage.build(d)
+        return list(stage.seeded)
 
     def train(self, xt: np.ndarray) -> None:
         index = self.build(xt.shape[1])
@@ -368,11 +457,12 @@ class FaissStage:
 
 
 class FaissMethod(Method):
-    """Any faiss factory string, trained, filled and searched by faiss itself."""
+    """Any faiss factory string, trained, filled and searched by faiss itself; `seed` (the one
+    setting it takes) draws its training's random choices (`seed_faiss`), else faiss's own."""
 
-    def __init__(self, spec: str, metric: str = "l2"):
+    def __init__(self, spec: str, metric: str = "l2", seed: int | None = None):
         super().__init__(spec, metric)
-        self.stage = FaissStage(spec, metric)
+        self.stage = FaissStage(spec, metric, seed=seed)
 
     def _fit(self, xt, xb):
         self.stage.train(xt)

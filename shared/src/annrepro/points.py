@@ -33,14 +33,14 @@ def code_digest(plugins=()) -> str:
 
     import faiss
 
-    from .tables.runner import _source_digest
+    from .tables.fingerprint import source_digest
 
     h = hashlib.sha256(faiss.__version__.encode())
     here = Path(__file__).parent
     for name in ANNREPRO_FILES:
         h.update(name.encode() + (here / name).read_bytes())
     for m in sorted({PACKAGES.get(p, p) for p in plugins if p not in ("faiss", "annrepro")}):
-        h.update(_source_digest(m).encode())
+        h.update(source_digest(m).encode())
     return h.hexdigest()
 
 

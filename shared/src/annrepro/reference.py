@@ -27,7 +27,7 @@ commit. `check` compares a fresh run with the committed one, CI's regression tes
 A reference made by other code than HEAD's (its fingerprint differs from the table's current
 one) is *stale*: the report marks it so and never mixes it silently with fresh results. The
 fingerprint counts the code that computes a table, not the report, the comparison with the
-paper, the CLI or this module (annrepro.tables.runner.NOT_IN_FINGERPRINT).
+paper, the CLI or this module (annrepro.tables.fingerprint).
 
 `stale` lists the references that HEAD's code no longer made (with `--missing`, also the tables
 that have none at that scale) and what they cost when last made; `regenerate` remakes them:

@@ -101,7 +101,8 @@ class CatalyzerMethod(PluginMethod):
             code_lattice(self.d_out, self.quantizer)  # refuses codes over 64 bits before training
         self.cat.fit(xt)
         if not self._native():
-            self.stage = FaissStage(self.quantizer, "l2")
+            # the run's seed draws the faiss stage's training too (annrepro.methods.seed_faiss)
+            self.stage = FaissStage(self.quantizer, "l2", seed=self.overrides.get("seed"))
             self.stage.train(self.cat.transform(xt))
         self.codes = []
 

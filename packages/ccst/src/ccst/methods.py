@@ -58,7 +58,8 @@ class CCSTMethod(PluginMethod):
                 f"dimension {xt.shape[1]}"
             )
         self.model = CCST(compression_factor=self.factor, **self.overrides).fit(xt)
-        self.stage = FaissStage(self.factory, self.metric)
+        # the run's seed draws the faiss stage's training too (annrepro.methods.seed_faiss)
+        self.stage = FaissStage(self.factory, self.metric, seed=self.overrides.get("seed"))
         self.stage.train(self.model.transform(xt))
 
     def _add(self, xb):
@@ -134,7 +135,7 @@ class SRPMethod(PluginMethod):
                 f"dimension {d}"
             )
         self.w = srp_matrix(d, d // self.factor, self.seed)
-        self.stage = FaissStage(self.factory, self.metric)
+        self.stage = FaissStage(self.factory, self.metric, seed=self.seed)
         self.stage.train(self._project(xt))
 
     def _add(self, xb):

@@ -9,8 +9,6 @@ Outputs per table and scale, under `results/<scale>/`:
 from __future__ import annotations
 
 import csv
-import hashlib
-import importlib
 import io
 import json
 import logging
@@ -28,6 +26,7 @@ from ..datasets import Dataset, DatasetError, get_dataset
 from ..errors import DatasetMissingError
 from ..paths import repo_root, results_root
 from ..threads import default_threads, threads
+from .fingerprint import fingerprint
 from .spec import TableSpec
 
 __all__ = ["register", "producers", "Context", "run_table", "TableRun", "ProducerError"]
@@ -435,75 +434,6 @@ def _write_results(run: TableRun, out_dir: Path) -> None:
 
 
 FAILED_SUFFIX = ".failed.json"
-
-
-def _source_digest(module_name: str, exclude=()) -> str:
-    """sha256 over the .py files of an installed package (its code version, dirty or not), but
-    the files `exclude` names (paths relative to the package, e.g. "tables/report.py")."""
-    try:
-        mod = importlib.import_module(module_name)
-    except ImportError:
-        return "absent"
-    h = hashlib.sha256()
-    root = Path(mod.__file__).parent
-    for f in sorted(root.rglob("*.py")):
-        rel = f.relative_to(root).as_posix()
-        if rel in exclude:
-            continue
-        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-# Code that cannot move a table's numbers, left out of its fingerprint so that editing it does
-# not mark hours of committed results stale: annrepro's reporting, its comparison with the
-# paper (verdicts are recomputed from the stored numbers at report time), the CLI, the
-# reference store and the checksum-verified downloads; a paper package's CLI; and, in every
-# other table's, the producers of the ladders and of annrepro.crosspaper (the ladders use
-# crosspaper's settings parser).
-NOT_IN_FINGERPRINT = (
-    "__main__.py", "cli.py", "reference.py", "fetch.py", "tables/compare.py", "tables/report.py",
-)  # fmt: skip
-
-
-def _code_parts(spec: TableSpec) -> dict:
-    """{package: digest} of the code a table's numbers depend on (NOT_IN_FINGERPRINT)."""
-    skip = set(NOT_IN_FINGERPRINT)
-    ladder = bool(spec.raw.get("ladders"))
-    if not ladder:
-        skip.add("ladder.py")
-    if not ladder and spec.id != "annrepro.crosspaper":
-        skip.add("crosspaper.py")
-    parts = {"annrepro": _source_digest("annrepro", exclude=skip)}
-    if spec.paper != "annrepro":
-        parts[spec.paper] = _source_digest(spec.paper, exclude={"cli.py"})
-    return parts
-
-
-def fingerprint(spec: TableSpec, scale: str, seed: int) -> str:
-    """What a table's result depends on: its spec and published CSV, the scale and seed, the code
-    of annrepro and of the paper's package (but NOT_IN_FINGERPRINT), and the registry entries
-    (file checksums) of the data sets the spec names at this scale. Threads are left out: they
-    move only timings (and the last bits of some sums)."""
-    from ..registry import registry
-
-    reg = registry()
-    data = {}
-    for paper_name, reg_name in sorted(spec.datasets(scale).items()):
-        entry = reg["datasets"].get(reg_name, {})
-        files = {
-            r: reg["files"].get(entry[r], entry[r]) for r in entry if isinstance(entry[r], str)
-        }
-        data[paper_name] = {"entry": entry, "files": files}
-    published = spec.path.with_suffix(".csv")
-    parts = {
-        "spec": spec.path.read_text(encoding="utf-8") if spec.path.is_file() else repr(spec.raw),
-        "published": published.read_text(encoding="utf-8") if published.is_file() else "",
-        "scale": scale,
-        "seed": seed,
-        "code": _code_parts(spec),
-        "data": data,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def up_to_date(spec: TableSpec, scale: str, seed: int, out_dir: Path | None = None):
