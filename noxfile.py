@@ -103,8 +103,9 @@ def ladder(session):
 def references(session):
     """Remake the stale results-reference/ runs (`annrepro reference regenerate`; default scale
     small, 2 jobs of 1 thread, the CSST of ccst Tables 3 and 5 shared): hours, not in CI;
-    resumable, each table saved as it finishes. `nox -s references -- --scale medium --dry-run`
-    prints the plan and its cost as last measured."""
+    resumable, each table saved as it finishes, a ladder's committed finished runs put back
+    first (`annrepro reference keep`). `nox -s references -- --scale medium --dry-run` prints
+    the plan and its cost as last measured."""
     _install(session, *PAPERS)
     args = list(session.posargs)
     if "--scale" not in args:

@@ -305,3 +305,48 @@ def test_spare_processes_go_to_a_lone_ladder(tmp_path, monkeypatch, n_work, jobs
     work = [([spec], None)] * n_work
     assert run_jobs(work, "tiny", tmp_path / "tiny", jobs, echo=lambda _: None, poll_s=0) == 0
     assert seen == [want] * n_work
+
+
+def test_finished_pieces_outlast_a_session(tmp_path, monkeypatch):
+    """`keep` copies a ladder's finished runs into results-reference/<scale>/<table>/runs/; put
+    back into an empty results folder (as regenerate does), the ladder computes nothing again."""
+    import annrepro.evaluate as evaluate
+    from annrepro.cli import main
+    from annrepro.ladder import run_ladders
+    from annrepro.reference import keep, restore_points
+    from annrepro.testing import FakeContext, SyntheticDataset
+
+    monkeypatch.setenv("ANNREPRO_REFERENCE", str(tmp_path / "ref"))
+    spec = find_specs("catalyzer.ladder")[0]
+    spec.raw = {**spec.raw, "ladders": [{
+        "id": "pq", "dataset": "BigAnn1M", "better": "PQ8x4np", "worse": "PQ2x4np",
+        "column": "1-recall@10", "budget": "ntrain",
+    }]}  # fmt: skip
+    ds = SyntheticDataset(d=16, nb=300, nq=40, nt=400, seed=2)
+
+    def ladder(out):
+        ctx = FakeContext(spec, {"BigAnn1M": ds}, out_dir=out, n_seeds=1, k=10)
+        ctx.params["values"] = {"pq": [200, 400]}
+        return [r["margin"] for r in run_ladders(spec, ctx)]
+
+    session1, session2 = tmp_path / "s1" / "tiny", tmp_path / "s2" / "tiny"
+    first = ladder(session1)
+    assert keep([spec], "tiny", session1, echo=lambda *_: None) == 4  # 2 methods x 2 rungs
+    kept = tmp_path / "ref" / "tiny" / spec.id / "runs"
+    assert len(list(kept.glob("*.json"))) == 4
+    assert keep([spec], "tiny", session1, echo=lambda *_: None) == 0  # nothing new
+    assert restore_points([spec], "tiny", session2, echo=lambda *_: None) == 4
+    calls = []
+    real = evaluate.run_method
+    monkeypatch.setattr(evaluate, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert ladder(session2) == first and calls == []
+    assert main(["reference", "keep", "--scale", "tiny"]) == 2  # --tables is required
+
+
+def test_save_keeps_a_finished_tables_pieces(ran, tmp_path):
+    spec, out = ran
+    pieces = out / spec.id / "runs"
+    pieces.mkdir(parents=True)
+    (pieces / "0123abcd.json").write_text('{"1-recall@10": 0.5}')
+    save([spec], "tiny", out, echo=lambda *_: None)
+    assert (tmp_path / "ref" / "tiny" / spec.id / "runs" / "0123abcd.json").is_file()

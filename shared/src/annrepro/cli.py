@@ -7,6 +7,7 @@ annrepro data list | info NAME | fetch NAME | check NAME
 annrepro groundtruth --base xb.fvecs --queries xq.fvecs -k 100 --out gt.ivecs [--engine dask]
 annrepro recall --results I.ivecs --gt gt.ivecs [-k 100]
 annrepro reference save|check --scale small --tables 'ccst.table5'   # results-reference/
+annrepro reference keep --scale medium --tables 'ccst.ladder'  # a long run's finished pieces
 annrepro bench --base xb.fvecs --queries xq.fvecs [--learn xt.fvecs] [--gt gt.ivecs] \
     --methods 'catalyzer24,zn_79;kdindex,PQ8x256;OPQ8_64,PQ8' -k 100 --metric l2 --out DIR
 
@@ -354,10 +355,10 @@ def _reference(args) -> int:
 
     from .errors import AnnreproError
     from .paths import results_root
-    from .reference import check, plan, reference_root, regenerate, save
+    from .reference import check, keep, plan, reference_root, regenerate, save
     from .tables import find_specs
 
-    if args.tables is None and args.action in ("save", "check"):
+    if args.tables is None and args.action in ("save", "check", "keep"):
         raise AnnreproError(f"reference {args.action}: --tables is required")
     specs = find_specs(args.tables or "*")
     results = Path(args.results) if args.results else results_root() / args.scale
@@ -379,6 +380,10 @@ def _reference(args) -> int:
         ) else 0  # fmt: skip
     if args.action == "save":
         save(specs, args.scale, results)
+        return 0
+    if args.action == "keep":
+        n = keep(specs, args.scale, results)
+        print(f"kept {n} finished piece(s) of {len(specs)} table(s) at {args.scale} from {results}")
         return 0
     problems = check(specs, args.scale, results, warn=lambda m: print(m, file=sys.stderr))
     for p in problems:
@@ -523,7 +528,7 @@ def _main(argv=None) -> int:
     rf = sub.add_parser(
         "reference", help="results-reference/: save finished runs, check fresh ones"
     )
-    rf.add_argument("action", choices=("save", "check", "stale", "regenerate"))
+    rf.add_argument("action", choices=("save", "check", "stale", "regenerate", "keep"))
     rf.add_argument("--scale", choices=SCALES, default="small")
     rf.add_argument(
         "--tables", help="glob(s) on table ids, comma-separated (stale / regenerate: all)"

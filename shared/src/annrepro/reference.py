@@ -4,6 +4,7 @@
     annrepro reference check --scale small --tables 'ccst.table2,ccst.table5' [--results DIR]
     annrepro reference stale --scale medium [--missing]
     annrepro reference regenerate --scale small --jobs 2 [--group 'ccst.table3+ccst.table5']
+    annrepro reference keep --scale medium --tables 'ccst.ladder' --results DIR
 
 `save` copies a finished run (`<table>.csv`, `<table>.json` with its provenance: commit,
 versions, threads, wall time, fingerprint; and its PNG / CSV artifacts) from the results folder
@@ -36,6 +37,16 @@ Tables 3 and 5) runs `annrepro reproduce` at 1 thread in its own process, `--job
 time, the longest (by its recorded wall time) first, and is saved into results-reference/ as
 soon as it finishes. It is resumable: a table saved is no longer stale, and a finished run left
 in the results folder by an interrupted regeneration is up to date, so reproduce skips it.
+
+A table that runs through finished pieces (annrepro.points: the ladders' and crosspaper's runs, one
+file per method, rung and seed) can outlast a session, whose files are gone when it stops: `keep`
+copies the pieces finished so far (`<results>/<table>/runs/*.json`) into
+`results-reference/<scale>/<table>/runs/` to be committed, and `regenerate` puts the committed
+pieces back into the results folder before it runs, so the next session computes only what is
+missing. A piece is keyed by everything it depends on (its method, settings, data, seed and the
+code that computes it): a piece of other code is never read, only ignored. `save` keeps a
+finished table's pieces too, so an edit that stales a ladder without moving its runs (its
+assembly, its plot) costs a re-assembly, not the runs.
 """
 
 from __future__ import annotations
@@ -56,7 +67,11 @@ __all__ = [
     "plan",
     "regenerate",
     "run_jobs",
+    "keep",
+    "restore_points",
 ]
+
+POINTS = "runs"  # annrepro.points' folder of a table's finished pieces (ladder, crosspaper)
 
 
 def machine_kind() -> str:
@@ -127,9 +142,61 @@ def save(specs, scale: str, results_dir: Path, echo=print) -> list[Path]:
             for f in sorted(arts.iterdir()):
                 if f.is_file() and f.suffix in (".png", ".csv", ".json"):
                     shutil.copyfile(f, dst / f.name)
+            _copy_points(arts / POINTS, dst / POINTS)
         commit = str(run.provenance.get("git_commit", "?"))[:12]
         echo(f"{spec.id} [{scale}]: saved to {out} (commit {commit})")
     return written
+
+
+def _copy_points(src: Path, dst: Path) -> tuple[int, int]:
+    """Copy the piece files of `src` that `dst` lacks (a piece's name is the hash of its key, so
+    one name is one content): (files copied, their bytes)."""
+    from .atomic import atomic_write_bytes
+
+    n = size = 0
+    if not src.is_dir():
+        return n, size
+    for f in sorted(src.glob("*.json")):
+        out = dst / f.name
+        if out.is_file():
+            continue
+        data = f.read_bytes()
+        dst.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, data)
+        n, size = n + 1, size + len(data)
+    return n, size
+
+
+def keep(specs, scale: str, results_dir: Path, echo=print) -> int:
+    """Copy the finished pieces of each spec's run (finished or not) from `results_dir` into
+    results-reference/<scale>/<table>/runs/ (module docstring); returns the files copied."""
+    total = 0
+    for spec in specs:
+        src = Path(results_dir) / spec.id / POINTS
+        dst = reference_root() / scale / spec.id / POINTS
+        n, size = _copy_points(src, dst)
+        total += n
+        have = len(list(dst.glob("*.json"))) if dst.is_dir() else 0
+        if n or have:
+            echo(
+                f"{spec.id} [{scale}]: kept {n} new finished piece(s) ({size / 1e6:.1f} MB), "
+                f"{have} in {dst}"
+            )
+    return total
+
+
+def restore_points(specs, scale: str, results_dir: Path, echo=print) -> int:
+    """Put the committed pieces of each spec (results-reference/<scale>/<table>/runs/) into the
+    results folder, where its run finds them; returns the files copied."""
+    total = 0
+    for spec in specs:
+        n, _ = _copy_points(
+            reference_root() / scale / spec.id / POINTS, Path(results_dir) / spec.id / POINTS
+        )
+        if n:
+            echo(f"  {spec.id}: {n} finished piece(s) from results-reference")
+        total += n
+    return total
 
 
 def load_reference(spec, scale: str):
@@ -328,6 +395,7 @@ def regenerate(
     )
     if dry_run:
         return 0
+    restore_points([s for members, _ in work for s in members], scale, Path(results_dir), echo)
 
     def save_each(members, returncode):
         saved = []
