@@ -350,3 +350,66 @@ def test_save_keeps_a_finished_tables_pieces(ran, tmp_path):
     (pieces / "0123abcd.json").write_text('{"1-recall@10": 0.5}')
     save([spec], "tiny", out, echo=lambda *_: None)
     assert (tmp_path / "ref" / "tiny" / spec.id / "runs" / "0123abcd.json").is_file()
+
+
+def test_a_deadline_stops_the_running_jobs_and_starts_none_that_would_end_past_it(
+    tmp_path, monkeypatch
+):
+    """run_jobs with a deadline (regenerate --hours): a job whose last wall time would end
+    past it is not started; a running one is stopped at it with the processes it started,
+    reported as left for another session, not as failed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from annrepro.reference import run_jobs
+
+    real = subprocess.Popen
+    started, ended, ticks = [], [], []
+    child = tmp_path / "child.pid"
+    script = (  # a job that starts a worker of its own, as a ladder does, then works on
+        "import subprocess, sys, time; "
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        f"open({str(child)!r}, 'w').write(str(w.pid)); time.sleep(120)"
+    )
+
+    def popen(cmd, **kw):
+        started.append(cmd[cmd.index("--tables") + 1])
+        return real([sys.executable, "-c", script], **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    by_id = {s.id: s for s in find_specs("ccst.table2,ccst.ladder")}
+    work = [([by_id["ccst.ladder"]], None), ([by_id["ccst.table2"]], 3600.0)]  # unknown cost first
+    left = []
+    t0 = time.perf_counter()
+    failed = run_jobs(
+        work, "tiny", tmp_path / "tiny", 2, echo=lambda _: None, poll_s=0.2,
+        deadline=t0 + 3.0, not_done=left, on_tick=ticks.append,
+        on_done=lambda members, rc: ended.append((members[0].id, rc)) or (rc == 0, ""),
+    )  # fmt: skip
+    assert time.perf_counter() - t0 < 60
+    assert failed == 0 and started == ["ccst.ladder"]
+    assert sorted(left) == ["ccst.ladder", "ccst.table2"]
+    assert ended and ended[0][0] == "ccst.ladder" and ended[0][1] != 0 and ticks
+    pid = int(child.read_text())
+
+    def gone():  # no such process, or a zombie that nothing reaps yet
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat")
+            return stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+
+    for _ in range(50):  # the worker went with its job
+        if gone():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the job's worker process outlived the deadline")
+
+
+def test_hours_must_be_a_positive_number(capsys):
+    assert main(["reference", "regenerate", "--scale", "tiny", "--hours", "0"]) == 2
+    assert "not a positive number" in capsys.readouterr().err

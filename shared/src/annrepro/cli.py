@@ -62,6 +62,19 @@ def positive_int(text: str) -> int:
     return v
 
 
+def positive_float(text: str) -> float:
+    """argparse `type=` for durations such as --hours: a finite number > 0."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return v
+
+
 def check_outputs(*paths) -> None:
     """Raise InputError for an output whose folder cannot be made or written: checked before
     any work, so a training that cannot save is found out at once, not after an hour."""
@@ -376,7 +389,7 @@ def _reference(args) -> int:
             )
         return 1 if regenerate(
             specs, args.scale, results, jobs=args.jobs, groups=args.group or (),
-            missing=args.missing, dry_run=args.dry_run,
+            missing=args.missing, dry_run=args.dry_run, hours=args.hours,
         ) else 0  # fmt: skip
     if args.action == "save":
         save(specs, args.scale, results)
@@ -538,6 +551,9 @@ def _main(argv=None) -> int:
     rf.add_argument("--group", action="append", help="regenerate: tables run in one process, 'a+b'")
     rf.add_argument("--missing", action="store_true", help="also tables without a reference")
     rf.add_argument("--dry-run", action="store_true", help="regenerate: print the plan only")
+    rf.add_argument(
+        "--hours", type=positive_float, help="regenerate: stop at this much wall (a session's)"
+    )
     rf.set_defaults(fn=_reference)
 
     rc = sub.add_parser("recall", help="recalls of a result file against a ground truth file")

@@ -4,6 +4,7 @@
     annrepro reference check --scale small --tables 'ccst.table2,ccst.table5' [--results DIR]
     annrepro reference stale --scale medium [--missing]
     annrepro reference regenerate --scale small --jobs 2 [--group 'ccst.table3+ccst.table5']
+    annrepro reference regenerate --scale medium --jobs 2 --hours 2.5     # one session's worth
     annrepro reference keep --scale medium --tables 'ccst.ladder' --results DIR
 
 `save` copies a finished run (`<table>.csv`, `<table>.json` with its provenance: commit,
@@ -43,10 +44,13 @@ file per method, rung and seed) can outlast a session, whose files are gone when
 copies the pieces finished so far (`<results>/<table>/runs/*.json`) into
 `results-reference/<scale>/<table>/runs/` to be committed, and `regenerate` puts the committed
 pieces back into the results folder before it runs, so the next session computes only what is
-missing. A piece is keyed by everything it depends on (its method, settings, data, seed and the
-code that computes it): a piece of other code is never read, only ignored. `save` keeps a
-finished table's pieces too, so an edit that stales a ladder without moving its runs (its
-assembly, its plot) costs a re-assembly, not the runs.
+missing (`regenerate` keeps them as they come, so a stopped or failed run loses none).
+`regenerate --hours H` plans a session of H hours of wall: it starts no table whose last recorded
+wall time would end past it, stops the running ones at it (their finished pieces kept) and says
+what is left for the next session. A piece is keyed by everything it depends on (its method,
+settings, data, seed and the code that computes it): a piece of other code is never read, only
+ignored. `save` keeps a finished table's pieces too, so an edit that stales a ladder without moving
+its runs (its assembly, its plot) costs a re-assembly, not the runs.
 """
 
 from __future__ import annotations
@@ -373,8 +377,12 @@ def regenerate(
     dry_run: bool = False,
     echo=print,
     poll_s: float = 2.0,
+    hours: float | None = None,
 ) -> int:
-    """Remake the planned references (module docstring): returns the number of failed jobs."""
+    """Remake the planned references (module docstring): returns the number of failed jobs.
+    With `hours`, stop at that much wall (a session's length): start no job whose last
+    recorded wall time would end past it, stop the running ones at it; the finished runs of a
+    ladder or crosspaper are kept in results-reference/ as they come, whatever stops them."""
     import time
 
     todo = plan(specs, scale, missing)
@@ -397,8 +405,12 @@ def regenerate(
         return 0
     restore_points([s for members, _ in work for s in members], scale, Path(results_dir), echo)
 
+    def keep_running(members):
+        keep(members, scale, Path(results_dir), echo=lambda *_: None)
+
     def save_each(members, returncode):
         saved = []
+        keep_running(members)  # a failed or stopped ladder's finished runs, for the next session
         for spec in members:
             try:
                 save([spec], scale, Path(results_dir), echo=lambda *_: None)
@@ -409,9 +421,18 @@ def regenerate(
         return ok, f"saved {', '.join(saved) or 'nothing'}"
 
     t_start = time.perf_counter()
-    failed = run_jobs(work, scale, results_dir, jobs, on_done=save_each, echo=echo, poll_s=poll_s)
-    hours = (time.perf_counter() - t_start) / 3600
-    echo(f"regenerated {len(work) - failed} of {len(work)} job(s) at {scale} in {hours:.2f} h")
+    deadline = None if hours is None else t_start + 3600.0 * float(hours)
+    left: list = []
+    failed = run_jobs(
+        work, scale, results_dir, jobs, on_done=save_each, echo=echo, poll_s=poll_s,
+        deadline=deadline, on_tick=keep_running, not_done=left,
+    )  # fmt: skip
+    took = (time.perf_counter() - t_start) / 3600
+    done = len(work) - failed - len(left)
+    echo(
+        f"regenerated {done} of {len(work)} job(s) at {scale} in {took:.2f} h"
+        + (f"; {len(left)} left for another session ({', '.join(left)})" if left else "")
+    )
     return failed
 
 
@@ -425,17 +446,41 @@ def run_jobs(
     on_done=None,
     echo=print,
     poll_s: float = 2.0,
+    deadline: float | None = None,
+    on_tick=None,
+    not_done: list | None = None,
 ) -> int:
     """Run each job (a list of specs, with its cost) as `annrepro reproduce --tables <its
     tables> --threads <threads>` in its own process, `jobs` at a time in the given order, its
     output in `results_dir/logs/<first table>[+N].log`; `on_done(specs, exit code) -> (ok,
-    note)` runs as each one ends. Fewer jobs than `jobs` share the spare processes through
-    ANNREPRO_LADDER_JOBS (a ladder table computes its runs in that many; annrepro.ladder).
-    Returns the number of failed jobs; an interrupt stops them."""
+    note)` runs as each one ends, `on_tick(specs)` for each running job at every poll. Fewer
+    jobs than `jobs` share the spare processes through ANNREPRO_LADDER_JOBS (a ladder table
+    computes its runs in that many; annrepro.ladder). With `deadline` (a time.perf_counter()
+    time): a job of known cost that would end past it is not started, and the running ones
+    are stopped at it (on_done gets their exit code); their names go to `not_done`.
+    Returns the number of failed jobs (not those left for the deadline); an interrupt stops
+    them, each with the processes it started (a ladder's workers)."""
     import os
+    import signal
     import subprocess
     import sys
     import time
+
+    def stop(proc):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the ladder's workers too
+        except (ProcessLookupError, PermissionError, AttributeError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, AttributeError):
+                proc.kill()
+            proc.wait()
+
+    left = not_done if not_done is not None else []
 
     root = Path(results_dir)
     if root.name != scale:
@@ -451,19 +496,36 @@ def run_jobs(
     try:
         while pending or running:
             while pending and len(running) < max(1, jobs):
-                members, _ = pending.pop(0)
+                members, cost = pending.pop(0)
                 name = "+".join(s.id for s in members)
+                now = time.perf_counter()
+                if deadline is not None and (now >= deadline or (cost and now + cost > deadline)):
+                    left.append(name)
+                    echo(
+                        f"not started: {name} (last made in {(cost or 0) / 60:.1f} min, "
+                        f"{max(0.0, deadline - now) / 60:.1f} min left)"
+                    )
+                    continue
                 short = members[0].id + (f"+{len(members) - 1}" if len(members) > 1 else "")
                 log = open(logs / f"{short}.log", "w")
                 cmd = [sys.executable, "-m", "annrepro", "reproduce", "--scale", scale,
                        "--tables", ",".join(s.id for s in members), "--threads", str(threads),
                        "--no-progress", *extra]  # fmt: skip
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
                 running.append((proc, members, name, log, time.perf_counter()))
                 echo(f"started {name} ({threads} thread(s), log {logs / (short + '.log')})")
             time.sleep(poll_s)
+            late = deadline is not None and time.perf_counter() >= deadline
             for item in list(running):
                 proc, members, name, log, t0 = item
+                if on_tick is not None:
+                    on_tick(members)
+                stopped = late and proc.poll() is None
+                if stopped:
+                    stop(proc)
+                    left.append(name)
                 if proc.poll() is None:
                     continue
                 running.remove(item)
@@ -471,8 +533,11 @@ def run_jobs(
                 ok, note = (proc.returncode == 0, "")
                 if on_done is not None:
                     ok, note = on_done(members, proc.returncode)
-                failed += not ok
-                status = "done" if ok else f"FAILED (exit {proc.returncode}, see its log)"
+                failed += not ok and not stopped
+                status = (
+                    "stopped at the deadline" if stopped else
+                    "done" if ok else f"FAILED (exit {proc.returncode}, see its log)"
+                )  # fmt: skip
                 echo(
                     f"{status}: {name} in {(time.perf_counter() - t0) / 60:.1f} min"
                     + (f"; {note}" if note else "")
@@ -480,7 +545,6 @@ def run_jobs(
                 )
     finally:
         for proc, *_, log, _t0 in running:  # interrupted: no orphan keeps computing
-            proc.terminate()
-            proc.wait()
+            stop(proc)
             log.close()
     return failed
