@@ -501,10 +501,9 @@ def run_jobs(
                 now = time.perf_counter()
                 if deadline is not None and (now >= deadline or (cost and now + cost > deadline)):
                     left.append(name)
-                    echo(
-                        f"not started: {name} (last made in {(cost or 0) / 60:.1f} min, "
-                        f"{max(0.0, deadline - now) / 60:.1f} min left)"
-                    )
+                    last = f"last made in {cost / 60:.1f} min, " if cost else ""
+                    mins = max(0.0, deadline - now) / 60
+                    echo(f"not started: {name} ({last}{mins:.1f} min left)")
                     continue
                 short = members[0].id + (f"+{len(members) - 1}" if len(members) > 1 else "")
                 log = open(logs / f"{short}.log", "w")
